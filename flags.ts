@@ -1,0 +1,161 @@
+/**
+ * Command-line flags: one table per command is the single source of each
+ * flag's name, default and help text. `parseFlags` turns it into a
+ * `parseArgs` call (from `node:util`) and `usage` into the `--help` text.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** One flag of a command. */
+export interface FlagSpec {
+  /** The long name, without dashes: `port` for `--port`. */
+  name: string;
+  /** `string` takes a value; `boolean` is a switch. */
+  type: "string" | "boolean";
+  /** Shown in `--help` as `--port PORT`. */
+  valueName?: string;
+  /** The default as it appears in `--help` and the README. */
+  default?: string;
+  /** May be given more than once. */
+  multiple?: boolean;
+  /** One line of help. */
+  help: string;
+}
+
+/** A command's name, summary and flags. */
+export interface CommandSpec {
+  /** `server` or `client`. */
+  name: string;
+  /** One line saying what the command does. */
+  summary: string;
+  flags: FlagSpec[];
+}
+
+/** A usage error: printed as one line with a hint, exit status 2. */
+export class UsageError extends Error {
+  constructor(message: string, readonly command?: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+
+  /** `chat: PROBLEM (try 'chat COMMAND --help')`. */
+  line(): string {
+    const help = this.command ? `chat ${this.command} --help` : "chat --help";
+    return `chat: ${this.message} (try '${help}')`;
+  }
+}
+
+/** The values given on the command line, by flag name; `help` is always there. */
+export type FlagValues = Record<
+  string,
+  string | boolean | (string | boolean)[] | undefined
+>;
+
+/**
+ * Parses `args` against a command's flags. Every command also takes
+ * `--help` (`-h`). Throws a `UsageError` for an unknown flag, a missing
+ * value, a value given to a switch, or a stray argument.
+ */
+export function parseFlags(command: CommandSpec, args: string[]): FlagValues {
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; multiple?: boolean; short?: string }
+  > = { help: { type: "boolean", short: "h" } };
+  for (const flag of command.flags) {
+    options[flag.name] = { type: flag.type, multiple: flag.multiple ?? false };
+  }
+  try {
+    const { values } = parseArgs({
+      args,
+      options,
+      strict: true,
+      allowPositionals: false,
+    });
+    return { ...values };
+  } catch (error) {
+    throw new UsageError(describeParseError(error), command.name);
+  }
+}
+
+/** Rewrites `parseArgs` errors, which are written for node, in this tool's words. */
+function describeParseError(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: string }).code;
+  const quoted = message.match(/'(-[^' ]*)/)?.[1] ?? message.match(/'([^']*)'/)?.[1];
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown flag ${quoted}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return message.includes("argument missing")
+        ? `flag ${quoted} needs a value`
+        : `flag ${quoted} takes no value`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `unexpected argument ${JSON.stringify(quoted)}`;
+    default:
+      return message;
+  }
+}
+
+/** The `--help` text of a command. */
+export function usage(command: CommandSpec): string {
+  const rows = command.flags.map((flag) => {
+    const left = `--${flag.name}${flag.valueName ? ` ${flag.valueName}` : ""}`;
+    const extra = [
+      flag.default !== undefined ? `default: ${flag.default}` : "",
+      flag.multiple ? "repeatable" : "",
+    ].filter(Boolean).join("; ");
+    return [left, extra ? `${flag.help} (${extra})` : flag.help];
+  });
+  rows.push(["-h, --help", "show this help"]);
+  const width = Math.max(...rows.map(([left]) => left.length));
+  return [
+    `chat ${command.name}: ${command.summary}`,
+    "",
+    `Usage: chat ${command.name} [flags]`,
+    "",
+    "Flags:",
+    ...rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`),
+    "",
+  ].join("\n");
+}
+
+/**
+ * Reads a whole number between `min` and `max` from a flag's value, or
+ * throws a `UsageError` naming the flag.
+ */
+export function integerFlag(
+  command: string,
+  name: string,
+  value: string,
+  min: number,
+  max: number,
+): number {
+  const number = /^\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
+  if (!Number.isSafeInteger(number) || number < min || number > max) {
+    throw new UsageError(
+      `invalid --${name} ${
+        JSON.stringify(value)
+      }: expected a whole number from ${min} to ${max}`,
+      command,
+    );
+  }
+  return number;
+}
+
+/** Runs a command's `main`, turning a `UsageError` into its line and exit 2. */
+export async function runCommand(
+  entry: (args: string[]) => Promise<number>,
+  args: string[],
+): Promise<number> {
+  try {
+    return await entry(args);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(error.line());
+      return 2;
+    }
+    throw error;
+  }
+}

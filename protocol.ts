@@ -1,0 +1,69 @@
+/**
+ * The wire contract shared by the server, the client and the tests: message
+ * texts, close codes, the name rule and the form of a chat line. Scripts and
+ * other clients depend on these strings, so each lives here once.
+ *
+ * @module
+ */
+
+/** The first message every client receives, to itself only. */
+export const WELCOME = "Welcome to chat! Type a message";
+
+/** WebSocket close codes the chat uses (RFC 6455, section 7.4.1). */
+export const CloseCode = {
+  /** Normal closure: the client is done (stdin ended). */
+  NORMAL: 1000,
+  /** Going away: the server is shutting down, or the peer stopped answering pings. */
+  GOING_AWAY: 1001,
+  /** The client sent a binary message; the chat is text only. */
+  UNSUPPORTED_DATA: 1003,
+  /** No close frame was received (reported by clients, never sent). */
+  ABNORMAL: 1006,
+  /** Policy violation: flooding, or a consumer too slow to keep up. */
+  POLICY_VIOLATION: 1008,
+  /** A message larger than the server accepts. */
+  MESSAGE_TOO_BIG: 1009,
+  /** The server hit an unexpected error handling this connection. */
+  INTERNAL_ERROR: 1011,
+} as const;
+
+/** Close reasons sent with the codes above. */
+export const CloseReason = {
+  SHUTTING_DOWN: "server shutting down",
+  TEXT_ONLY: "text only",
+  INTERNAL_ERROR: "internal error",
+} as const;
+
+/** The longest name a client may take. */
+export const MAX_NAME_LENGTH = 32;
+
+const NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
+
+/** The name rule in words, for error messages and help texts. */
+export const NAME_RULE = `1 to ${MAX_NAME_LENGTH} ASCII letters, digits, '_', '-' or '.'`;
+
+/**
+ * Says what is wrong with a name, or returns `undefined` when it is valid.
+ *
+ * A name is 1 to 32 ASCII letters, digits, `_`, `-` or `.`.
+ */
+export function nameProblem(name: string): string | undefined {
+  if (name.length === 0) return "name is empty";
+  if (name.length > MAX_NAME_LENGTH) {
+    return `name is longer than ${MAX_NAME_LENGTH} characters`;
+  }
+  if (!NAME_PATTERN.test(name)) {
+    return `invalid name ${JSON.stringify(name)}: use ${NAME_RULE}`;
+  }
+  return undefined;
+}
+
+/** `IP:PORT`, with an IPv6 address in brackets (`[::1]:5555`). */
+export function formatAddress(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+/** The line every member receives for a chat message: `SENDER: TEXT`. */
+export function chatLine(sender: string, text: string): string {
+  return `${sender}: ${text}`;
+}

@@ -1,0 +1,45 @@
+/**
+ * A token bucket: `rate` tokens a second, holding at most `burst`. The
+ * server uses one per client to limit messages; the client uses one to pace
+ * what it sends so that a default server never refuses it.
+ *
+ * @module
+ */
+
+/** Tokens refill continuously at `rate` per second up to `burst`; it starts full. */
+export class TokenBucket {
+  #tokens: number;
+  #last: number;
+
+  constructor(
+    /** Tokens added per second. */
+    readonly rate: number,
+    /** The most tokens it holds (at least 1). */
+    readonly burst: number,
+    now: number = performance.now(),
+  ) {
+    this.burst = Math.max(1, burst);
+    this.#tokens = this.burst;
+    this.#last = now;
+  }
+
+  #refill(now: number) {
+    const elapsed = Math.max(0, now - this.#last);
+    this.#tokens = Math.min(this.burst, this.#tokens + (elapsed * this.rate) / 1000);
+    this.#last = now;
+  }
+
+  /** Takes a token if there is one; says whether it did. */
+  take(now: number = performance.now()): boolean {
+    this.#refill(now);
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Milliseconds until a token is there: 0 when one is there now. */
+  wait(now: number = performance.now()): number {
+    this.#refill(now);
+    return this.#tokens >= 1 ? 0 : ((1 - this.#tokens) * 1000) / this.rate;
+  }
+}

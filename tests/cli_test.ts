@@ -1,0 +1,203 @@
+import assert from "node:assert/strict";
+import config from "../deno.json" with { type: "json" };
+import { Cli, closedPort, runCli, startServerProcess, TestClient } from "./helpers.ts";
+import { WELCOME } from "../protocol.ts";
+
+Deno.test("--help for chat, server and client prints usage and exits 0", async () => {
+  const top = await runCli(["--help"]);
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /chat server \[flags\]/);
+  assert.match(top.stdout, /chat client \[flags\]/);
+  const server = await runCli(["server", "--help"]);
+  assert.equal(server.code, 0);
+  assert.match(server.stdout, /^chat server: /);
+  for (const flag of ["--host HOST", "--port PORT", "--no-echo"]) {
+    assert.ok(server.stdout.includes(flag), flag);
+  }
+  const client = await runCli(["client", "--help"]);
+  assert.equal(client.code, 0);
+  for (const flag of ["--url URL", "--name NAME", "--rate N"]) {
+    assert.ok(client.stdout.includes(flag), flag);
+  }
+  assert.equal(top.stderr + server.stderr + client.stderr, "");
+});
+
+Deno.test("--version prints chat and the version in deno.json", async () => {
+  const result = await runCli(["--version"]);
+  assert.equal(result.code, 0);
+  assert.equal(result.stdout, `chat ${config.version}\n`);
+});
+
+Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2", async () => {
+  const cases: [string[], string][] = [
+    [[], "chat: missing command: expected 'server' or 'client' (try 'chat --help')"],
+    [
+      ["serve"],
+      `chat: unknown command "serve": expected 'server' or 'client' (try 'chat --help')`,
+    ],
+    [["server", "--nope"], "chat: unknown flag --nope (try 'chat server --help')"],
+    [["server", "--port"], "chat: flag --port needs a value (try 'chat server --help')"],
+    [
+      ["server", "--port", "abc"],
+      `chat: invalid --port "abc": expected a whole number from 0 to 65535 (try 'chat server --help')`,
+    ],
+    [
+      ["server", "--port", "70000"],
+      `chat: invalid --port "70000": expected a whole number from 0 to 65535 (try 'chat server --help')`,
+    ],
+    [["server", "extra"], `chat: unexpected argument "extra" (try 'chat server --help')`],
+    [
+      ["client", "--name", "not ok"],
+      `chat: invalid name "not ok": use 1 to 32 ASCII letters, digits, '_', '-' or '.' (try 'chat client --help')`,
+    ],
+    [
+      ["client", "--url", "ftp://x/"],
+      `chat: invalid --url "ftp://x/": expected ws:// or wss:// (try 'chat client --help')`,
+    ],
+    [["client", "--url"], "chat: flag --url needs a value (try 'chat client --help')"],
+  ];
+  for (const [args, line] of cases) {
+    const result = await runCli(args);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.equal(result.stderr, line + "\n", args.join(" "));
+    assert.equal(result.stdout, "", args.join(" "));
+  }
+});
+
+Deno.test("the server's first line is its real address, also for --port 0", async () => {
+  const { cli, port } = await startServerProcess();
+  assert.equal(cli.stdoutLines[0], `listening on ws://127.0.0.1:${port}`);
+  assert.ok(port > 0);
+  cli.kill();
+  assert.equal((await cli.finished()).code, 0);
+});
+
+Deno.test("--host 0.0.0.0 stays 0.0.0.0, and IPv6 is bracketed", async () => {
+  for (const [host, shown] of [["0.0.0.0", "0.0.0.0"], ["::1", "[::1]"]]) {
+    const { cli, port } = await startServerProcess(["--host", host]);
+    assert.equal(cli.stdoutLines[0], `listening on ws://${shown}:${port}`);
+    cli.kill();
+    assert.equal((await cli.finished()).code, 0);
+  }
+});
+
+Deno.test("a port in use is one line on stderr and exit 1", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const result = await runCli(["server", "--port", String(port)]);
+  listener.close();
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    `chat: cannot listen on 127.0.0.1:${port}: address already in use\n`,
+  );
+  assert.equal(result.stdout, "");
+});
+
+Deno.test("one server, three `deno task client`s: each sees the others' lines", async () => {
+  const { cli: server, url } = await startServerProcess();
+  const names = ["alice", "bob", "carol"];
+  const clients = names.map((name) =>
+    new Cli(["client", "--url", url, "--name", name], { task: true })
+  );
+  // Each client is in the chat once its welcome is printed.
+  for (const client of clients) assert.equal(await client.stdout.next(), WELCOME);
+  for (const [i, client] of clients.entries()) {
+    await client.write(`hello from ${names[i]}\n`);
+    const line = `${names[i]}: hello from ${names[i]}`;
+    for (const other of clients) assert.equal(await other.stdout.next(), line);
+  }
+  for (const client of clients) assert.equal((await client.finished()).code, 0);
+  for (const client of clients) {
+    assert.deepEqual(client.stdoutLines, [
+      WELCOME,
+      "alice: hello from alice",
+      "bob: hello from bob",
+      "carol: hello from carol",
+    ]);
+  }
+  server.kill();
+  assert.equal((await server.finished()).code, 0);
+  const log = server.stdoutLines.join("\n");
+  assert.match(log, /^From client 127\.0\.0\.1:\d+ "hello from bob"$/m);
+  assert.equal(server.stdoutLines.filter((l) => l.startsWith("Disconnected ")).length, 3);
+});
+
+Deno.test("a piped client sends every non-blank line, then exits 0 at EOF", async () => {
+  const { cli: server, url } = await startServerProcess();
+  await using watcher = await TestClient.join(`${url}/?name=watcher`);
+  const result = await runCli(
+    ["client", "--url", url, "--name", "piper"],
+    "first\r\n\n   \nsecond\nlast without newline",
+  );
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stderr, "");
+  // It printed its own lines too: it stayed until the server's close reply.
+  assert.equal(
+    result.stdout,
+    `${WELCOME}\npiper: first\npiper: second\npiper: last without newline\n`,
+  );
+  assert.deepEqual(await watcher.messages.many(3), [
+    "piper: first",
+    "piper: second",
+    "piper: last without newline",
+  ]);
+  server.kill();
+  await server.finished();
+});
+
+Deno.test("the client escapes control characters, one message per line", async () => {
+  const { cli: server, url } = await startServerProcess();
+  const client = new Cli(["client", "--url", url]);
+  assert.equal(await client.stdout.next(), WELCOME);
+  await using peer = await TestClient.join(`${url}/?name=peer`);
+  peer.send("two\nlines \x1b[2J\rgone\u009b");
+  assert.equal(await client.stdout.next(), "peer: two\\x0alines \\x1b[2J\\x0dgone\\x9b");
+  await client.finished();
+  server.kill();
+  await server.finished();
+});
+
+Deno.test("a refused connection is one line on stderr and exit 1", async () => {
+  const port = closedPort();
+  const result = await runCli(
+    ["client", "--url", `ws://127.0.0.1:${port}`],
+    "never sent\n",
+  );
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    `chat: cannot connect to ws://127.0.0.1:${port}/: connection refused\n`,
+  );
+  assert.equal(result.stdout, "");
+});
+
+Deno.test("a refused upgrade reports the HTTP status and the server's reason", async () => {
+  const { cli: server, url } = await startServerProcess();
+  const result = await runCli(["client", "--url", `${url}/?name=a&name=b`]);
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    `chat: cannot connect to ${url}/?name=a&name=b: HTTP 400: repeated name parameter: give one name\n`,
+  );
+  server.kill();
+  await server.finished();
+});
+
+Deno.test("SIGTERM and SIGINT: clients are closed with 1001, the server exits 0", async () => {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    const { cli: server, url } = await startServerProcess();
+    const client = await TestClient.join(`${url}/?name=alice`);
+    // A terminal client with stdin still open exits at once when the server closes.
+    const terminal = new Cli(["client", "--url", url, "--name", "bob"]);
+    assert.equal(await terminal.stdout.next(), WELCOME);
+    server.kill(signal);
+    const closed = await client.closed;
+    assert.equal(closed.code, 1001);
+    assert.equal(closed.reason, "server shutting down");
+    assert.equal((await server.finished()).code, 0);
+    assert.equal(await terminal.stderr.next(), "disconnected: 1001 server shutting down");
+    assert.equal((await terminal.child.status).code, 0);
+    await terminal.finished();
+  }
+});

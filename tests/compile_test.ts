@@ -1,0 +1,77 @@
+/**
+ * `deno task compile` builds `dist/chat`; this drives the binary like the CLI
+ * tests drive `main.ts`. `deno compile` needs Deno's base runtime (`denort`),
+ * which it downloads unless `DENORT_BIN` names one or its cache has it; when
+ * it can get none, the test is reported as ignored with that reason. Any
+ * other compile failure fails the test.
+ */
+import assert from "node:assert/strict";
+import config from "../deno.json" with { type: "json" };
+import { ROOT } from "./helpers.ts";
+import { WELCOME } from "../protocol.ts";
+
+const BINARY = `${ROOT}dist/chat`;
+
+const build = await new Deno.Command(Deno.execPath(), {
+  args: ["task", "-q", "compile"],
+  cwd: ROOT,
+  stdout: "piped",
+  stderr: "piped",
+  env: { NO_COLOR: "1" },
+}).output();
+const buildErrors = new TextDecoder().decode(build.stderr);
+const noBaseRuntime = !build.success && /Setting up base binary|denort/.test(buildErrors);
+
+async function run(args: string[], stdin = "") {
+  const child = new Deno.Command(BINARY, {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(stdin));
+  await writer.close();
+  const output = await child.output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test({
+  name: noBaseRuntime
+    ? "compiled dist/chat runs server and client (ignored: deno compile cannot get its base runtime denort here; set DENORT_BIN to a denort binary to run it)"
+    : "compiled dist/chat runs server and client",
+  ignore: noBaseRuntime,
+  async fn() {
+    assert.ok(build.success, `deno task compile failed:\n${buildErrors}`);
+    const version = await run(["--version"]);
+    assert.equal(version.stdout, `chat ${config.version}\n`);
+    const usage = await run(["server", "--port", "nope"]);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /^chat: invalid --port "nope"/);
+
+    const server = new Deno.Command(BINARY, {
+      args: ["server", "--port", "0"],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("\n")) text += (await reader.read()).value ?? "";
+    const url = text.match(/^listening on (ws:\/\/\S+)/)?.[1];
+    assert.ok(url, text);
+    const client = await run(
+      ["client", "--url", url, "--name", "bin"],
+      "from the binary\n",
+    );
+    assert.equal(client.code, 0, client.stderr);
+    assert.equal(client.stdout, `${WELCOME}\nbin: from the binary\n`);
+    server.kill("SIGTERM");
+    assert.equal((await server.status).code, 0);
+    await reader.cancel();
+  },
+});

@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import {
+  type CommandSpec,
+  integerFlag,
+  parseFlags,
+  usage,
+  UsageError,
+} from "../flags.ts";
+
+const COMMAND: CommandSpec = {
+  name: "demo",
+  summary: "a demo",
+  flags: [
+    {
+      name: "port",
+      type: "string",
+      valueName: "PORT",
+      default: "8080",
+      help: "the port",
+    },
+    { name: "quiet", type: "boolean", help: "say less" },
+    { name: "allow", type: "string", valueName: "URL", multiple: true, help: "allow it" },
+  ],
+};
+
+function problem(args: string[]): string {
+  try {
+    parseFlags(COMMAND, args);
+  } catch (error) {
+    assert.ok(error instanceof UsageError);
+    return error.line();
+  }
+  throw new Error("no usage error");
+}
+
+Deno.test("flags parse into values", () => {
+  const values = parseFlags(COMMAND, [
+    "--port",
+    "1",
+    "--quiet",
+    "--allow=a",
+    "--allow",
+    "b",
+  ]);
+  assert.deepEqual(values, { port: "1", quiet: true, allow: ["a", "b"] });
+  assert.equal(parseFlags(COMMAND, ["-h"]).help, true);
+});
+
+Deno.test("usage errors name the problem and the help command", () => {
+  assert.equal(problem(["--nope"]), "chat: unknown flag --nope (try 'chat demo --help')");
+  assert.equal(problem(["-x"]), "chat: unknown flag -x (try 'chat demo --help')");
+  assert.equal(
+    problem(["--port"]),
+    "chat: flag --port needs a value (try 'chat demo --help')",
+  );
+  assert.equal(
+    problem(["--quiet=1"]),
+    "chat: flag --quiet takes no value (try 'chat demo --help')",
+  );
+  assert.equal(
+    problem(["stray"]),
+    `chat: unexpected argument "stray" (try 'chat demo --help')`,
+  );
+});
+
+Deno.test("whole-number flags are checked against their range", () => {
+  assert.equal(integerFlag("demo", "port", "0", 0, 65535), 0);
+  assert.equal(integerFlag("demo", "port", "65535", 0, 65535), 65535);
+  for (const bad of ["abc", "70000", "-1", "1.5", "", "0x10", "1e3"]) {
+    assert.throws(
+      () => integerFlag("demo", "port", bad, 0, 65535),
+      (error: unknown) =>
+        error instanceof UsageError &&
+        error.line() ===
+          `chat: invalid --port ${
+            JSON.stringify(bad)
+          }: expected a whole number from 0 to 65535 (try 'chat demo --help')`,
+    );
+  }
+});
+
+Deno.test("usage lists every flag with its default", () => {
+  const text = usage(COMMAND);
+  assert.match(text, /^chat demo: a demo\n/);
+  assert.match(text, /--port PORT +the port \(default: 8080\)/);
+  assert.match(text, /--quiet +say less\n/);
+  assert.match(text, /--allow URL +allow it \(repeatable\)/);
+  assert.match(text, /-h, --help +show this help/);
+});

@@ -1,0 +1,244 @@
+/**
+ * Test helpers: a real server on port 0 with its log captured, WebSocket
+ * clients that queue what they receive, and CLI subprocesses whose output
+ * can be awaited line by line. Everything waits on events, never on time.
+ */
+
+import { type ChatServer, serveChat, type ServerOptions } from "../server.ts";
+
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+/** A queue of values that can be awaited one at a time. */
+export class Inbox<T> {
+  #items: T[] = [];
+  #waiters: { test: (item: T) => boolean; resolve: (item: T) => void }[] = [];
+
+  push(item: T): void {
+    const index = this.#waiters.findIndex((w) => w.test(item));
+    if (index >= 0) {
+      const [waiter] = this.#waiters.splice(index, 1);
+      waiter.resolve(item);
+    } else {
+      this.#items.push(item);
+    }
+  }
+
+  /** The next item, in order. */
+  next(): Promise<T> {
+    return this.take(() => true);
+  }
+
+  /** The first item that passes `test`; items before it stay queued. */
+  take(test: (item: T) => boolean): Promise<T> {
+    const index = this.#items.findIndex(test);
+    if (index >= 0) return Promise.resolve(this.#items.splice(index, 1)[0]);
+    return new Promise((resolve) => this.#waiters.push({ test, resolve }));
+  }
+
+  /** The next `count` items, in order. */
+  async many(count: number): Promise<T[]> {
+    const items: T[] = [];
+    for (let i = 0; i < count; i++) items.push(await this.next());
+    return items;
+  }
+
+  /** Everything queued and not yet taken. */
+  get queued(): readonly T[] {
+    return this.#items;
+  }
+}
+
+/** A server on a free port whose log lines land in an inbox. */
+export function startServer(
+  options: ServerOptions = {},
+): ChatServer & { log: Inbox<string>; [Symbol.asyncDispose](): Promise<void> } {
+  const log = new Inbox<string>();
+  const server = serveChat({ port: 0, ...options, log: (line) => log.push(line) });
+  return Object.assign(server, {
+    log,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  });
+}
+
+/** A WebSocket client that queues what it receives. */
+export class TestClient {
+  readonly socket: WebSocket;
+  readonly messages = new Inbox<string>();
+  readonly opened: Promise<void>;
+  readonly closed: Promise<CloseEvent>;
+
+  constructor(url: string, protocols?: string | string[]) {
+    this.socket = new WebSocket(url, protocols);
+    this.socket.binaryType = "arraybuffer";
+    const opened = Promise.withResolvers<void>();
+    const closed = Promise.withResolvers<CloseEvent>();
+    this.opened = opened.promise;
+    this.closed = closed.promise;
+    this.socket.onopen = () => opened.resolve();
+    this.socket.onmessage = (event) => this.messages.push(String(event.data));
+    this.socket.onclose = (event) => {
+      opened.reject(new Error(`closed before open: ${event.code}`));
+      closed.resolve(event);
+    };
+    // Tests that expect a failed connect look at `closed`.
+    this.opened.catch(() => {});
+  }
+
+  /** Connects and waits for the welcome, so the client is in the room. */
+  static async join(url: string): Promise<TestClient> {
+    const client = new TestClient(url);
+    await client.opened;
+    await client.messages.next();
+    return client;
+  }
+
+  send(text: string | Uint8Array): void {
+    this.socket.send(text);
+  }
+
+  /** Closes (if still open) and waits for the close to finish. */
+  async close(): Promise<CloseEvent> {
+    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000);
+    return await this.closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Splits a byte stream into lines, pushed to an inbox as they arrive. */
+function pumpLines(
+  stream: ReadableStream<Uint8Array>,
+  inbox: Inbox<string>,
+  all: string[],
+) {
+  return (async () => {
+    const decoder = new TextDecoder();
+    let partial = "";
+    for await (const chunk of stream) {
+      const parts = (partial + decoder.decode(chunk, { stream: true })).split("\n");
+      partial = parts.pop()!;
+      for (const line of parts) {
+        all.push(line);
+        inbox.push(line);
+      }
+    }
+    if (partial) {
+      all.push(partial);
+      inbox.push(partial);
+    }
+  })();
+}
+
+/** A running `chat` subprocess with its output as awaitable lines. */
+export class Cli {
+  readonly child: Deno.ChildProcess;
+  readonly stdout = new Inbox<string>();
+  readonly stderr = new Inbox<string>();
+  readonly stdoutLines: string[] = [];
+  readonly stderrLines: string[] = [];
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #pumps: Promise<unknown>;
+
+  /** Runs `deno run main.ts ARGS` (or `deno task ...` with `task`). */
+  constructor(
+    args: string[],
+    options: { task?: boolean; env?: Record<string, string> } = {},
+  ) {
+    const command = options.task ? ["task", "-q", ...args] : [
+      "run",
+      "--allow-net",
+      "main.ts",
+      ...args,
+    ];
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: command,
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", ...options.env },
+    }).spawn();
+    this.#stdin = this.child.stdin.getWriter();
+    this.#pumps = Promise.all([
+      pumpLines(this.child.stdout, this.stdout, this.stdoutLines),
+      pumpLines(this.child.stderr, this.stderr, this.stderrLines),
+    ]);
+  }
+
+  /** Writes text to the process's stdin. */
+  async write(text: string): Promise<void> {
+    await this.#stdin.write(new TextEncoder().encode(text));
+  }
+
+  /** Ends the process's stdin. */
+  async endInput(): Promise<void> {
+    await this.#stdin.close().catch(() => {});
+  }
+
+  /** Waits for the exit and for all output; ends stdin first. */
+  async finished(): Promise<Deno.CommandStatus> {
+    await this.endInput();
+    const status = await this.child.status;
+    await this.#pumps;
+    return status;
+  }
+
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.kill("SIGKILL");
+    await this.finished();
+  }
+}
+
+/** Runs `chat ARGS` to the end with the given stdin; returns its output. */
+export async function runCli(
+  args: string[],
+  stdin = "",
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "main.ts", ...args],
+    cwd: ROOT,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(stdin));
+  await writer.close();
+  const output = await child.output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Starts `chat server ARGS --port 0` and waits for its `listening on` line. */
+export async function startServerProcess(
+  args: string[] = [],
+): Promise<{ cli: Cli; url: string; port: number }> {
+  const cli = new Cli(["server", "--port", "0", ...args]);
+  const first = await cli.stdout.next();
+  const match = first.match(/^listening on (wss?:\/\/.+):(\d+)$/);
+  if (!match) throw new Error(`unexpected first line: ${first}`);
+  return { cli, url: `${match[1]}:${match[2]}`, port: Number(match[2]) };
+}
+
+/** A loopback port that nothing listens on (bound, then released). */
+export function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
