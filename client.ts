@@ -38,6 +38,14 @@ export interface ClientOptions {
   output?: (line: string) => void;
   /** Receives status and error lines. @default {a line on stderr} */
   status?: (line: string) => void;
+  /** Trust this certificate authority (PEM) for `wss://`, besides the system's. @default {none} */
+  ca?: string;
+  /**
+   * After a failed connect, an HTTP 503 or a close other than 1000, connect
+   * again with backoff (0.5 s doubling to 30 s, with jitter); lines typed
+   * meanwhile are sent, once each, when connected again. @default {false}
+   */
+  reconnect?: boolean;
 }
 
 /** The defaults of every option, the single source for `--help` and the README. */
@@ -116,26 +124,53 @@ export function clientUrl(url: string, name?: string): URL {
 
 const NATIVE_PREFIX = /^(NetworkError: )?failed to connect to WebSocket: /;
 
+/** Why a connection could not be made, and whether trying again may help. */
+export interface ConnectFailure {
+  /** `connection refused`, `HTTP 400: BODY`, ... */
+  problem: string;
+  /** The HTTP status of a refused upgrade. */
+  status?: number;
+  /** False for refusals that will not change: HTTP 4xx, an untrusted certificate. */
+  retryable: boolean;
+}
+
 /**
  * Says why a WebSocket connection could not be made, as specifically as can
  * be found out: the native error says little ("tcp connect error", "Invalid
  * status code: 400"), so this asks again at the level that failed.
  */
-export async function connectProblem(url: URL, nativeMessage: string): Promise<string> {
-  const status = nativeMessage.match(/status code:? (\d{3})/)?.[1];
-  if (status) return await httpProblem(url, Number(status));
+export async function connectProblem(
+  url: URL,
+  nativeMessage: string,
+  client?: Deno.HttpClient,
+): Promise<ConnectFailure> {
+  const statusText = nativeMessage.match(/status code:? (\d{3})/)?.[1];
+  if (statusText) {
+    const status = Number(statusText);
+    // 503 (full, shutting down) and 408/429 pass; other 4xx are final.
+    const retryable = status >= 500 || status === 408 || status === 429;
+    return { problem: await httpProblem(url, status, client), status, retryable };
+  }
+  const native = nativeMessage.replace(NATIVE_PREFIX, "");
+  if (/certificate/i.test(native)) {
+    const why = native.replace(/^invalid peer certificate: /, "");
+    return {
+      problem: `certificate not trusted (${why}); for a private CA use --ca FILE`,
+      retryable: false,
+    };
+  }
   const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
   const port = Number(url.port || (url.protocol === "wss:" ? 443 : 80));
   try {
     const conn = await Deno.connect({ hostname, port });
     conn.close();
   } catch (error) {
-    return networkProblem(error);
+    return { problem: networkProblem(error), retryable: true };
   }
-  if (/InvalidContentType|tls|certificate|handshake/i.test(nativeMessage)) {
-    return `TLS handshake failed (${nativeMessage.replace(NATIVE_PREFIX, "")})`;
+  if (/InvalidContentType|tls|handshake/i.test(native)) {
+    return { problem: `TLS handshake failed (${native})`, retryable: false };
   }
-  return nativeMessage.replace(NATIVE_PREFIX, "") || "connection failed";
+  return { problem: native || "connection failed", retryable: true };
 }
 
 /** `connection refused`, `host not found`, ... from a connect error. */
@@ -156,10 +191,15 @@ export function networkProblem(error: unknown): string {
  * `HTTP STATUS: BODY` for a refused upgrade. The native WebSocket hides the
  * body, so the same upgrade request is made again with `fetch` to read it.
  */
-async function httpProblem(url: URL, status: number): Promise<string> {
+async function httpProblem(
+  url: URL,
+  status: number,
+  client?: Deno.HttpClient,
+): Promise<string> {
   const httpUrl = new URL(url.href.replace(/^ws/, "http"));
   try {
     const response = await fetch(httpUrl, {
+      client,
       headers: {
         upgrade: "websocket",
         connection: "Upgrade",
@@ -189,22 +229,82 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/**
- * Connects, then runs two directions at once until the chat ends: socket →
- * output, and input → socket. Resolves with the exit status: 0 when stdin
- * ended or the server closed with 1000 or 1001, 1 otherwise. It may resolve
- * while `input` is still being read: the caller exits the process.
- */
-export async function runClient(options: ClientOptions): Promise<number> {
-  const url = clientUrl(options.url, options.name);
-  const rate = options.rate ?? CLIENT_DEFAULTS.rate;
-  const output = options.output ?? stdoutLine;
-  const status = options.status ?? stderrLine;
-  const input = options.input ?? Deno.stdin.readable;
+/** Reconnection delays: 0.5 s doubling to 30 s, each with jitter (half to all of it). */
+export class Backoff {
+  #next: number;
 
-  const socket = new WebSocket(url);
-  const opened = Promise.withResolvers<boolean>();
-  const ended = Promise.withResolvers<number>();
+  constructor(readonly first = 500, readonly max = 30_000) {
+    this.#next = first;
+  }
+
+  /** The next delay in milliseconds. */
+  delay(random: number = Math.random()): number {
+    const base = this.#next;
+    this.#next = Math.min(this.max, this.#next * 2);
+    return Math.round(base * (0.5 + random / 2));
+  }
+
+  /** After a connection that worked, start again from the first delay. */
+  reset(): void {
+    this.#next = this.first;
+  }
+}
+
+/**
+ * The lines to send, taken one at a time: a line is `consume`d only once
+ * sent, so a line read while the connection dropped goes out, once, on the
+ * next connection.
+ */
+class Outgoing {
+  readonly #lines: AsyncIterator<string>;
+  #pending?: Promise<IteratorResult<string>>;
+
+  constructor(lines: AsyncIterable<string>) {
+    this.#lines = lines[Symbol.asyncIterator]();
+  }
+
+  /** The next line that is not blank, or `undefined` at the end of input. */
+  async peek(): Promise<string | undefined> {
+    while (true) {
+      // A read error on the input ends it, as end of input would.
+      this.#pending ??= this.#lines.next().catch(() => ({
+        done: true,
+        value: undefined,
+      }));
+      const result = await this.#pending;
+      if (result.done) return undefined;
+      if (result.value.trim() !== "") return result.value;
+      this.#pending = undefined;
+    }
+  }
+
+  /** The line from `peek` was sent. */
+  consume(): void {
+    this.#pending = undefined;
+  }
+}
+
+/** How one connection ended. */
+type SessionEnd =
+  | { kind: "failed"; failure: ConnectFailure }
+  | { kind: "closed"; code: number; reason: string }
+  | { kind: "done" };
+
+/**
+ * One connection, two directions at once until it ends: socket → output,
+ * and outgoing lines → socket. Resolves when the server closes, the
+ * connection fails, or the input ended and the close handshake finished.
+ */
+function session(
+  url: URL,
+  outgoing: Outgoing,
+  pacer: TokenBucket | undefined,
+  output: (line: string) => void,
+  client: Deno.HttpClient | undefined,
+  onOpen: () => void,
+): Promise<SessionEnd> {
+  const socket = client ? new WebSocket(url, { client }) : new WebSocket(url);
+  const ended = Promise.withResolvers<SessionEnd>();
   let nativeError = "";
   let wasOpen = false;
   let closingByUs = false;
@@ -213,45 +313,41 @@ export async function runClient(options: ClientOptions): Promise<number> {
   socket.onmessage = (event) => {
     if (typeof event.data === "string") output(escapeControl(event.data));
   };
-  socket.onopen = () => {
-    wasOpen = true;
-    opened.resolve(true);
-  };
   socket.onerror = (event) => {
     nativeError = (event as ErrorEvent).message ?? "";
   };
   socket.onclose = async (event) => {
     if (socket.onclose === null) return; // `close` may fire twice
     socket.onclose = null;
-    opened.resolve(false);
     if (!wasOpen) {
-      status(
-        `chat: cannot connect to ${url.href}: ${await connectProblem(url, nativeError)}`,
-      );
-      return ended.resolve(1);
+      return ended.resolve({
+        kind: "failed",
+        failure: await connectProblem(url, nativeError, client),
+      });
     }
-    if (closingByUs) return ended.resolve(0);
+    if (closingByUs) return ended.resolve({ kind: "done" });
     // No close frame (a reset, or an error) is reported as 1006.
     const code = event.code === 0 || !event.wasClean ? CloseCode.ABNORMAL : event.code;
-    status(`disconnected: ${code}${event.reason ? ` ${event.reason}` : ""}`);
-    ended.resolve(code === CloseCode.NORMAL || code === CloseCode.GOING_AWAY ? 0 : 1);
+    ended.resolve({ kind: "closed", code, reason: event.reason });
   };
 
-  // input → socket
-  const sending = async () => {
-    if (!await opened.promise) return;
-    const pacer = rate > 0 ? new TokenBucket(rate, rate * 2) : undefined;
-    for await (const line of readLines(input)) {
-      if (line.trim() === "") continue;
-      if (pacer) {
-        const wait = pacer.wait();
-        if (wait > 0) await delay(wait);
-        pacer.take();
-      }
+  // outgoing lines → socket
+  socket.onopen = async () => {
+    wasOpen = true;
+    onOpen();
+    const closed = ended.promise.then(() => undefined);
+    while (true) {
+      const line = await Promise.race([outgoing.peek(), closed]);
       if (socket.readyState !== WebSocket.OPEN) return;
+      if (line === undefined) break;
+      const wait = pacer?.wait() ?? 0;
+      if (wait > 0) await Promise.race([delay(wait), closed]);
+      if (socket.readyState !== WebSocket.OPEN) return;
+      pacer?.take();
       socket.send(line);
+      outgoing.consume();
     }
-    // Everything is handed over; close only once it has left, then wait
+    // The input ended: close only once everything sent has left, then wait
     // (not forever) for the server's close reply and what comes before it.
     while (socket.bufferedAmount > 0 && socket.readyState === WebSocket.OPEN) {
       await delay(5);
@@ -259,15 +355,66 @@ export async function runClient(options: ClientOptions): Promise<number> {
     if (socket.readyState !== WebSocket.OPEN) return;
     closingByUs = true;
     socket.close(CloseCode.NORMAL);
-    const timer = setTimeout(() => ended.resolve(0), CLOSE_WAIT_MS);
+    const timer = setTimeout(() => ended.resolve({ kind: "done" }), CLOSE_WAIT_MS);
     await ended.promise;
     clearTimeout(timer);
   };
-  sending().catch((error) => {
-    status(`chat: ${error instanceof Error ? error.message : String(error)}`);
-    ended.resolve(1);
-  });
-  return await ended.promise;
+  return ended.promise;
+}
+
+/**
+ * Connects and chats until the input ends or the server closes; with
+ * `reconnect`, connects again after failures. Resolves with the exit status:
+ * 0 when the input ended or the server closed with 1000 or 1001, 1
+ * otherwise. It may resolve while `input` is still being read: the caller
+ * exits the process.
+ */
+export async function runClient(options: ClientOptions): Promise<number> {
+  const url = clientUrl(options.url, options.name);
+  const rate = options.rate ?? CLIENT_DEFAULTS.rate;
+  const output = options.output ?? stdoutLine;
+  const status = options.status ?? stderrLine;
+  const outgoing = new Outgoing(readLines(options.input ?? Deno.stdin.readable));
+  const pacer = rate > 0 ? new TokenBucket(rate, rate * 2) : undefined;
+  const client = options.ca
+    ? Deno.createHttpClient({ caCerts: [options.ca] })
+    : undefined;
+  const backoff = new Backoff();
+  let connectedBefore = false;
+  try {
+    while (true) {
+      const end = await session(url, outgoing, pacer, output, client, () => {
+        if (connectedBefore) status(`reconnected to ${url.href}`);
+        connectedBefore = true;
+        backoff.reset();
+      });
+      if (end.kind === "done") return 0;
+      let retry: boolean;
+      if (end.kind === "failed") {
+        const line = `chat: cannot connect to ${url.href}: ${end.failure.problem}`;
+        retry = options.reconnect === true && end.failure.retryable;
+        if (!retry) {
+          status(line);
+          return 1;
+        }
+        const wait = backoff.delay();
+        status(`${line}; retrying in ${(wait / 1000).toFixed(1)} s`);
+        await delay(wait);
+        continue;
+      }
+      const line = `disconnected: ${end.code}${end.reason ? ` ${end.reason}` : ""}`;
+      retry = options.reconnect === true && end.code !== CloseCode.NORMAL;
+      if (!retry) {
+        status(line);
+        return end.code === CloseCode.NORMAL || end.code === CloseCode.GOING_AWAY ? 0 : 1;
+      }
+      const wait = backoff.delay();
+      status(`${line}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
+      await delay(wait);
+    }
+  } finally {
+    client?.close();
+  }
 }
 
 /** The client command's flags: the source of `chat client --help` and the README table. */
@@ -296,6 +443,17 @@ export const CLIENT_COMMAND: CommandSpec = {
       default: String(CLIENT_DEFAULTS.rate),
       help: "send at most N messages a second after a burst of 2N; 0 = no pacing",
     },
+    {
+      name: "ca",
+      type: "string",
+      valueName: "FILE",
+      help: "trust this certificate authority (PEM) for wss://",
+    },
+    {
+      name: "reconnect",
+      type: "boolean",
+      help: "connect again after a failure or a close other than 1000, with backoff",
+    },
   ],
 };
 
@@ -309,9 +467,27 @@ export function clientOptions(values: FlagValues): ClientOptions {
   }
   const url = (values.url as string | undefined) ?? CLIENT_DEFAULTS.url;
   clientUrl(url, name);
+  const caFile = values.ca as string | undefined;
+  let ca: string | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = Deno.readTextFileSync(caFile);
+    } catch (error) {
+      const why = error instanceof Deno.errors.NotFound ? "no such file" : String(error);
+      throw new UsageError(`cannot read --ca ${JSON.stringify(caFile)}: ${why}`, command);
+    }
+    if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new UsageError(
+        `--ca ${JSON.stringify(caFile)} holds no PEM certificate`,
+        command,
+      );
+    }
+  }
   return {
     url,
     name,
+    ca,
+    reconnect: values.reconnect === true,
     rate: values.rate === undefined
       ? undefined
       : integerFlag(command, "rate", values.rate as string, 0, 1_000_000),

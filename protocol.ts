@@ -31,8 +31,16 @@ export const CloseCode = {
 export const CloseReason = {
   SHUTTING_DOWN: "server shutting down",
   TEXT_ONLY: "text only",
+  TOO_BIG: "message too big",
+  FLOODING: "flooding",
+  TOO_SLOW: "too slow",
   INTERNAL_ERROR: "internal error",
 } as const;
+
+/** What a sender alone is told, at most once a second, when it is over the rate limit. */
+export function rateLimitNotice(perSecond: number): string {
+  return `* rate limit: ${perSecond} messages per second`;
+}
 
 /** The longest name a client may take. */
 export const MAX_NAME_LENGTH = 32;

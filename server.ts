@@ -19,8 +19,11 @@ import {
   CloseReason,
   formatAddress,
   nameProblem,
+  rateLimitNotice,
   WELCOME,
 } from "./protocol.ts";
+import { Admission, FLOOD_WINDOW_MS } from "./limits.ts";
+import { Outbox, TurnChecks } from "./outbox.ts";
 import { type Member, Room } from "./room.ts";
 import { type Log, stdoutLog } from "./log.ts";
 import {
@@ -41,6 +44,44 @@ export interface ServerOptions {
   port?: number;
   /** Send each message back to its sender too, as the original does. @default {true} */
   echo?: boolean;
+  /**
+   * The largest text message, in UTF-8 bytes; a larger one closes its sender
+   * with 1009 and is not broadcast. @default {65536}
+   */
+  maxMessageBytes?: number;
+  /**
+   * Messages per second per client (token bucket); over it, messages are
+   * not broadcast and the sender gets a notice. `0` turns off this limit and
+   * the flood rule. @default {20}
+   */
+  rateLimit?: number;
+  /** Messages a client may send at once before the rate applies (at least 1). @default {40} */
+  rateBurst?: number;
+  /**
+   * The unsent backlog (`bufferedAmount`) a client may have after an
+   * event-loop turn (four times this at any moment); past it the client is a
+   * slow consumer, closed with 1008. @default {1048576}
+   */
+  maxBufferedBytes?: number;
+  /** Connections at once; beyond it upgrades get HTTP 503. @default {10000} */
+  maxClients?: number;
+  /**
+   * Seconds without an answer to the server's pings before a client is
+   * closed with 1001; `0` never. @default {30}
+   */
+  idleTimeout?: number;
+  /**
+   * Origins (`https://example.com`) allowed besides the server's own. An
+   * upgrade whose `Origin` is neither gets HTTP 403; one without `Origin`
+   * (not a browser) is allowed. @default {[]}
+   */
+  allowOrigins?: string[];
+  /** Seconds shutdown waits for clients to take their last messages. @default {5} */
+  shutdownTimeout?: number;
+  /** TLS certificate chain, PEM; with `key`, the server speaks `wss://`. @default {none} */
+  cert?: string;
+  /** TLS private key, PEM, matching `cert`. @default {none} */
+  key?: string;
   /** Where log lines go. @default {each line to stdout} */
   log?: Log;
 }
@@ -50,19 +91,28 @@ export const SERVER_DEFAULTS = {
   hostname: "127.0.0.1",
   port: 8080,
   echo: true,
+  maxMessageBytes: 65536,
+  rateLimit: 20,
+  rateBurst: 40,
+  maxBufferedBytes: 1048576,
+  maxClients: 10000,
+  idleTimeout: 30,
+  shutdownTimeout: 5,
 } as const;
 
 /** A running chat server. */
 export interface ChatServer {
   /** The address actually bound (the real port when asked for `0`). */
   readonly addr: Deno.NetAddr;
-  /** `ws://HOST:PORT`, the URL clients connect to. */
+  /** `ws://HOST:PORT` (`wss://` with TLS), the URL clients connect to. */
   readonly url: string;
-  /** How many clients are connected. */
+  /** How many clients are in the chat. */
   readonly clients: number;
   /**
-   * Closes every client with 1001 ("server shutting down"), then stops
-   * listening. Calling it again returns the same promise.
+   * Refuses new upgrades (503), lets every client that reads take what was
+   * already accepted, closes every client with 1001 ("server shutting
+   * down"), then stops listening; within `shutdownTimeout` seconds even if
+   * some client never reads. Calling it again returns the same promise.
    */
   shutdown(): Promise<void>;
   /** Settles when the server has stopped. */
@@ -74,7 +124,7 @@ export function upgradeHint(url: string): string {
   return `This is a WebSocket chat server: connect with a WebSocket client, e.g. chat client --url ${url}`;
 }
 
-/** One connected client, as a member of the chat. */
+/** One connected client: a member of the chat, with its admission and outbox. */
 class Connection implements Member {
   #gone = false;
 
@@ -83,13 +133,17 @@ class Connection implements Member {
     /** `IP:PORT` as the server sees it. */
     readonly address: string,
     readonly sender: string,
+    readonly admission: Admission,
+    readonly outbox: Outbox,
   ) {}
 
   deliver(line: string): void {
-    if (this.socket.readyState === WebSocket.OPEN) this.socket.send(line);
+    this.outbox.send(line);
   }
 
+  /** Sends nothing more, then closes (a no-op once closing). */
   close(code: number, reason: string): void {
+    this.outbox.stop();
     if (this.socket.readyState === WebSocket.OPEN) this.socket.close(code, reason);
   }
 
@@ -120,22 +174,59 @@ function isUpgrade(request: Request): boolean {
   return request.headers.get("upgrade")?.toLowerCase() === "websocket";
 }
 
+/**
+ * Says why an upgrade's `Origin` is refused, or `undefined` to allow it:
+ * allowed are no `Origin` (not a browser), the server's own (its host:port
+ * is the request's `Host`), and the listed ones.
+ */
+function originProblem(
+  request: Request,
+  allowed: ReadonlySet<string>,
+): string | undefined {
+  const origin = request.headers.get("origin");
+  if (origin === null) return undefined;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(origin);
+  } catch {
+    // "null" and garbage are refused below.
+  }
+  if (parsed && parsed.host === request.headers.get("host")) return undefined;
+  if (parsed && allowed.has(parsed.origin)) return undefined;
+  return `origin not allowed: ${origin}`;
+}
+
 /** Starts a chat server. It listens as soon as this returns. */
 export function serveChat(options: ServerOptions = {}): ChatServer {
-  const hostname = options.hostname ?? SERVER_DEFAULTS.hostname;
-  const port = options.port ?? SERVER_DEFAULTS.port;
-  const echo = options.echo ?? SERVER_DEFAULTS.echo;
+  const settings = { ...SERVER_DEFAULTS, ...withoutUndefined(options) };
   const log = options.log ?? stdoutLog();
+  const limits = {
+    maxMessageBytes: settings.maxMessageBytes,
+    rateLimit: settings.rateLimit,
+    rateBurst: Math.max(1, settings.rateBurst),
+  };
+  const allowedOrigins = new Set(
+    (options.allowOrigins ?? []).map((origin) => new URL(origin).origin),
+  );
 
   const room = new Room<Connection>();
-  /** Every upgraded socket, open or not yet: what shutdown must close. */
+  /** Every upgraded socket until its close event: each holds a `maxClients` slot. */
   const connections = new Set<Connection>();
+  const checks = new TurnChecks();
   let shuttingDown = false;
   let allClosed: (() => void) | undefined;
+
+  /** Takes a client out of the chat and closes it; it may take a while to go. */
+  function drop(connection: Connection, code: number, reason: string, why?: string) {
+    room.leave(connection);
+    connection.close(code, reason);
+    if (why) log(`Dropped ${connection.address}: ${why}`);
+  }
 
   function forget(connection: Connection) {
     if (!connection.markGone()) return;
     room.leave(connection);
+    connection.outbox.stop();
     connections.delete(connection);
     log(`Disconnected ${connection.address}`);
     if (connections.size === 0) allClosed?.();
@@ -147,68 +238,130 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       handler();
     } catch (error) {
       log(`Error ${connection.address} in ${what}: ${errorText(error)}`);
-      connection.close(CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR);
-      forget(connection);
+      drop(connection, CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR);
     }
   }
 
-  function attach(connection: Connection) {
-    const { socket } = connection;
+  /** One message from a client: admit it, then broadcast it. */
+  function receive(connection: Connection, data: unknown) {
+    if (shuttingDown || !connection.outbox.open) return;
+    if (typeof data !== "string") {
+      return drop(
+        connection,
+        CloseCode.UNSUPPORTED_DATA,
+        CloseReason.TEXT_ONLY,
+        "binary message",
+      );
+    }
+    switch (connection.admission.judge(data)) {
+      case "too_big":
+        return drop(
+          connection,
+          CloseCode.MESSAGE_TOO_BIG,
+          CloseReason.TOO_BIG,
+          `message over ${limits.maxMessageBytes} bytes`,
+        );
+      case "flooding":
+        return drop(
+          connection,
+          CloseCode.POLICY_VIOLATION,
+          CloseReason.FLOODING,
+          `more than ${connection.admission.floodLimit} messages in ${
+            FLOOD_WINDOW_MS / 1000
+          } s`,
+        );
+      case "rate_limited":
+        if (connection.admission.mayNotify()) {
+          connection.deliver(rateLimitNotice(limits.rateLimit));
+        }
+        return;
+      case "accept":
+        log(`From client ${connection.address} ${JSON.stringify(data)}`);
+        room.broadcast(
+          chatLine(connection.sender, data),
+          settings.echo ? undefined : connection,
+        );
+    }
+  }
+
+  function attach(socket: WebSocket, address: string, sender: string) {
+    const connection: Connection = new Connection(
+      socket,
+      address,
+      sender,
+      new Admission(limits),
+      new Outbox(socket, settings.maxBufferedBytes, checks, () =>
+        // Called from within a send: drop it once the broadcast is over.
+        queueMicrotask(() =>
+          drop(
+            connection,
+            CloseCode.POLICY_VIOLATION,
+            CloseReason.TOO_SLOW,
+            `slow consumer, over ${settings.maxBufferedBytes} bytes unsent`,
+          )
+        )),
+    );
     connections.add(connection);
     socket.onopen = () =>
       guarded(connection, "open", () => {
-        log(`New connection from ${connection.address}`);
+        log(`New connection from ${address}`);
+        if (shuttingDown) {
+          return connection.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
+        }
         connection.deliver(WELCOME);
         // Joining only once open: a socket still connecting cannot be sent to.
         room.join(connection);
       });
     socket.onmessage = (event) =>
-      guarded(connection, "message", () => {
-        if (typeof event.data !== "string") {
-          connection.close(CloseCode.UNSUPPORTED_DATA, CloseReason.TEXT_ONLY);
-          forget(connection);
-          return;
-        }
-        log(`From client ${connection.address} ${JSON.stringify(event.data)}`);
-        room.broadcast(
-          chatLine(connection.sender, event.data),
-          echo ? undefined : connection,
-        );
-      });
-    // An error is always followed by a close event; the close does the cleanup.
-    socket.onerror = () => {};
+      guarded(connection, "message", () => receive(connection, event.data));
+    // An error (invalid UTF-8, a bad frame, a reset) is followed by a close
+    // event, which does the cleanup; the error is worth its one log line.
+    socket.onerror = (event) => {
+      const message = (event as ErrorEvent).message;
+      if (message) log(`Error ${address}: ${message}`);
+    };
     socket.onclose = () => forget(connection);
   }
 
   function handle(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response {
     if (!isUpgrade(request)) {
       const host = request.headers.get("host");
-      return plainResponse(426, upgradeHint(host ? `ws://${host}` : url), {
+      return plainResponse(426, upgradeHint(host ? `${scheme}://${host}` : url), {
         upgrade: "websocket",
       });
     }
     if (shuttingDown) {
-      return plainResponse(503, "server shutting down", { "retry-after": "5" });
+      return plainResponse(503, CloseReason.SHUTTING_DOWN, { "retry-after": "5" });
     }
+    const refusedOrigin = originProblem(request, allowedOrigins);
+    if (refusedOrigin) return plainResponse(403, refusedOrigin);
     const { name, problem } = nameFromQuery(new URL(request.url));
     if (problem) return plainResponse(400, problem);
+    if (connections.size >= settings.maxClients) {
+      return plainResponse(503, `server full: ${settings.maxClients} clients`, {
+        "retry-after": "10",
+      });
+    }
     // Read before the upgrade: afterwards the request is closed and so is `info`.
     const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
     let upgrade: Deno.WebSocketUpgrade;
     try {
-      upgrade = Deno.upgradeWebSocket(request);
+      upgrade = Deno.upgradeWebSocket(request, { idleTimeout: settings.idleTimeout });
     } catch (error) {
       return plainResponse(400, `bad WebSocket upgrade: ${errorText(error)}`);
     }
-    attach(new Connection(upgrade.socket, address, name ?? address));
+    attach(upgrade.socket, address, name ?? address);
     return upgrade.response;
   }
 
+  const tls = options.cert !== undefined && options.key !== undefined;
+  const scheme = tls ? "wss" : "ws";
   // Assigned right after listening, before any request can arrive.
   let url = "";
   const httpServer = Deno.serve({
-    hostname,
-    port,
+    hostname: settings.hostname,
+    port: settings.port,
+    ...(tls ? { cert: options.cert, key: options.key } : {}),
     onListen() {},
     onError(error) {
       log(`Error handling a request: ${errorText(error)}`);
@@ -216,23 +369,33 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     },
   }, handle);
   const addr = httpServer.addr;
-  url = `ws://${formatAddress(addr.hostname, addr.port)}`;
-
-  let stopping: Promise<void> | undefined;
+  url = `${scheme}://${formatAddress(addr.hostname, addr.port)}`;
 
   async function shutdown(): Promise<void> {
     shuttingDown = true;
+    const deadline = timeout(settings.shutdownTimeout * 1000);
     const closed = new Promise<void>((resolve) => {
       allClosed = resolve;
       if (connections.size === 0) resolve();
     });
+    // Each client that reads gets everything accepted before the 1001.
     for (const connection of connections) {
-      connection.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
+      void drained(connection.socket, deadline.promise).then(() =>
+        connection.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN)
+      );
     }
-    await closed;
-    await httpServer.shutdown();
+    await Promise.race([closed, deadline.promise]);
+    checks.stop();
+    // A client that never reads cannot be closed by the native API: past the
+    // deadline, the caller exits the process rather than wait for it.
+    await Promise.race([httpServer.shutdown(), deadline.promise]);
+    deadline.cancel();
+    stopped.resolve();
   }
 
+  let stopping: Promise<void> | undefined;
+  const stopped = Promise.withResolvers<void>();
+  void httpServer.finished.then(() => stopped.resolve());
   return {
     addr,
     url,
@@ -240,12 +403,53 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       return room.size;
     },
     shutdown: () => stopping ??= shutdown(),
-    finished: httpServer.finished,
+    finished: stopped.promise,
   };
+}
+
+/** A promise that resolves after `ms`, and a way to cancel its timer. */
+function timeout(ms: number): { promise: Promise<void>; cancel(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const promise = new Promise<void>((resolve) => timer = setTimeout(resolve, ms));
+  return { promise, cancel: () => clearTimeout(timer) };
+}
+
+/** Resolves once `socket` has written its backlog (or closed), or at `deadline`. */
+async function drained(socket: WebSocket, deadline: Promise<void>): Promise<void> {
+  let late = false;
+  void deadline.then(() => late = true);
+  // No event says the backlog is written: look again every few milliseconds.
+  while (!late && socket.readyState === WebSocket.OPEN && socket.bufferedAmount > 0) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function withoutUndefined<T extends object>(object: T): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(object).filter(([, v]) => v !== undefined),
+  ) as Partial<
+    T
+  >;
 }
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** A whole-number flag of the server, its default from `SERVER_DEFAULTS`. */
+function numberFlag(
+  name: string,
+  option: keyof typeof SERVER_DEFAULTS,
+  valueName: string,
+  help: string,
+): CommandSpec["flags"][number] {
+  return {
+    name,
+    type: "string",
+    valueName,
+    default: String(SERVER_DEFAULTS[option]),
+    help,
+  };
 }
 
 /** The server command's flags: the source of `chat server --help` and the README table. */
@@ -260,35 +464,141 @@ export const SERVER_COMMAND: CommandSpec = {
       default: SERVER_DEFAULTS.hostname,
       help: "address to listen on (0.0.0.0 or :: for every interface)",
     },
-    {
-      name: "port",
-      type: "string",
-      valueName: "PORT",
-      default: String(SERVER_DEFAULTS.port),
-      help: "port to listen on; 0 picks a free port",
-    },
+    numberFlag("port", "port", "PORT", "port to listen on; 0 picks a free port"),
     {
       name: "no-echo",
       type: "boolean",
       help: "do not send a message back to its sender",
     },
+    numberFlag(
+      "max-message-bytes",
+      "maxMessageBytes",
+      "N",
+      "largest message in UTF-8 bytes; larger closes the client with 1009",
+    ),
+    numberFlag(
+      "rate-limit",
+      "rateLimit",
+      "N",
+      "messages per second per client; 0 turns off this and the flood rule",
+    ),
+    numberFlag(
+      "rate-burst",
+      "rateBurst",
+      "N",
+      "messages a client may send at once (at least 1)",
+    ),
+    numberFlag(
+      "max-buffered-bytes",
+      "maxBufferedBytes",
+      "N",
+      "unsent bytes per client before it is closed as too slow (1008)",
+    ),
+    numberFlag(
+      "max-clients",
+      "maxClients",
+      "N",
+      "connections at once; more get HTTP 503",
+    ),
+    numberFlag(
+      "idle-timeout",
+      "idleTimeout",
+      "SECONDS",
+      "close a client that answers no ping for this long (1001); 0 = never",
+    ),
+    {
+      name: "allow-origin",
+      type: "string",
+      valueName: "URL",
+      multiple: true,
+      help: "also accept browser upgrades from this origin (others get HTTP 403)",
+    },
+    numberFlag(
+      "shutdown-timeout",
+      "shutdownTimeout",
+      "SECONDS",
+      "on SIGINT/SIGTERM, exit within this long even if a client never reads",
+    ),
+    {
+      name: "cert",
+      type: "string",
+      valueName: "FILE",
+      help: "TLS certificate chain (PEM); with --key, serve wss://",
+    },
+    {
+      name: "key",
+      type: "string",
+      valueName: "FILE",
+      help: "TLS private key (PEM) for --cert",
+    },
   ],
 };
 
-/** Turns parsed flags into server options, or throws a `UsageError`. */
+/** Turns parsed flags into server options (reading --cert and --key), or throws a `UsageError`. */
 export function serverOptions(values: FlagValues): ServerOptions {
   const command = SERVER_COMMAND.name;
+  const number = (name: string, min: number, max: number) =>
+    values[name] === undefined
+      ? undefined
+      : integerFlag(command, name, values[name] as string, min, max);
   const host = values.host as string | undefined;
   if (host !== undefined && host.trim() === "") {
     throw new UsageError("--host needs an address", command);
   }
+  const allowOrigins = (values["allow-origin"] as string[] | undefined ?? []).map(
+    (origin) => {
+      try {
+        const url = new URL(origin);
+        if (url.protocol === "http:" || url.protocol === "https:") return url.origin;
+      } catch {
+        // Reported below.
+      }
+      throw new UsageError(
+        `invalid --allow-origin ${
+          JSON.stringify(origin)
+        }: expected http:// or https:// and a host`,
+        command,
+      );
+    },
+  );
+  const [certFile, keyFile] = [
+    values.cert as string | undefined,
+    values.key as string | undefined,
+  ];
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new UsageError("--cert and --key go together: give both or neither", command);
+  }
   return {
     hostname: host,
-    port: values.port === undefined
-      ? undefined
-      : integerFlag(command, "port", values.port as string, 0, 65535),
+    port: number("port", 0, 65535),
     echo: !values["no-echo"],
+    maxMessageBytes: number("max-message-bytes", 1, 64 * 1024 * 1024),
+    rateLimit: number("rate-limit", 0, 1_000_000),
+    rateBurst: number("rate-burst", 1, 1_000_000),
+    maxBufferedBytes: number("max-buffered-bytes", 1, 2 ** 40),
+    maxClients: number("max-clients", 1, 10_000_000),
+    idleTimeout: number("idle-timeout", 0, 86_400),
+    shutdownTimeout: number("shutdown-timeout", 0, 86_400),
+    allowOrigins,
+    cert: certFile === undefined ? undefined : readPem(command, "cert", certFile),
+    key: keyFile === undefined ? undefined : readPem(command, "key", keyFile),
   };
+}
+
+function readPem(command: string, flag: string, file: string): string {
+  try {
+    return Deno.readTextFileSync(file);
+  } catch (error) {
+    const why = error instanceof Deno.errors.NotFound
+      ? "no such file"
+      : error instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : errorText(error);
+    throw new UsageError(
+      `cannot read --${flag} ${JSON.stringify(file)}: ${why}`,
+      command,
+    );
+  }
 }
 
 /** `chat server [flags]`: runs until SIGINT or SIGTERM, then exits 0. */
@@ -304,6 +614,13 @@ export async function main(args: string[]): Promise<number> {
   try {
     server = serveChat({ ...options, log });
   } catch (error) {
+    if (options.cert !== undefined && !(error instanceof Deno.errors.AddrInUse)) {
+      const why = errorText(error).replace(
+        /^keys may not be consistent: KeyMismatch$/,
+        "the key does not match the certificate",
+      );
+      throw new UsageError(`cannot use --cert/--key: ${why}`, SERVER_COMMAND.name);
+    }
     const where = formatAddress(
       options.hostname ?? SERVER_DEFAULTS.hostname,
       options.port ?? SERVER_DEFAULTS.port,

@@ -11,7 +11,12 @@ export const ROOT = new URL("..", import.meta.url).pathname;
 /** A queue of values that can be awaited one at a time. */
 export class Inbox<T> {
   #items: T[] = [];
-  #waiters: { test: (item: T) => boolean; resolve: (item: T) => void }[] = [];
+  #waiters: {
+    test: (item: T) => boolean;
+    resolve: (item: T) => void;
+    reject: (error: Error) => void;
+  }[] = [];
+  #ended?: Error;
 
   push(item: T): void {
     const index = this.#waiters.findIndex((w) => w.test(item));
@@ -23,6 +28,12 @@ export class Inbox<T> {
     }
   }
 
+  /** No more items will come: waiting takes fail now, and later ones that find nothing. */
+  end(reason: string): void {
+    this.#ended = new Error(reason);
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#ended);
+  }
+
   /** The next item, in order. */
   next(): Promise<T> {
     return this.take(() => true);
@@ -32,7 +43,10 @@ export class Inbox<T> {
   take(test: (item: T) => boolean): Promise<T> {
     const index = this.#items.findIndex(test);
     if (index >= 0) return Promise.resolve(this.#items.splice(index, 1)[0]);
-    return new Promise((resolve) => this.#waiters.push({ test, resolve }));
+    if (this.#ended) return Promise.reject(this.#ended);
+    return new Promise((resolve, reject) =>
+      this.#waiters.push({ test, resolve, reject })
+    );
   }
 
   /** The next `count` items, in order. */
@@ -53,7 +67,14 @@ export function startServer(
   options: ServerOptions = {},
 ): ChatServer & { log: Inbox<string>; [Symbol.asyncDispose](): Promise<void> } {
   const log = new Inbox<string>();
-  const server = serveChat({ port: 0, ...options, log: (line) => log.push(line) });
+  const server = serveChat({
+    port: 0,
+    ...options,
+    log(line) {
+      options.log?.(line);
+      log.push(line);
+    },
+  });
   return Object.assign(server, {
     log,
     [Symbol.asyncDispose]: () => server.shutdown(),
@@ -78,6 +99,7 @@ export class TestClient {
     this.socket.onmessage = (event) => this.messages.push(String(event.data));
     this.socket.onclose = (event) => {
       opened.reject(new Error(`closed before open: ${event.code}`));
+      this.messages.end(`closed: ${event.code} ${event.reason}`);
       closed.resolve(event);
     };
     // Tests that expect a failed connect look at `closed`.
@@ -128,6 +150,7 @@ function pumpLines(
       all.push(partial);
       inbox.push(partial);
     }
+    inbox.end("output ended");
   })();
 }
 
@@ -149,6 +172,7 @@ export class Cli {
     const command = options.task ? ["task", "-q", ...args] : [
       "run",
       "--allow-net",
+      "--allow-read",
       "main.ts",
       ...args,
     ];
@@ -205,7 +229,7 @@ export async function runCli(
   stdin = "",
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "main.ts", ...args],
+    args: ["run", "--allow-net", "--allow-read", "main.ts", ...args],
     cwd: ROOT,
     stdin: "piped",
     stdout: "piped",

@@ -112,7 +112,7 @@ Deno.test("the log has connect, each message as a JSON string, and disconnect", 
 });
 
 Deno.test("all clients see two busy senders' messages in one order, each sender's in order", async () => {
-  await using server = startServer();
+  await using server = startServer({ rateLimit: 0 });
   await using alice = await TestClient.join(`${server.url}/?name=alice`);
   await using bob = await TestClient.join(`${server.url}/?name=bob`);
   await using carol = await TestClient.join(`${server.url}/?name=carol`);

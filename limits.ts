@@ -1,0 +1,104 @@
+/**
+ * What the server admits from one client: each message is checked for size,
+ * rate and flooding before it reaches the room.
+ *
+ * @module
+ */
+
+import { TokenBucket } from "./rate.ts";
+
+/** The limits on what one client may send. */
+export interface AdmissionLimits {
+  /** The largest message, in UTF-8 bytes. */
+  maxMessageBytes: number;
+  /** Messages per second; `0` turns off both the rate limit and the flood rule. */
+  rateLimit: number;
+  /** Messages that may come at once before the rate applies (at least 1). */
+  rateBurst: number;
+}
+
+/** The flood rule's window. */
+export const FLOOD_WINDOW_MS = 5000;
+/** A client sending more than this many times its rate limit in a window is flooding. */
+export const FLOOD_FACTOR = 10;
+/** The rate-limit notice goes to a sender at most this often. */
+export const NOTICE_INTERVAL_MS = 1000;
+
+/** The verdict on one message. */
+export type Verdict = "accept" | "too_big" | "rate_limited" | "flooding";
+
+/** The UTF-8 length of a string, counted without encoding it. */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) bytes += 1;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      // A surrogate pair: two code units, four bytes.
+      bytes += 2;
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
+
+/** Judges one client's messages against the limits. */
+export class Admission {
+  readonly #limits: AdmissionLimits;
+  readonly #bucket?: TokenBucket;
+  /** Arrival times of the latest messages, allocated at the first refusal. */
+  #arrivals?: Float64Array;
+  #next = 0;
+  #lastNotice = -Infinity;
+
+  constructor(limits: AdmissionLimits, now: number = performance.now()) {
+    this.#limits = limits;
+    if (limits.rateLimit > 0) {
+      this.#bucket = new TokenBucket(limits.rateLimit, limits.rateBurst, now);
+    }
+  }
+
+  /** The most messages allowed in any flood window. */
+  get floodLimit(): number {
+    return FLOOD_FACTOR * this.#limits.rateLimit * (FLOOD_WINDOW_MS / 1000);
+  }
+
+  /** Says what to do with a message of `text` arriving at `now`. */
+  judge(text: string, now: number = performance.now()): Verdict {
+    // Each UTF-16 unit is 1 to 3 bytes: most messages are judged without counting.
+    if (text.length * 3 > this.#limits.maxMessageBytes) {
+      if (text.length > this.#limits.maxMessageBytes) return "too_big";
+      if (utf8Length(text) > this.#limits.maxMessageBytes) return "too_big";
+    }
+    if (!this.#bucket) return "accept";
+    if (this.#flooding(now)) return "flooding";
+    return this.#bucket.take(now) ? "accept" : "rate_limited";
+  }
+
+  /**
+   * Records an arrival; says whether more than the flood limit arrived in
+   * the window. Until the first refusal the bucket itself keeps a client far
+   * under the limit (burst plus five seconds of rate), so arrival times are
+   * kept only from then on: a client that is never refused costs nothing.
+   */
+  #flooding(now: number): boolean {
+    if (!this.#arrivals) {
+      if (this.#bucket!.wait(now) === 0) return false;
+      this.#arrivals = new Float64Array(this.floodLimit).fill(-Infinity);
+    }
+    // The slot about to be overwritten holds the arrival floodLimit back:
+    // if it is in the window, so are floodLimit + 1 arrivals with this one.
+    const oldest = this.#arrivals[this.#next];
+    this.#arrivals[this.#next] = now;
+    this.#next = (this.#next + 1) % this.#arrivals.length;
+    return now - oldest < FLOOD_WINDOW_MS;
+  }
+
+  /** True when a rate-limit notice may go out now (at most one a second). */
+  mayNotify(now: number = performance.now()): boolean {
+    if (now - this.#lastNotice < NOTICE_INTERVAL_MS) return false;
+    this.#lastNotice = now;
+    return true;
+  }
+}
