@@ -380,12 +380,13 @@ export async function runClient(options: ClientOptions): Promise<number> {
     ? Deno.createHttpClient({ caCerts: [options.ca] })
     : undefined;
   const backoff = new Backoff();
-  let connectedBefore = false;
+  /** Set while retrying, so that a connection that works again is reported. */
+  let retrying = false;
   try {
     while (true) {
       const end = await session(url, outgoing, pacer, output, client, () => {
-        if (connectedBefore) status(`reconnected to ${url.href}`);
-        connectedBefore = true;
+        if (retrying) status(`connected to ${url.href}`);
+        retrying = false;
         backoff.reset();
       });
       if (end.kind === "done") return 0;
@@ -399,6 +400,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
         }
         const wait = backoff.delay();
         status(`${line}; retrying in ${(wait / 1000).toFixed(1)} s`);
+        retrying = true;
         await delay(wait);
         continue;
       }
@@ -410,6 +412,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
       }
       const wait = backoff.delay();
       status(`${line}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
+      retrying = true;
       await delay(wait);
     }
   } finally {

@@ -3,7 +3,7 @@
  * client costs only its own connection, and the others keep every message.
  */
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./helpers.ts";
+import { pump, startServer, TestClient } from "./helpers.ts";
 import { Opcode, RawSocket } from "./raw.ts";
 import { rateLimitNotice, WELCOME } from "../protocol.ts";
 import { Admission, utf8Length } from "../limits.ts";
@@ -123,23 +123,19 @@ Deno.test("a client that never reads is dropped as too slow; the others get ever
   await using reader = await TestClient.join(`${server.url}/?name=reader`);
   await using sender = await TestClient.join(`${server.url}/?name=sender`);
   const stalled = await RawSocket.open(server.addr.port, { path: "/?name=stalled" });
-  const big = "y".repeat(4096);
-  // Enough to fill the kernel's buffers both ways and then some (64 MiB).
+  // 64 MiB: enough to fill the kernel's buffers both ways and then some.
   const count = 16_384;
   const dropped = server.log.take((line) => line.includes("slow consumer"));
-  for (let i = 0; i < count; i++) {
-    sender.send(`${i} ${big}`);
-    // Keep each turn's burst small: wait for every 32nd echo.
-    if (i % 32 === 31) await reader.messages.take((m) => m.startsWith(`sender: ${i} `));
-  }
+  await pump(sender, "sender", count, 4096);
   assert.match(
     await dropped,
     /^Dropped 127\.0\.0\.1:\d+: slow consumer, over 1048576 bytes unsent$/,
   );
   // The reader missed nothing, in order.
+  const got = await reader.messages.many(count);
+  got.forEach((line, i) => assert.ok(line.startsWith(`sender: ${i} `), `message ${i}`));
   sender.send("last");
-  const last = await reader.messages.take((m) => m === "sender: last");
-  assert.equal(last, "sender: last");
+  assert.equal(await reader.messages.next(), "sender: last");
   // The stalled client, once it reads, finds a prefix of the chat and then 1008.
   const { code, reason, texts } = await stalled.readUntilClose();
   stalled.close();

@@ -49,6 +49,14 @@ export class Inbox<T> {
     );
   }
 
+  /** The first item that passes `test`, dropping every item before it. */
+  async skipTo(test: (item: T) => boolean): Promise<T> {
+    const index = this.#items.findIndex(test);
+    if (index >= 0) return this.#items.splice(0, index + 1)[index];
+    this.#items.length = 0;
+    return await this.take(test);
+  }
+
   /** The next `count` items, in order. */
   async many(count: number): Promise<T[]> {
     const items: T[] = [];
@@ -126,6 +134,27 @@ export class TestClient {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/**
+ * Sends `count` numbered messages of `size` filler bytes from `sender` (in
+ * the chat as `name`), waiting for its own echo every `window` messages so
+ * that no turn's burst is large. Echoes it has seen are dropped.
+ */
+export async function pump(
+  sender: TestClient,
+  name: string,
+  count: number,
+  size: number,
+  window = 32,
+): Promise<void> {
+  const filler = "x".repeat(size);
+  for (let i = 0; i < count; i++) {
+    sender.send(`${i} ${filler}`);
+    if (i % window === window - 1 || i === count - 1) {
+      await sender.messages.skipTo((m) => m.startsWith(`${name}: ${i} `));
+    }
   }
 }
 

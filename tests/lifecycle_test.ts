@@ -1,0 +1,215 @@
+/**
+ * Whole-process behaviour: graceful shutdown under traffic, a client that
+ * never reads, the client's pacing and reconnection, and memory held by a
+ * never-reading client.
+ */
+import assert from "node:assert/strict";
+import {
+  Cli,
+  closedPort,
+  pump,
+  runCli,
+  startServerProcess,
+  TestClient,
+} from "./helpers.ts";
+import { RawSocket } from "./raw.ts";
+import { WELCOME } from "../protocol.ts";
+import { Backoff } from "../client.ts";
+
+Deno.test("SIGTERM during traffic: reading clients get every accepted message, then 1001", async () => {
+  const { cli: server, url } = await startServerProcess(["--rate-limit", "0"]);
+  const readers = await Promise.all(
+    ["r1", "r2", "r3"].map((name) => TestClient.join(`${url}/?name=${name}`)),
+  );
+  const received = readers.map(() => [] as string[]);
+  readers.forEach((reader, i) => {
+    reader.socket.addEventListener("message", (e) => received[i].push(String(e.data)));
+  });
+  const sender = await TestClient.join(`${url}/?name=sender`);
+  // Keep sending until the server closes the sender.
+  let sent = 0;
+  const sending = (async () => {
+    while (sender.socket.readyState === WebSocket.OPEN) {
+      for (let i = 0; i < 20 && sender.socket.readyState === WebSocket.OPEN; i++) {
+        sender.send(`m${sent++}`);
+      }
+      await sender.messages.next().catch(() => {});
+    }
+  })();
+  // Signal once traffic is flowing.
+  await readers[0].messages.take((m) => m === "sender: m100");
+  server.kill("SIGTERM");
+  for (const reader of readers) {
+    const closed = await reader.closed;
+    assert.equal(closed.code, 1001);
+    assert.equal(closed.reason, "server shutting down");
+  }
+  await sending;
+  await sender.closed;
+  assert.equal((await server.finished()).code, 0);
+  // What the server accepted is what it logged; every reader got all of it, in order.
+  const accepted = server.stdoutLines
+    .filter((line) => line.startsWith("From client "))
+    .map((line) => `sender: ${JSON.parse(line.slice(line.indexOf('"')))}`);
+  assert.ok(accepted.length > 100, `${accepted.length} accepted`);
+  for (const messages of received) assert.deepEqual(messages, accepted);
+});
+
+Deno.test("shutdown ends within --shutdown-timeout even when a client never reads", async () => {
+  const { cli: server, url, port } = await startServerProcess([
+    "--rate-limit",
+    "0",
+    "--shutdown-timeout",
+    "1",
+  ]);
+  const stalled = await RawSocket.open(port, { path: "/?name=stalled" });
+  await using sender = await TestClient.join(`${url}/?name=sender`);
+  // Fill the stalled client's buffers: it will never take its close frame.
+  await pump(sender, "sender", 512, 4096);
+  const started = performance.now();
+  server.kill("SIGTERM");
+  const status = await server.finished();
+  const elapsed = performance.now() - started;
+  stalled.close();
+  assert.equal(status.code, 0);
+  // One second of grace, plus generous room for a loaded machine.
+  assert.ok(elapsed < 4000, `took ${Math.round(elapsed)} ms`);
+  assert.equal((await sender.closed).code, 1001);
+});
+
+Deno.test("a piped file of 100 lines passes a default server's rate limit, all of it", async () => {
+  const { cli: server, url } = await startServerProcess();
+  await using watcher = await TestClient.join(`${url}/?name=watcher`);
+  const lines = Array.from({ length: 100 }, (_, i) => `line ${i}`);
+  const result = await runCli(
+    ["client", "--url", url, "--name", "cat"],
+    lines.join("\n") + "\n",
+  );
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(await watcher.messages.many(100), lines.map((l) => `cat: ${l}`));
+  assert.ok(!result.stdout.includes("* rate limit"), "the client was refused");
+  server.kill();
+  await server.finished();
+});
+
+Deno.test("backoff: 0.5 s doubling to 30 s, jittered, reset after a connection", () => {
+  const backoff = new Backoff();
+  const full = Array.from({ length: 9 }, () => backoff.delay(1));
+  assert.deepEqual(full, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+  backoff.reset();
+  assert.equal(backoff.delay(0), 250); // half of it, at the least
+  assert.equal(backoff.delay(0.5), 750);
+});
+
+Deno.test("--reconnect: retries until the server is up, across a restart, lines sent once", async () => {
+  const port = closedPort();
+  const url = `ws://127.0.0.1:${port}`;
+  const client = new Cli(["client", "--url", url, "--name", "phoenix", "--reconnect"]);
+  const firstRetry = await client.stderr.next();
+  assert.match(
+    firstRetry,
+    new RegExp(
+      `^chat: cannot connect to ${url}/\\?name=phoenix: connection refused; retrying in \\d\\.\\d s$`,
+    ),
+  );
+  // Typed while no server is up: queued.
+  await client.write("while down 1\nwhile down 2\n");
+  let server = new Cli(["server", "--port", String(port)]);
+  assert.equal(await server.stdout.next(), `listening on ${url}`);
+  assert.equal(
+    await client.stderr.take((l) => l.startsWith("connected")),
+    `connected to ${url}/?name=phoenix`,
+  );
+  assert.equal(await client.stdout.next(), WELCOME);
+  assert.deepEqual(await client.stdout.many(2), [
+    "phoenix: while down 1",
+    "phoenix: while down 2",
+  ]);
+
+  // The server restarts: 1001, then the client comes back by itself.
+  server.kill("SIGTERM");
+  assert.match(
+    await client.stderr.next(),
+    /^disconnected: 1001 server shutting down; reconnecting in \d\.\d s$/,
+  );
+  await server.finished();
+  await client.write("during restart\n");
+  server = new Cli(["server", "--port", String(port)]);
+  assert.equal(await server.stdout.next(), `listening on ${url}`);
+  await using watcher = await TestClient.join(`${url}/?name=watcher`);
+  assert.equal(
+    await client.stdout.take((l) => l.startsWith("phoenix: ")),
+    "phoenix: during restart",
+  );
+  assert.equal(await watcher.messages.next(), "phoenix: during restart");
+  assert.equal((await client.finished()).code, 0);
+  // Each line went out exactly once.
+  const sent = client.stdoutLines.filter((line) => line.startsWith("phoenix: "));
+  assert.deepEqual(sent, [
+    "phoenix: while down 1",
+    "phoenix: while down 2",
+    "phoenix: during restart",
+  ]);
+  server.kill();
+  await server.finished();
+});
+
+Deno.test("--reconnect does not retry a refusal that will not change (HTTP 400)", async () => {
+  const { cli: server, url } = await startServerProcess();
+  const result = await runCli([
+    "client",
+    "--reconnect",
+    "--url",
+    `${url}/?name=a&name=b`,
+  ]);
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    `chat: cannot connect to ${url}/?name=a&name=b: HTTP 400: repeated name parameter: give one name\n`,
+  );
+  server.kill();
+  await server.finished();
+});
+
+/** The resident memory of a process, in bytes (Linux). */
+async function rss(pid: number): Promise<number> {
+  // Deno lets only --allow-all read /proc; `cat` needs just --allow-run.
+  const { stdout } = await new Deno.Command("cat", { args: [`/proc/${pid}/status`] })
+    .output();
+  const status = new TextDecoder().decode(stdout);
+  return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) * 1024;
+}
+
+/** Sends `count` 4 KiB messages through a server process; returns its RSS growth. */
+async function rssGrowth(withStalledClient: boolean): Promise<number> {
+  const { cli: server, url, port } = await startServerProcess(["--rate-limit", "0"]);
+  await using sender = await TestClient.join(`${url}/?name=sender`);
+  const stalled = withStalledClient
+    ? await RawSocket.open(port, { path: "/?name=stalled" })
+    : undefined;
+  const before = await rss(server.child.pid);
+  await pump(sender, "sender", 20_000, 4096);
+  const after = await rss(server.child.pid);
+  stalled?.close();
+  server.kill();
+  await server.finished();
+  return after - before;
+}
+
+Deno.test(
+  "a never-reading client costs the server a bounded amount of memory, not what it is sent",
+  async () => {
+    // 20,000 messages of 4 KiB is 80 MiB sent past the stalled client. With
+    // the slow-consumer limit (1 MiB, at most 4 MiB within a turn) it holds
+    // at most a few MiB of that; without it, it would hold all 80 MiB. The
+    // bound allows 24 MiB over a control run of the same traffic for
+    // allocator and GC noise.
+    const control = await rssGrowth(false);
+    const hostile = await rssGrowth(true);
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    assert.ok(
+      hostile - control < 24 * 2 ** 20,
+      `growth with a stalled client ${mib(hostile)}, without ${mib(control)}`,
+    );
+  },
+);
