@@ -87,3 +87,33 @@ Deno.test("usage lists every flag with its default", () => {
   assert.match(text, /--allow URL +allow it \(repeatable\)/);
   assert.match(text, /-h, --help +show this help/);
 });
+
+Deno.test("server flags become server options", async () => {
+  const { SERVER_COMMAND, serverOptions } = await import("../server.ts");
+  const options = serverOptions(parseFlags(SERVER_COMMAND, [
+    "--no-echo",
+    "--port=0",
+    "--rate-limit",
+    "0",
+    "--max-clients",
+    "3",
+    "--allow-origin",
+    "https://a.example/",
+    "--allow-origin",
+    "http://b.example:81",
+  ]));
+  assert.equal(options.echo, false);
+  assert.equal(options.port, 0);
+  assert.equal(options.rateLimit, 0);
+  assert.equal(options.maxClients, 3);
+  assert.deepEqual(options.allowOrigins, ["https://a.example", "http://b.example:81"]);
+  assert.equal(serverOptions(parseFlags(SERVER_COMMAND, [])).echo, true);
+  assert.throws(
+    () => serverOptions(parseFlags(SERVER_COMMAND, ["--allow-origin", "example.com"])),
+    UsageError,
+  );
+  assert.throws(
+    () => serverOptions(parseFlags(SERVER_COMMAND, ["--rate-burst", "0"])),
+    UsageError,
+  );
+});

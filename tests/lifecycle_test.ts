@@ -154,6 +154,25 @@ Deno.test("--reconnect: retries until the server is up, across a restart, lines 
   await server.finished();
 });
 
+Deno.test("--reconnect: an HTTP 503 (server full) is retried until a slot frees", async () => {
+  const { cli: server, url } = await startServerProcess(["--max-clients", "1"]);
+  const holder = await TestClient.join(`${url}/?name=holder`);
+  const client = new Cli(["client", "--url", url, "--name", "waiter", "--reconnect"]);
+  assert.match(
+    await client.stderr.next(),
+    /: HTTP 503: server full: 1 clients; retrying in \d\.\d s$/,
+  );
+  await holder.close();
+  assert.equal(
+    await client.stderr.take((l) => l.startsWith("connected")),
+    `connected to ${url}/?name=waiter`,
+  );
+  assert.equal(await client.stdout.next(), WELCOME);
+  assert.equal((await client.finished()).code, 0);
+  server.kill();
+  await server.finished();
+});
+
 Deno.test("--reconnect does not retry a refusal that will not change (HTTP 400)", async () => {
   const { cli: server, url } = await startServerProcess();
   const result = await runCli([
