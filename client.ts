@@ -6,7 +6,13 @@
  * @module
  */
 
-import { CloseCode, nameProblem } from "./protocol.ts";
+import {
+  CloseCode,
+  NAME_RULE,
+  nameProblem,
+  RESERVED_PATHS,
+  roomFromPath,
+} from "./protocol.ts";
 import { TokenBucket } from "./rate.ts";
 import { writeAllSync } from "./log.ts";
 import {
@@ -25,6 +31,8 @@ export interface ClientOptions {
   url: string;
   /** The name to chat under; sets or replaces the URL's `name` parameter. @default {none: the server shows the client's address} */
   name?: string;
+  /** The room to join; sets the URL's path (`/ROOM`). @default {the URL's path: `/`, the default room} */
+  room?: string;
   /**
    * Messages sent per second at most, after a burst of twice as many; `0`
    * sends as fast as lines come. Just under the server's default limit
@@ -95,7 +103,7 @@ export async function* readLines(
  * parameter. Throws a `UsageError` for a URL that is not `ws(s)://` or
  * `http(s)://`.
  */
-export function clientUrl(url: string, name?: string): URL {
+export function clientUrl(url: string, name?: string, room?: string): URL {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -119,6 +127,7 @@ export function clientUrl(url: string, name?: string): URL {
   // place, so build the string again.
   const result = new URL(scheme + url.slice(parsed.protocol.length));
   if (name !== undefined) result.searchParams.set("name", name);
+  if (room !== undefined) result.pathname = `/${room}`;
   return result;
 }
 
@@ -370,7 +379,7 @@ function session(
  * exits the process.
  */
 export async function runClient(options: ClientOptions): Promise<number> {
-  const url = clientUrl(options.url, options.name);
+  const url = clientUrl(options.url, options.name, options.room);
   const rate = options.rate ?? CLIENT_DEFAULTS.rate;
   const output = options.output ?? stdoutLine;
   const status = options.status ?? stderrLine;
@@ -440,6 +449,13 @@ export const CLIENT_COMMAND: CommandSpec = {
         "name to chat under: 1 to 32 letters, digits, '_', '-' or '.' (default: your address)",
     },
     {
+      name: "room",
+      type: "string",
+      valueName: "ROOM",
+      help:
+        "room to join, like the URL path /ROOM (default: the URL's path, / for the main room)",
+    },
+    {
       name: "rate",
       type: "string",
       valueName: "N",
@@ -468,8 +484,17 @@ export function clientOptions(values: FlagValues): ClientOptions {
     const problem = nameProblem(name);
     if (problem) throw new UsageError(problem, command);
   }
+  const room = values.room as string | undefined;
+  if (room !== undefined && roomFromPath(`/${room}`) === undefined) {
+    throw new UsageError(
+      `invalid room ${JSON.stringify(room)}: use ${NAME_RULE}, not ${
+        RESERVED_PATHS.join(", ")
+      }`,
+      command,
+    );
+  }
   const url = (values.url as string | undefined) ?? CLIENT_DEFAULTS.url;
-  clientUrl(url, name);
+  clientUrl(url, name, room);
   const caFile = values.ca as string | undefined;
   let ca: string | undefined;
   if (caFile !== undefined) {
@@ -489,6 +514,7 @@ export function clientOptions(values: FlagValues): ClientOptions {
   return {
     url,
     name,
+    room,
     ca,
     reconnect: values.reconnect === true,
     rate: values.rate === undefined

@@ -75,3 +75,90 @@ export function formatAddress(hostname: string, port: number): string {
 export function chatLine(sender: string, text: string): string {
   return `${sender}: ${text}`;
 }
+
+/** Paths that are never rooms. */
+export const RESERVED_PATHS = ["healthz", "readyz", "metrics", "favicon.ico"] as const;
+
+/**
+ * The room a URL path names: `/` is the default room (`""`), `/rust` the room
+ * `rust` (a room name follows the name rule). Any other path names no room:
+ * `undefined`.
+ */
+export function roomFromPath(pathname: string): string | undefined {
+  if (pathname === "/") return "";
+  const name = pathname.slice(1);
+  if (!pathname.startsWith("/") || nameProblem(name) !== undefined) return undefined;
+  return (RESERVED_PATHS as readonly string[]).includes(name) ? undefined : name;
+}
+
+/** To the others when someone joins a room. */
+export function joinedNotice(name: string, online: number): string {
+  return `* ${name} joined (${online} online)`;
+}
+
+/** To the others when someone leaves a room. */
+export function leftNotice(name: string, online: number): string {
+  return `* ${name} left (${online} online)`;
+}
+
+/** The answer to `/who`. */
+export function whoLine(names: readonly string[]): string {
+  return `* online (${names.length}): ${names.join(", ")}`;
+}
+
+/** The answer to `/help`. */
+export const HELP_LINE =
+  "* commands: /who (who is online), /help (this list); start a message with // to send one that starts with /";
+
+/** The answer to a command the server does not know. */
+export function unknownCommandLine(command: string): string {
+  return `* unknown command ${command}: try /help`;
+}
+
+/** What a YewChat client sends first: `{"messageType":"register","data":"NICK"}`. */
+export function parseYewRegister(text: string): string | undefined {
+  try {
+    const message = JSON.parse(text);
+    if (message?.messageType === "register" && typeof message.data === "string") {
+      return message.data;
+    }
+  } catch {
+    // Not JSON: a plain client's first message.
+  }
+  return undefined;
+}
+
+/** What a YewChat client sends to chat: `{"messageType":"message","data":"TEXT"}`; else `undefined`. */
+export function parseYewMessage(text: string): string | undefined {
+  try {
+    const message = JSON.parse(text);
+    if (message?.messageType === "message" && typeof message.data === "string") {
+      return message.data;
+    }
+  } catch {
+    // Ignored: YewChat clients send nothing else that matters.
+  }
+  return undefined;
+}
+
+/** A chat message for a YewChat client; `data` is itself a JSON string, as that front end expects. */
+export function yewMessage(
+  message: { from: string; text: string; time: number },
+): string {
+  return JSON.stringify({
+    messageType: "message",
+    data: JSON.stringify({
+      from: message.from,
+      message: message.text,
+      time: message.time,
+    }),
+  });
+}
+
+/** The room's members for a YewChat client. */
+export function yewUsers(names: readonly string[]): string {
+  return JSON.stringify({ messageType: "users", dataArray: names });
+}
+
+/** How long a client without a name has to say whether it speaks YewChat. */
+export const REGISTER_WAIT_MS = 500;

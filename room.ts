@@ -1,31 +1,73 @@
 /**
- * A room: the set of members that receive each other's messages. It never
- * touches sockets; it hands each line to its members, which decide how to
- * send it.
+ * Rooms: the members that receive each other's messages, the room's recent
+ * history and who is online. A room never touches sockets: it hands each
+ * member an already encoded frame, encoded once per codec, not once per
+ * member. A `Hub` maps room names to rooms and drops a room once it is empty.
  *
  * @module
  */
+
+import { chatLine, joinedNotice, leftNotice, yewMessage, yewUsers } from "./protocol.ts";
+
+/**
+ * How a member wants its frames: `plain` text lines (`SENDER: TEXT`, notices
+ * starting with `* `), or the YewChat front end's JSON, which carries chat
+ * messages and user lists only.
+ */
+export type Codec = "plain" | "yew";
 
 /** Someone who receives a room's messages. */
 export interface Member {
   /** How others see this member: its name, or its address without one. */
   readonly sender: string;
-  /** Queues one line for this member. Must not throw. */
-  deliver(line: string): void;
+  /** The form its frames take. */
+  readonly codec: Codec;
+  /** Queues one encoded frame for this member. Must not throw. */
+  deliver(frame: string): void;
+}
+
+/** One chat message, before it is encoded for anyone. */
+export interface ChatMessage {
+  from: string;
+  text: string;
+  /** When the server accepted it, in milliseconds since the epoch. */
+  time: number;
 }
 
 /** Members who receive each other's messages, in the order they arrive. */
 export class Room<M extends Member = Member> {
   readonly #members = new Set<M>();
+  /** Names claimed by upgrades not yet open, and by members: each name once. */
+  readonly #names = new Set<string>();
+  readonly #history: string[] = [];
 
-  /** Adds a member; from now on it receives every broadcast. */
-  join(member: M): void {
-    this.#members.add(member);
+  constructor(
+    /** The room's name; `""` is the default room at `/`. */
+    readonly name: string,
+    /** How many recent messages a newcomer receives; `0` keeps none. */
+    readonly historySize: number,
+  ) {}
+
+  /** Claims `name` for a member about to join; false when it is taken. */
+  claim(name: string): boolean {
+    if (this.#names.has(name)) return false;
+    this.#names.add(name);
+    return true;
   }
 
-  /** Removes a member; it receives nothing more. Removing twice is harmless. */
-  leave(member: M): void {
-    this.#members.delete(member);
+  /** True when `name` is claimed. */
+  has(name: string): boolean {
+    return this.#names.has(name);
+  }
+
+  /** Gives a claimed name back. */
+  release(name: string): void {
+    this.#names.delete(name);
+  }
+
+  /** True while nobody is in the room or about to join it. */
+  get empty(): boolean {
+    return this.#members.size === 0 && this.#names.size === 0;
   }
 
   /** How many members the room has. */
@@ -33,19 +75,99 @@ export class Room<M extends Member = Member> {
     return this.#members.size;
   }
 
-  /** The members, in the order they joined. */
-  members(): IterableIterator<M> {
-    return this.#members.values();
+  /** The members' names, in the order they joined. */
+  who(): string[] {
+    return [...this.#members].map((member) => member.sender);
+  }
+
+  /** The recent messages as plain lines, oldest first. */
+  history(): readonly string[] {
+    return this.#history;
   }
 
   /**
-   * Hands `line` to every member except `except`. The line is built once by
-   * the caller and shared by all recipients; delivery is synchronous, so
-   * every member sees broadcasts in the order they were made.
+   * Adds a member and tells the others (`* NAME joined (N online)`, or a
+   * user list for YewChat members). The newcomer is told nothing here.
    */
-  broadcast(line: string, except?: M): void {
+  join(member: M): void {
+    if (this.#members.has(member)) return;
+    this.#members.add(member);
+    this.#presence(joinedNotice(member.sender, this.size), member);
+  }
+
+  /** Removes a member and tells the others. Removing twice is harmless. */
+  leave(member: M): void {
+    if (!this.#members.delete(member)) return;
+    this.#presence(leftNotice(member.sender, this.size), member);
+  }
+
+  #presence(notice: string, subject: M) {
+    let users: string | undefined;
     for (const member of this.#members) {
-      if (member !== except) member.deliver(line);
+      if (member === subject) continue;
+      if (member.codec === "plain") member.deliver(notice);
+      else member.deliver(users ??= yewUsers(this.who()));
     }
+    // A YewChat newcomer needs the list too, itself included.
+    if (subject.codec === "yew" && this.#members.has(subject)) {
+      subject.deliver(users ?? yewUsers(this.who()));
+    }
+  }
+
+  /**
+   * Hands a chat message to every member except `except`, encoded once per
+   * codec; delivery is synchronous, so every member sees messages in the
+   * order they were broadcast. The message joins the history.
+   */
+  broadcast(message: ChatMessage, except?: M): void {
+    const line = chatLine(message.from, message.text);
+    let json: string | undefined;
+    for (const member of this.#members) {
+      if (member === except) continue;
+      member.deliver(member.codec === "plain" ? line : json ??= yewMessage(message));
+    }
+    if (this.historySize > 0) {
+      this.#history.push(line);
+      if (this.#history.length > this.historySize) this.#history.shift();
+    }
+  }
+}
+
+/** Rooms by name: created when first needed, dropped (with their history) once empty. */
+export class Hub<M extends Member = Member> {
+  readonly #rooms = new Map<string, Room<M>>();
+
+  constructor(readonly historySize: number) {}
+
+  /** The room called `name`, created if needed. */
+  room(name: string): Room<M> {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      room = new Room<M>(name, this.historySize);
+      this.#rooms.set(name, room);
+    }
+    return room;
+  }
+
+  /** True when `name` is taken in the room called `room` (creating nothing). */
+  has(room: string, name: string): boolean {
+    return this.#rooms.get(room)?.has(name) ?? false;
+  }
+
+  /** Drops `room` if nobody is in it or about to join it. */
+  tidy(room: Room<M>): void {
+    if (room.empty && this.#rooms.get(room.name) === room) this.#rooms.delete(room.name);
+  }
+
+  /** How many rooms exist. */
+  get size(): number {
+    return this.#rooms.size;
+  }
+
+  /** How many members all rooms have. */
+  get members(): number {
+    let count = 0;
+    for (const room of this.#rooms.values()) count += room.size;
+    return count;
   }
 }

@@ -14,17 +14,24 @@
  */
 
 import {
-  chatLine,
   CloseCode,
   CloseReason,
   formatAddress,
+  HELP_LINE,
   nameProblem,
+  parseYewMessage,
+  parseYewRegister,
   rateLimitNotice,
+  REGISTER_WAIT_MS,
+  roomFromPath,
+  unknownCommandLine,
   WELCOME,
+  whoLine,
 } from "./protocol.ts";
+import { chatPage } from "./page.ts";
 import { Admission, FLOOD_WINDOW_MS } from "./limits.ts";
 import { Outbox, TurnChecks } from "./outbox.ts";
-import { type Member, Room } from "./room.ts";
+import { type Codec, Hub, type Member, type Room } from "./room.ts";
 import { type Log, stdoutLog } from "./log.ts";
 import {
   type CommandSpec,
@@ -44,6 +51,8 @@ export interface ServerOptions {
   port?: number;
   /** Send each message back to its sender too, as the original does. @default {true} */
   echo?: boolean;
+  /** Recent messages per room a newcomer receives after the welcome; `0` none. @default {50} */
+  history?: number;
   /**
    * The largest text message, in UTF-8 bytes; a larger one closes its sender
    * with 1009 and is not broadcast. @default {65536}
@@ -91,6 +100,7 @@ export const SERVER_DEFAULTS = {
   hostname: "127.0.0.1",
   port: 8080,
   echo: true,
+  history: 50,
   maxMessageBytes: 65536,
   rateLimit: 20,
   rateBurst: 40,
@@ -106,7 +116,9 @@ export interface ChatServer {
   readonly addr: Deno.NetAddr;
   /** `ws://HOST:PORT` (`wss://` with TLS), the URL clients connect to. */
   readonly url: string;
-  /** How many clients are in the chat. */
+  /** `http://HOST:PORT/` (`https://` with TLS), the chat page of the default room. */
+  readonly pageUrl: string;
+  /** How many clients are in the chat, over all rooms. */
   readonly clients: number;
   /**
    * Refuses new upgrades (503), lets every client that reads take what was
@@ -124,15 +136,33 @@ export function upgradeHint(url: string): string {
   return `This is a WebSocket chat server: connect with a WebSocket client, e.g. chat client --url ${url}`;
 }
 
+/** The chat page's headers: all of it is inline, so nothing may load from elsewhere. */
+const PAGE_HEADERS = {
+  "content-type": "text/html; charset=utf-8",
+  "cache-control": "no-cache",
+  "content-security-policy":
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+};
+
 /** One connected client: a member of the chat, with its admission and outbox. */
 class Connection implements Member {
   #gone = false;
+  /** Plain until a client without a name registers as a YewChat client. */
+  codec: Codec = "plain";
+  /** False until the client is in its room (without a name: until it said how it speaks). */
+  joined = false;
+  /** The wait for an unnamed client's first message. */
+  registerTimer?: ReturnType<typeof setTimeout>;
 
   constructor(
     readonly socket: WebSocket,
     /** `IP:PORT` as the server sees it. */
     readonly address: string,
-    readonly sender: string,
+    /** Its name, or its address without one; a YewChat client takes its NICK. */
+    public sender: string,
+    /** True when the URL gave a name: no need to wait for a YewChat register. */
+    readonly named: boolean,
+    readonly room: Room<Connection>,
     readonly admission: Admission,
     readonly outbox: Outbox,
   ) {}
@@ -209,7 +239,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     (options.allowOrigins ?? []).map((origin) => new URL(origin).origin),
   );
 
-  const room = new Room<Connection>();
+  const hub = new Hub<Connection>(settings.history);
   /** Every upgraded socket until its close event: each holds a `maxClients` slot. */
   const connections = new Set<Connection>();
   const checks = new TurnChecks();
@@ -218,14 +248,17 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
 
   /** Takes a client out of the chat and closes it; it may take a while to go. */
   function drop(connection: Connection, code: number, reason: string, why?: string) {
-    room.leave(connection);
+    connection.room.leave(connection);
     connection.close(code, reason);
     if (why) log(`Dropped ${connection.address}: ${why}`);
   }
 
   function forget(connection: Connection) {
     if (!connection.markGone()) return;
-    room.leave(connection);
+    clearTimeout(connection.registerTimer);
+    connection.room.leave(connection);
+    connection.room.release(connection.sender);
+    hub.tidy(connection.room);
     connection.outbox.stop();
     connections.delete(connection);
     log(`Disconnected ${connection.address}`);
@@ -242,7 +275,47 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
   }
 
-  /** One message from a client: admit it, then broadcast it. */
+  /**
+   * Puts a client in its room: a plain one gets the welcome and the room's
+   * history first; a YewChat one gets the user list (from `join`) and no text.
+   */
+  function enter(connection: Connection, codec: Codec) {
+    clearTimeout(connection.registerTimer);
+    connection.codec = codec;
+    connection.joined = true;
+    if (codec === "plain") {
+      connection.deliver(WELCOME);
+      for (const line of connection.room.history()) connection.deliver(line);
+    }
+    connection.room.join(connection);
+  }
+
+  /**
+   * The first message of a client without a name decides how it speaks: a
+   * YewChat register takes a NICK (invalid or taken: closed with 1008);
+   * anything else makes it a plain client, and is then handled as usual.
+   * Says whether the message was the register.
+   */
+  function register(connection: Connection, text: string): boolean {
+    const nick = parseYewRegister(text);
+    if (nick === undefined) {
+      enter(connection, "plain");
+      return false;
+    }
+    clearTimeout(connection.registerTimer);
+    const problem = nameProblem(nick) ??
+      (connection.room.claim(nick) ? undefined : `name taken: ${nick}`);
+    if (problem) {
+      drop(connection, CloseCode.POLICY_VIOLATION, problem, problem);
+      return true;
+    }
+    connection.room.release(connection.sender);
+    connection.sender = nick;
+    enter(connection, "yew");
+    return true;
+  }
+
+  /** One message from a client: admit it, then run it as a command or broadcast it. */
   function receive(connection: Connection, data: unknown) {
     if (shuttingDown || !connection.outbox.open) return;
     if (typeof data !== "string") {
@@ -271,24 +344,54 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
           } s`,
         );
       case "rate_limited":
-        if (connection.admission.mayNotify()) {
+        if (connection.codec === "plain" && connection.admission.mayNotify()) {
           connection.deliver(rateLimitNotice(limits.rateLimit));
         }
         return;
-      case "accept":
-        log(`From client ${connection.address} ${JSON.stringify(data)}`);
-        room.broadcast(
-          chatLine(connection.sender, data),
-          settings.echo ? undefined : connection,
-        );
+    }
+    if (!connection.joined && register(connection, data)) return;
+    let text: string | undefined = data;
+    if (connection.codec === "yew") {
+      // YewChat messages are never commands.
+      text = parseYewMessage(data);
+      if (text === undefined) return;
+    } else if (data.startsWith("//")) {
+      text = data.slice(1);
+    } else if (data.startsWith("/")) {
+      return command(connection, data);
+    }
+    log(`From client ${connection.address} ${JSON.stringify(text)}`);
+    connection.room.broadcast(
+      { from: connection.sender, text, time: Date.now() },
+      settings.echo ? undefined : connection,
+    );
+  }
+
+  /** A line starting with `/`: answered to the sender alone, never broadcast. */
+  function command(connection: Connection, line: string) {
+    const name = line.split(/\s/, 1)[0];
+    switch (name) {
+      case "/who":
+        return connection.deliver(whoLine(connection.room.who()));
+      case "/help":
+        return connection.deliver(HELP_LINE);
+      default:
+        return connection.deliver(unknownCommandLine(name));
     }
   }
 
-  function attach(socket: WebSocket, address: string, sender: string) {
+  function attach(
+    socket: WebSocket,
+    address: string,
+    name: string | undefined,
+    room: Room<Connection>,
+  ) {
     const connection: Connection = new Connection(
       socket,
       address,
-      sender,
+      name ?? address,
+      name !== undefined,
+      room,
       new Admission(limits),
       new Outbox(socket, settings.maxBufferedBytes, checks, () =>
         // Called from within a send: drop it once the broadcast is over.
@@ -308,9 +411,13 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         if (shuttingDown) {
           return connection.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
         }
-        connection.deliver(WELCOME);
         // Joining only once open: a socket still connecting cannot be sent to.
-        room.join(connection);
+        if (connection.named) return enter(connection, "plain");
+        // Without a name it may be a YewChat client: its first message tells.
+        connection.registerTimer = setTimeout(
+          () => guarded(connection, "open", () => enter(connection, "plain")),
+          REGISTER_WAIT_MS,
+        );
       });
     socket.onmessage = (event) =>
       guarded(connection, "message", () => receive(connection, event.data));
@@ -324,7 +431,19 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   }
 
   function handle(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response {
+    const requestUrl = new URL(request.url);
+    const roomName = roomFromPath(requestUrl.pathname);
     if (!isUpgrade(request)) {
+      if (roomName === undefined) return plainResponse(404, "not found");
+      if (request.method === "GET" || request.method === "HEAD") {
+        // The page for joining under a name that is taken: the page asks
+        // this first, since a browser cannot see a refused upgrade's status.
+        const wanted = requestUrl.searchParams.get("name");
+        if (wanted && hub.has(roomName, wanted)) {
+          return plainResponse(409, `name taken: ${wanted}`);
+        }
+        return new Response(chatPage(roomName), { headers: PAGE_HEADERS });
+      }
       const host = request.headers.get("host");
       return plainResponse(426, upgradeHint(host ? `${scheme}://${host}` : url), {
         upgrade: "websocket",
@@ -335,7 +454,13 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
     const refusedOrigin = originProblem(request, allowedOrigins);
     if (refusedOrigin) return plainResponse(403, refusedOrigin);
-    const { name, problem } = nameFromQuery(new URL(request.url));
+    if (roomName === undefined) {
+      return plainResponse(
+        400,
+        `no room at ${JSON.stringify(requestUrl.pathname)}: use / or /ROOM`,
+      );
+    }
+    const { name, problem } = nameFromQuery(requestUrl);
     if (problem) return plainResponse(400, problem);
     if (connections.size >= settings.maxClients) {
       return plainResponse(503, `server full: ${settings.maxClients} clients`, {
@@ -344,13 +469,21 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
     // Read before the upgrade: afterwards the request is closed and so is `info`.
     const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
+    const room = hub.room(roomName);
+    // The name is held from now on, so two upgrades cannot both take it.
+    if (!room.claim(name ?? address)) {
+      hub.tidy(room);
+      return plainResponse(409, `name taken: ${name}`);
+    }
     let upgrade: Deno.WebSocketUpgrade;
     try {
       upgrade = Deno.upgradeWebSocket(request, { idleTimeout: settings.idleTimeout });
     } catch (error) {
+      room.release(name ?? address);
+      hub.tidy(room);
       return plainResponse(400, `bad WebSocket upgrade: ${errorText(error)}`);
     }
-    attach(upgrade.socket, address, name ?? address);
+    attach(upgrade.socket, address, name, room);
     return upgrade.response;
   }
 
@@ -370,6 +503,9 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   }, handle);
   const addr = httpServer.addr;
   url = `${scheme}://${formatAddress(addr.hostname, addr.port)}`;
+  const pageUrl = `${tls ? "https" : "http"}://${
+    formatAddress(addr.hostname, addr.port)
+  }/`;
 
   async function shutdown(): Promise<void> {
     shuttingDown = true;
@@ -380,6 +516,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     });
     // Each client that reads gets everything accepted before the 1001.
     for (const connection of connections) {
+      clearTimeout(connection.registerTimer);
       void drained(connection.socket, deadline.promise).then(() =>
         connection.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN)
       );
@@ -399,8 +536,9 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   return {
     addr,
     url,
+    pageUrl,
     get clients() {
-      return room.size;
+      return hub.members;
     },
     shutdown: () => stopping ??= shutdown(),
     finished: stopped.promise,
@@ -470,6 +608,12 @@ export const SERVER_COMMAND: CommandSpec = {
       type: "boolean",
       help: "do not send a message back to its sender",
     },
+    numberFlag(
+      "history",
+      "history",
+      "N",
+      "recent messages per room a newcomer receives; 0 = none",
+    ),
     numberFlag(
       "max-message-bytes",
       "maxMessageBytes",
@@ -572,6 +716,7 @@ export function serverOptions(values: FlagValues): ServerOptions {
     hostname: host,
     port: number("port", 0, 65535),
     echo: !values["no-echo"],
+    history: number("history", 0, 100_000),
     maxMessageBytes: number("max-message-bytes", 1, 64 * 1024 * 1024),
     rateLimit: number("rate-limit", 0, 1_000_000),
     rateBurst: number("rate-burst", 1, 1_000_000),
@@ -634,6 +779,7 @@ export async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", stop);
   // Scripts wait for this line: it is always the first one, written at once.
   log(`listening on ${server.url}`);
+  log(`chat page at ${server.pageUrl}`);
   log.flush();
   await server.finished;
   Deno.removeSignalListener("SIGINT", stop);

@@ -66,7 +66,7 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
 
 Deno.test("the server's first line is its real address, also for --port 0", async () => {
   const { cli, port } = await startServerProcess();
-  assert.equal(cli.stdoutLines[0], `listening on ws://127.0.0.1:${port}`);
+  assert.equal(cli.chatLines[0], `listening on ws://127.0.0.1:${port}`);
   assert.ok(port > 0);
   cli.kill();
   assert.equal((await cli.finished()).code, 0);
@@ -75,7 +75,7 @@ Deno.test("the server's first line is its real address, also for --port 0", asyn
 Deno.test("--host 0.0.0.0 stays 0.0.0.0, and IPv6 is bracketed", async () => {
   for (const [host, shown] of [["0.0.0.0", "0.0.0.0"], ["::1", "[::1]"]]) {
     const { cli, port } = await startServerProcess(["--host", host]);
-    assert.equal(cli.stdoutLines[0], `listening on ws://${shown}:${port}`);
+    assert.equal(cli.chatLines[0], `listening on ws://${shown}:${port}`);
     cli.kill();
     assert.equal((await cli.finished()).code, 0);
   }
@@ -101,15 +101,15 @@ Deno.test("one server, three `deno task client`s: each sees the others' lines", 
     new Cli(["client", "--url", url, "--name", name], { task: true })
   );
   // Each client is in the chat once its welcome is printed.
-  for (const client of clients) assert.equal(await client.stdout.next(), WELCOME);
+  for (const client of clients) assert.equal(await client.chat.next(), WELCOME);
   for (const [i, client] of clients.entries()) {
     await client.write(`hello from ${names[i]}\n`);
     const line = `${names[i]}: hello from ${names[i]}`;
-    for (const other of clients) assert.equal(await other.stdout.next(), line);
+    for (const other of clients) assert.equal(await other.chat.next(), line);
   }
   for (const client of clients) assert.equal((await client.finished()).code, 0);
   for (const client of clients) {
-    assert.deepEqual(client.stdoutLines, [
+    assert.deepEqual(client.chatLines, [
       WELCOME,
       "alice: hello from alice",
       "bob: hello from bob",
@@ -149,10 +149,10 @@ Deno.test("a piped client sends every non-blank line, then exits 0 at EOF", asyn
 Deno.test("the client escapes control characters, one message per line", async () => {
   const { cli: server, url } = await startServerProcess();
   const client = new Cli(["client", "--url", url]);
-  assert.equal(await client.stdout.next(), WELCOME);
+  assert.equal(await client.chat.next(), WELCOME);
   await using peer = await TestClient.join(`${url}/?name=peer`);
   peer.send("two\nlines \x1b[2J\rgone\u009b");
-  assert.equal(await client.stdout.next(), "peer: two\\x0alines \\x1b[2J\\x0dgone\\x9b");
+  assert.equal(await client.chat.next(), "peer: two\\x0alines \\x1b[2J\\x0dgone\\x9b");
   await client.finished();
   server.kill();
   await server.finished();
@@ -190,7 +190,7 @@ Deno.test("SIGTERM and SIGINT: clients are closed with 1001, the server exits 0"
     const client = await TestClient.join(`${url}/?name=alice`);
     // A terminal client with stdin still open exits at once when the server closes.
     const terminal = new Cli(["client", "--url", url, "--name", "bob"]);
-    assert.equal(await terminal.stdout.next(), WELCOME);
+    assert.equal(await terminal.chat.next(), WELCOME);
     server.kill(signal);
     const closed = await client.closed;
     assert.equal(closed.code, 1001);

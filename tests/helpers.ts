@@ -89,10 +89,16 @@ export function startServer(
   });
 }
 
+/** A presence notice: someone joined or left the room. */
+export const PRESENCE = /^\* \S+ (joined|left) \(\d+ online\)$/;
+
 /** A WebSocket client that queues what it receives. */
 export class TestClient {
   readonly socket: WebSocket;
+  /** Everything received but presence notices. */
   readonly messages = new Inbox<string>();
+  /** `* NAME joined (N online)` and `* NAME left (N online)`. */
+  readonly presence = new Inbox<string>();
   readonly opened: Promise<void>;
   readonly closed: Promise<CloseEvent>;
 
@@ -104,7 +110,10 @@ export class TestClient {
     this.opened = opened.promise;
     this.closed = closed.promise;
     this.socket.onopen = () => opened.resolve();
-    this.socket.onmessage = (event) => this.messages.push(String(event.data));
+    this.socket.onmessage = (event) => {
+      const text = String(event.data);
+      (PRESENCE.test(text) ? this.presence : this.messages).push(text);
+    };
     this.socket.onclose = (event) => {
       opened.reject(new Error(`closed before open: ${event.code}`));
       this.messages.end(`closed: ${event.code} ${event.reason}`);
@@ -163,6 +172,7 @@ function pumpLines(
   stream: ReadableStream<Uint8Array>,
   inbox: Inbox<string>,
   all: string[],
+  chat?: Inbox<string>,
 ) {
   return (async () => {
     const decoder = new TextDecoder();
@@ -173,6 +183,7 @@ function pumpLines(
       for (const line of parts) {
         all.push(line);
         inbox.push(line);
+        if (chat && !PRESENCE.test(line)) chat.push(line);
       }
     }
     if (partial) {
@@ -180,6 +191,7 @@ function pumpLines(
       inbox.push(partial);
     }
     inbox.end("output ended");
+    chat?.end("output ended");
   })();
 }
 
@@ -187,8 +199,14 @@ function pumpLines(
 export class Cli {
   readonly child: Deno.ChildProcess;
   readonly stdout = new Inbox<string>();
+  /** Stdout without presence notices. */
+  readonly chat = new Inbox<string>();
   readonly stderr = new Inbox<string>();
   readonly stdoutLines: string[] = [];
+  /** Stdout lines so far, without presence notices. */
+  get chatLines(): string[] {
+    return this.stdoutLines.filter((line) => !PRESENCE.test(line));
+  }
   readonly stderrLines: string[] = [];
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
   readonly #pumps: Promise<unknown>;
@@ -215,7 +233,7 @@ export class Cli {
     }).spawn();
     this.#stdin = this.child.stdin.getWriter();
     this.#pumps = Promise.all([
-      pumpLines(this.child.stdout, this.stdout, this.stdoutLines),
+      pumpLines(this.child.stdout, this.stdout, this.stdoutLines, this.chat),
       pumpLines(this.child.stderr, this.stderr, this.stderrLines),
     ]);
   }

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   Cli,
   closedPort,
+  PRESENCE,
   pump,
   runCli,
   startServerProcess,
@@ -23,7 +24,9 @@ Deno.test("SIGTERM during traffic: reading clients get every accepted message, t
   );
   const received = readers.map(() => [] as string[]);
   readers.forEach((reader, i) => {
-    reader.socket.addEventListener("message", (e) => received[i].push(String(e.data)));
+    reader.socket.addEventListener("message", (e) => {
+      if (!PRESENCE.test(e.data)) received[i].push(String(e.data));
+    });
   });
   const sender = await TestClient.join(`${url}/?name=sender`);
   // Keep sending until the server closes the sender.
@@ -120,8 +123,8 @@ Deno.test("--reconnect: retries until the server is up, across a restart, lines 
     await client.stderr.take((l) => l.startsWith("connected")),
     `connected to ${url}/?name=phoenix`,
   );
-  assert.equal(await client.stdout.next(), WELCOME);
-  assert.deepEqual(await client.stdout.many(2), [
+  assert.equal(await client.chat.next(), WELCOME);
+  assert.deepEqual(await client.chat.many(2), [
     "phoenix: while down 1",
     "phoenix: while down 2",
   ]);
@@ -138,13 +141,13 @@ Deno.test("--reconnect: retries until the server is up, across a restart, lines 
   assert.equal(await server.stdout.next(), `listening on ${url}`);
   await using watcher = await TestClient.join(`${url}/?name=watcher`);
   assert.equal(
-    await client.stdout.take((l) => l.startsWith("phoenix: ")),
+    await client.chat.take((l) => l.startsWith("phoenix: ")),
     "phoenix: during restart",
   );
   assert.equal(await watcher.messages.next(), "phoenix: during restart");
   assert.equal((await client.finished()).code, 0);
   // Each line went out exactly once.
-  const sent = client.stdoutLines.filter((line) => line.startsWith("phoenix: "));
+  const sent = client.chatLines.filter((line) => line.startsWith("phoenix: "));
   assert.deepEqual(sent, [
     "phoenix: while down 1",
     "phoenix: while down 2",
@@ -167,7 +170,7 @@ Deno.test("--reconnect: an HTTP 503 (server full) is retried until a slot frees"
     await client.stderr.take((l) => l.startsWith("connected")),
     `connected to ${url}/?name=waiter`,
   );
-  assert.equal(await client.stdout.next(), WELCOME);
+  assert.equal(await client.chat.next(), WELCOME);
   assert.equal((await client.finished()).code, 0);
   server.kill();
   await server.finished();

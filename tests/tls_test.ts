@@ -3,7 +3,7 @@
  * `openssl` (which `.ci/run` installs when it is missing).
  */
 import assert from "node:assert/strict";
-import { Cli, runCli, startServerProcess } from "./helpers.ts";
+import { Cli, PRESENCE, runCli, startServerProcess } from "./helpers.ts";
 import { WELCOME } from "../protocol.ts";
 
 async function openssl(args: string[], cwd: string): Promise<void> {
@@ -89,6 +89,7 @@ Deno.test({
     const received: string[] = [];
     const got = Promise.withResolvers<void>();
     watcher.onmessage = (e) => {
+      if (PRESENCE.test(e.data)) return;
       received.push(e.data);
       if (received.length === 5) got.resolve();
     };
@@ -107,7 +108,7 @@ Deno.test({
       "--name",
       "alice",
     ]);
-    assert.equal(await terminal.stdout.next(), WELCOME);
+    assert.equal(await terminal.chat.next(), WELCOME);
     await terminal.write(["hello over tls", ...big].join("\n") + "\n");
     await got.promise;
     assert.deepEqual(received, [
@@ -116,8 +117,8 @@ Deno.test({
       ...big.map((text) => `alice: ${text}`),
     ]);
     assert.equal((await terminal.finished()).code, 0);
-    assert.equal(terminal.stdoutLines.length, 5);
-    assert.equal(terminal.stdoutLines[4], `alice: ${big[2]}`);
+    assert.equal(terminal.chatLines.length, 5);
+    assert.equal(terminal.chatLines[4], `alice: ${big[2]}`);
     const closed = new Promise((resolve) => watcher.onclose = resolve);
     watcher.close();
     await closed;

@@ -1,0 +1,182 @@
+/**
+ * The chat page in real headless Chromium (Debian's `chromium`, driven by
+ * `playwright-core`), against the real server, with a terminal client on the
+ * other end. Set CHAT_SCREENSHOT=PATH to save the screenshot the README shows.
+ */
+import assert from "node:assert/strict";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { Cli, startServerProcess } from "./helpers.ts";
+import { WELCOME } from "../protocol.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const missing = await Deno.stat(CHROMIUM).then(() => false, () => true);
+
+/** Flags for a headless Chromium in a sandbox with no network but loopback. */
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+async function phone(browser: Browser): Promise<Page> {
+  const context = await browser.newContext({
+    viewport: { width: 375, height: 667 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+    // The test's probes are evaluated strings, which the page's CSP forbids;
+    // without the CSP the hostile-text check also proves the page itself
+    // never turns text into HTML.
+    bypassCSP: true,
+  });
+  const page = await context.newPage();
+  // An alert would mean peer text ran as HTML.
+  page.on("dialog", (dialog) => {
+    throw new Error(`a dialog opened: ${dialog.message()}`);
+  });
+  return page;
+}
+
+// Code run in the page is written as strings: it runs in the browser, not here.
+
+/** Waits until `selector`'s text matches. */
+async function waitForText(page: Page, selector: string, pattern: RegExp) {
+  await page.waitForFunction(
+    `new RegExp(${JSON.stringify(pattern.source)}).test(document.querySelector(${
+      JSON.stringify(selector)
+    })?.textContent ?? "")`,
+  );
+}
+
+async function focusedId(page: Page): Promise<string> {
+  return await page.evaluate(`document.activeElement?.id ?? ""`);
+}
+
+Deno.test({
+  name: missing
+    ? "the chat page in a browser (ignored: /usr/bin/chromium is not installed)"
+    : "the chat page: chat with a terminal, presence, hostile text, a phone, reconnecting",
+  ignore: missing,
+  sanitizeOps: false, // Playwright's pipe to Chromium outlives single ops.
+  sanitizeResources: false,
+  async fn() {
+    const started = await startServerProcess();
+    const port = started.port;
+    let server = started.cli;
+    assert.equal(await server.stdout.next(), `chat page at http://127.0.0.1:${port}/`);
+    const terminal = new Cli([
+      "client",
+      "--url",
+      `ws://127.0.0.1:${port}`,
+      "--name",
+      "term",
+    ]);
+    assert.equal(await terminal.chat.next(), WELCOME);
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+    });
+    try {
+      const page = await phone(browser);
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.fill("#name", "web");
+      await page.press("#name", "Enter");
+      await waitForText(page, "#status", /^connected as web$/);
+      assert.equal(await focusedId(page), "text");
+      await waitForText(page, "#online", /online \(2\): term, web/);
+      assert.equal(
+        await terminal.stdout.take((l) => l.startsWith("* ")),
+        "* web joined (2 online)",
+      );
+
+      // Terminal → page, shown with its sender; the input keeps the focus.
+      await terminal.write("hello browser\n");
+      await waitForText(page, "#log", /termhello browser/);
+      const last = await page.$eval("#log .chat:last-child", (el) => ({
+        from: el.querySelector(".from")?.textContent,
+        text: el.lastChild?.textContent,
+      }));
+      assert.deepEqual(last, { from: "term", text: "hello browser" });
+      assert.equal(await focusedId(page), "text");
+
+      // Page → terminal, sent on Enter.
+      await page.fill("#text", "hello terminal");
+      await page.press("#text", "Enter");
+      assert.equal(
+        await terminal.chat.take((l) => l.startsWith("web: ")),
+        "web: hello terminal",
+      );
+      assert.equal(await page.inputValue("#text"), "");
+      assert.equal(await focusedId(page), "text");
+
+      // Hostile text is shown literally, never run.
+      const hostile = "<img src=x onerror=alert(1)>";
+      await terminal.write(`${hostile}\n`);
+      await waitForText(page, "#log", /onerror=alert/);
+      assert.equal(
+        await page.$eval("#log .chat:last-child", (el) => el.lastChild?.textContent),
+        hostile,
+      );
+      assert.equal(await page.$$eval("#log img", (images) => images.length), 0);
+
+      const screenshot = Deno.env.get("CHAT_SCREENSHOT");
+      const png = await page.screenshot({ path: screenshot || undefined });
+      assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+
+      // A phone: long words wrap, nothing scrolls sideways, the input stays in view.
+      await terminal.write(`${"w".repeat(300)}\n`);
+      for (let i = 0; i < 30; i++) await terminal.write(`filler ${i}\n`);
+      await waitForText(page, "#log", /filler 29/);
+      const fit: { scrollWidth: number; width: number; input: number; height: number } =
+        await page.evaluate(`({
+          scrollWidth: document.documentElement.scrollWidth,
+          width: document.documentElement.clientWidth,
+          input: document.getElementById("text").getBoundingClientRect().bottom,
+          height: innerHeight,
+        })`);
+      assert.ok(fit.scrollWidth <= fit.width, `page is ${fit.scrollWidth}px wide`);
+      assert.ok(fit.input <= fit.height, `input bottom at ${fit.input} of ${fit.height}`);
+      // A name already in the room, on first join: ask for another.
+      const second = await phone(browser);
+      await second.goto(`http://127.0.0.1:${port}/`);
+      await second.fill("#name", "term");
+      await second.press("#name", "Enter");
+      await waitForText(second, "#join-error", /taken/);
+      assert.equal(await second.isVisible("#join"), true);
+
+      // The server restarts: the page says so, then reconnects by itself.
+      server.kill("SIGTERM");
+      await server.finished();
+      await terminal.finished();
+      await waitForText(page, "#status", /reconnecting/);
+      assert.match(
+        await page.textContent("#log") ?? "",
+        /disconnected \(1001 server shutting down\)/,
+      );
+      server = new Cli(["server", "--port", String(port)]);
+      assert.equal(await server.stdout.next(), `listening on ws://127.0.0.1:${port}`);
+      await waitForText(page, "#status", /^connected as web$/);
+      const again = new Cli([
+        "client",
+        "--url",
+        `ws://127.0.0.1:${port}`,
+        "--name",
+        "term2",
+      ]);
+      assert.equal(await again.chat.next(), WELCOME);
+      await waitForText(page, "#online", /term2/);
+      await page.fill("#text", "back again");
+      await page.press("#text", "Enter");
+      assert.equal(await again.chat.next(), "web: back again");
+      await again.finished();
+    } finally {
+      await browser.close();
+      server.kill();
+      await server.finished();
+    }
+  },
+});

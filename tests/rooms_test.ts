@@ -1,0 +1,279 @@
+/** Rooms, presence, commands, history, the chat page, and the YewChat protocol. */
+import assert from "node:assert/strict";
+import { RawSocket } from "./raw.ts";
+import { PRESENCE, startServer, TestClient } from "./helpers.ts";
+import {
+  HELP_LINE,
+  joinedNotice,
+  leftNotice,
+  roomFromPath,
+  WELCOME,
+  whoLine,
+  yewMessage,
+  yewUsers,
+} from "../protocol.ts";
+import { Hub, type Member } from "../room.ts";
+
+Deno.test("room paths: / is the default room, /NAME a room, anything else none", () => {
+  assert.equal(roomFromPath("/"), "");
+  assert.equal(roomFromPath("/rust"), "rust");
+  assert.equal(roomFromPath("/a.b-c_d"), "a.b-c_d");
+  for (const path of ["/a/b", "/rust/", "//", "/a%20b", "/é", `/${"x".repeat(33)}`]) {
+    assert.equal(roomFromPath(path), undefined, path);
+  }
+  for (const reserved of ["healthz", "readyz", "metrics", "favicon.ico"]) {
+    assert.equal(roomFromPath(`/${reserved}`), undefined, reserved);
+  }
+});
+
+Deno.test("a room encodes a message once per codec and keeps the last N as history", () => {
+  const frames: Record<string, string[]> = { a: [], b: [], y: [] };
+  const member = (sender: string, codec: "plain" | "yew"): Member => ({
+    sender,
+    codec,
+    deliver: (frame) => frames[sender].push(frame),
+  });
+  const hub = new Hub<Member>(2);
+  const room = hub.room("r");
+  const [a, b, y] = [member("a", "plain"), member("b", "plain"), member("y", "yew")];
+  for (const m of [a, b, y]) {
+    assert.ok(room.claim(m.sender));
+    room.join(m);
+  }
+  assert.equal(room.claim("a"), false);
+  assert.deepEqual(frames.a, [joinedNotice("b", 2), joinedNotice("y", 3)]);
+  assert.deepEqual(frames.y, [yewUsers(["a", "b", "y"])]);
+  for (const text of ["one", "two", "three"]) {
+    room.broadcast({ from: "a", text, time: 7 });
+  }
+  assert.deepEqual(frames.b.slice(-3), ["a: one", "a: two", "a: three"]);
+  assert.equal(frames.y.at(-1), yewMessage({ from: "a", text: "three", time: 7 }));
+  assert.equal(
+    frames.y.at(-1),
+    '{"messageType":"message","data":"{\\"from\\":\\"a\\",\\"message\\":\\"three\\",\\"time\\":7}"}',
+  );
+  assert.deepEqual(room.history(), ["a: two", "a: three"]);
+  room.leave(b);
+  assert.equal(frames.a.at(-1), leftNotice("b", 2));
+  assert.equal(frames.y.at(-1), yewUsers(["a", "y"]));
+  // Dropped once empty, history and all.
+  for (const m of [a, y]) {
+    room.leave(m);
+    room.release(m.sender);
+  }
+  room.release("b");
+  hub.tidy(room);
+  assert.equal(hub.size, 0);
+  assert.deepEqual(hub.room("r").history(), []);
+});
+
+Deno.test("messages never cross rooms", async () => {
+  await using server = startServer();
+  await using lobby = await TestClient.join(`${server.url}/?name=lobby`);
+  await using rust = await TestClient.join(`${server.url}/rust?name=ferris`);
+  await using rust2 = await TestClient.join(`${server.url}/rust?name=crab`);
+  rust.send("in rust");
+  assert.equal(await rust2.messages.next(), "ferris: in rust");
+  lobby.send("in the lobby");
+  assert.equal(await lobby.messages.next(), "lobby: in the lobby");
+  rust2.send("still rust");
+  assert.equal(await rust.messages.take((m) => m.includes("still")), "crab: still rust");
+  assert.deepEqual(rust.messages.queued, ["ferris: in rust"]);
+  assert.deepEqual(lobby.presence.queued, []);
+});
+
+Deno.test("bad room paths: 400 for an upgrade, 404 for a page", async () => {
+  await using server = startServer();
+  const http = server.url.replace("ws:", "http:");
+  for (const path of ["/a/b", "/rust/", "/a%20b", "/healthz", "/favicon.ico"]) {
+    const raw = await RawSocket.open(server.addr.port, { path });
+    assert.equal(raw.status, 400, path);
+    assert.match(await raw.body(), /^no room at /);
+    raw.close();
+    const page = await fetch(http + path);
+    assert.equal(page.status, 404, path);
+    await page.body?.cancel();
+  }
+});
+
+Deno.test("presence: joined and left, with the count, to the others only", async () => {
+  await using server = startServer();
+  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  const bob = await TestClient.join(`${server.url}/?name=bob`);
+  assert.equal(await alice.presence.next(), "* bob joined (2 online)");
+  await using anonymous = await TestClient.join(server.url);
+  const address = (await alice.presence.next()).match(/^\* (\S+) joined \(3 online\)$/)
+    ?.[1];
+  assert.match(address ?? "", /^127\.0\.0\.1:\d+$/);
+  await bob.close();
+  assert.equal(await alice.presence.next(), "* bob left (2 online)");
+  assert.equal(await anonymous.presence.next(), "* bob left (2 online)");
+  // Bob saw the newcomer, never his own leaving.
+  assert.deepEqual(bob.presence.queued, [`* ${address} joined (3 online)`]);
+});
+
+Deno.test("a name already in the room gets 409; the same name elsewhere is fine", async () => {
+  await using server = startServer();
+  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  const taken = await RawSocket.open(server.addr.port, { path: "/?name=alice" });
+  assert.equal(taken.status, 409);
+  assert.equal(await taken.body(), "name taken: alice\n");
+  taken.close();
+  // The refused one never joined: alice heard of nobody.
+  assert.deepEqual(alice.presence.queued, []);
+  await using elsewhere = await TestClient.join(`${server.url}/other?name=alice`);
+  elsewhere.send("hi");
+  assert.equal(await elsewhere.messages.next(), "alice: hi");
+  // The page asks first, with the same answer.
+  const http = server.url.replace("ws:", "http:");
+  const head = await fetch(`${http}/?name=alice`, { method: "HEAD" });
+  assert.equal(head.status, 409);
+  await head.body?.cancel();
+  const free = await fetch(`${http}/?name=zed`, { method: "HEAD" });
+  assert.equal(free.status, 200);
+  await free.body?.cancel();
+});
+
+Deno.test("commands answer the sender alone: /who, /help, unknown, and // escapes", async () => {
+  await using server = startServer();
+  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  await using bob = await TestClient.join(`${server.url}/?name=bob`);
+  alice.send("/who");
+  assert.equal(await alice.messages.next(), whoLine(["alice", "bob"]));
+  assert.equal(whoLine(["alice", "bob"]), "* online (2): alice, bob");
+  alice.send("/help");
+  assert.equal(await alice.messages.next(), HELP_LINE);
+  alice.send("/nope now");
+  assert.equal(await alice.messages.next(), "* unknown command /nope: try /help");
+  alice.send("//slash is text");
+  assert.equal(await bob.messages.next(), "alice: /slash is text");
+  assert.equal(await alice.messages.next(), "alice: /slash is text");
+  assert.deepEqual(bob.messages.queued, []);
+});
+
+Deno.test("history: a newcomer gets the last --history messages after the welcome", async () => {
+  await using server = startServer({ history: 3 });
+  const alice = await TestClient.join(`${server.url}/?name=alice`);
+  for (const text of ["one", "two", "three", "four"]) alice.send(text);
+  await alice.messages.many(4);
+  const bob = new TestClient(`${server.url}/?name=bob`);
+  assert.deepEqual(await bob.messages.many(4), [
+    WELCOME,
+    "alice: two",
+    "alice: three",
+    "alice: four",
+  ]);
+  await bob.close();
+  await alice.close();
+  // The room emptied: its history went with it.
+  await server.log.take((line) =>
+    line.startsWith("Disconnected ") && server.clients === 0
+  );
+  await using carol = new TestClient(`${server.url}/?name=carol`);
+  assert.equal(await carol.messages.next(), WELCOME);
+  carol.send("fresh");
+  assert.equal(await carol.messages.next(), "carol: fresh");
+});
+
+Deno.test("--history 0 keeps none", async () => {
+  await using server = startServer({ history: 0 });
+  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  alice.send("gone");
+  await alice.messages.next();
+  await using bob = new TestClient(`${server.url}/?name=bob`);
+  assert.equal(await bob.messages.next(), WELCOME);
+  bob.send("mine");
+  assert.equal(await bob.messages.next(), "bob: mine");
+});
+
+Deno.test("GET and HEAD of a room serve the self-contained chat page", async () => {
+  await using server = startServer();
+  const http = server.url.replace("ws:", "http:");
+  for (
+    const [path, title] of [["/", "<title>chat</title>"], [
+      "/rust",
+      "<title>#rust · chat</title>",
+    ]]
+  ) {
+    const response = await fetch(http + path);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.match(
+      response.headers.get("content-security-policy") ?? "",
+      /default-src 'none'/,
+    );
+    const page = await response.text();
+    assert.ok(page.includes(title), title);
+    // Nothing is loaded from anywhere else.
+    assert.doesNotMatch(
+      page,
+      /<script[^>]+src=|<link[^>]+stylesheet|https?:\/\/|@import|url\(/,
+    );
+  }
+  const head = await fetch(http + "/rust", { method: "HEAD" });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), "");
+});
+
+Deno.test("YewChat: register, user lists and JSON messages, mixed with plain clients", async () => {
+  await using server = startServer();
+  await using plain = await TestClient.join(`${server.url}/?name=plain`);
+  const yew = new TestClient(server.url);
+  await yew.opened;
+  yew.send(JSON.stringify({ messageType: "register", data: "yewser" }));
+  assert.equal(await yew.messages.next(), yewUsers(["plain", "yewser"]));
+  assert.equal(await plain.presence.next(), "* yewser joined (2 online)");
+  yew.send(JSON.stringify({ messageType: "message", data: "hello from yew" }));
+  assert.equal(await plain.messages.next(), "yewser: hello from yew");
+  const echoed = JSON.parse(await yew.messages.next());
+  assert.equal(echoed.messageType, "message");
+  const data = JSON.parse(echoed.data);
+  assert.deepEqual(Object.keys(data), ["from", "message", "time"]);
+  assert.equal(data.from, "yewser");
+  assert.equal(data.message, "hello from yew");
+  assert.ok(Math.abs(data.time - Date.now()) < 60_000);
+  plain.send("/who");
+  assert.equal(await plain.messages.next(), "* online (2): plain, yewser");
+  // Never commands, never text: a /who from YewChat is a message like any other.
+  yew.send(JSON.stringify({ messageType: "message", data: "/who" }));
+  assert.equal(await plain.messages.next(), "yewser: /who");
+  assert.equal(JSON.parse(JSON.parse(await yew.messages.next()).data).message, "/who");
+  await plain.close();
+  assert.equal(await yew.messages.next(), yewUsers(["yewser"]));
+  await yew.close();
+});
+
+Deno.test("YewChat: an invalid or taken NICK is closed with 1008 and the reason", async () => {
+  await using server = startServer();
+  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  for (
+    const [nick, reason] of [["alice", "name taken: alice"], [
+      "bad nick",
+      /^invalid name/,
+    ]]
+  ) {
+    const yew = new TestClient(server.url);
+    await yew.opened;
+    yew.send(JSON.stringify({ messageType: "register", data: nick }));
+    const closed = await yew.closed;
+    assert.equal(closed.code, 1008);
+    if (typeof reason === "string") assert.equal(closed.reason, reason);
+    else assert.match(closed.reason, reason);
+  }
+  assert.deepEqual(alice.presence.queued, []);
+});
+
+Deno.test("without a name: the welcome comes after the first message or 500 ms of silence", async () => {
+  await using server = startServer();
+  const quick = new TestClient(server.url);
+  await quick.opened;
+  quick.send("first words");
+  assert.equal(await quick.messages.next(), WELCOME);
+  assert.match(await quick.messages.next(), /^127\.0\.0\.1:\d+: first words$/);
+  const started = performance.now();
+  await using silent = new TestClient(server.url);
+  assert.equal(await silent.messages.next(), WELCOME);
+  assert.ok(performance.now() - started >= 450, "the welcome came before 500 ms");
+  await quick.close();
+  assert.ok(!PRESENCE.test(WELCOME));
+});
