@@ -55,6 +55,10 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
       `chat: invalid --url "ftp://x/": expected ws:// or wss:// (try 'chat client --help')`,
     ],
     [["client", "--url"], "chat: flag --url needs a value (try 'chat client --help')"],
+    [
+      ["client", "--room", "a/b"],
+      `chat: invalid room "a/b": use 1 to 32 ASCII letters, digits, '_', '-' or '.', not healthz, readyz, metrics, favicon.ico (try 'chat client --help')`,
+    ],
   ];
   for (const [args, line] of cases) {
     const result = await runCli(args);
@@ -66,7 +70,8 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
 
 Deno.test("the server's first line is its real address, also for --port 0", async () => {
   const { cli, port } = await startServerProcess();
-  assert.equal(cli.chatLines[0], `listening on ws://127.0.0.1:${port}`);
+  assert.equal(cli.stdoutLines[0], `listening on ws://127.0.0.1:${port}`);
+  assert.equal(await cli.stdout.next(), `chat page at http://127.0.0.1:${port}/`);
   assert.ok(port > 0);
   cli.kill();
   assert.equal((await cli.finished()).code, 0);
@@ -75,7 +80,7 @@ Deno.test("the server's first line is its real address, also for --port 0", asyn
 Deno.test("--host 0.0.0.0 stays 0.0.0.0, and IPv6 is bracketed", async () => {
   for (const [host, shown] of [["0.0.0.0", "0.0.0.0"], ["::1", "[::1]"]]) {
     const { cli, port } = await startServerProcess(["--host", host]);
-    assert.equal(cli.chatLines[0], `listening on ws://${shown}:${port}`);
+    assert.equal(cli.stdoutLines[0], `listening on ws://${shown}:${port}`);
     cli.kill();
     assert.equal((await cli.finished()).code, 0);
   }
@@ -200,4 +205,21 @@ Deno.test("SIGTERM and SIGINT: clients are closed with 1001, the server exits 0"
     assert.equal((await terminal.child.status).code, 0);
     await terminal.finished();
   }
+});
+
+Deno.test("--room joins that room: its messages stay there", async () => {
+  const { cli: server, url } = await startServerProcess();
+  await using lobby = await TestClient.join(`${url}/?name=lobby`);
+  await using rustacean = await TestClient.join(`${url}/rust?name=ferris`);
+  const result = await runCli(
+    ["client", "--url", url, "--room", "rust", "--name", "crab"],
+    "hello rust\n",
+  );
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(await rustacean.messages.next(), "crab: hello rust");
+  lobby.send("lobby only");
+  assert.equal(await lobby.messages.next(), "lobby: lobby only");
+  assert.deepEqual(rustacean.messages.queued, []);
+  server.kill();
+  await server.finished();
 });

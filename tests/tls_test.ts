@@ -81,6 +81,7 @@ Deno.test({
       "2000000",
     ]);
     assert.equal(server.stdoutLines[0], `listening on wss://127.0.0.1:${port}`);
+    assert.equal(await server.stdout.next(), `chat page at https://127.0.0.1:${port}/`);
     const url = `wss://localhost:${port}`;
     const client = Deno.createHttpClient({
       caCerts: [await Deno.readTextFile(`${dir}/ca.pem`)],
