@@ -7,6 +7,8 @@
  */
 
 import {
+  BATCH_PROTOCOL,
+  BATCH_SEPARATOR,
   CloseCode,
   NAME_RULE,
   nameProblem,
@@ -312,7 +314,8 @@ function session(
   client: Deno.HttpClient | undefined,
   onOpen: () => void,
 ): Promise<SessionEnd> {
-  const socket = client ? new WebSocket(url, { client }) : new WebSocket(url);
+  // Offering `chat.batch`: several messages may then come in one frame.
+  const socket = new WebSocket(url, { protocols: [BATCH_PROTOCOL], client });
   const ended = Promise.withResolvers<SessionEnd>();
   let nativeError = "";
   let wasOpen = false;
@@ -320,7 +323,11 @@ function session(
 
   // socket → output
   socket.onmessage = (event) => {
-    if (typeof event.data === "string") output(escapeControl(event.data));
+    if (typeof event.data !== "string") return;
+    if (socket.protocol !== BATCH_PROTOCOL) return output(escapeControl(event.data));
+    for (const message of event.data.split(BATCH_SEPARATOR)) {
+      output(escapeControl(message));
+    }
   };
   socket.onerror = (event) => {
     nativeError = (event as ErrorEvent).message ?? "";

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { BATCH_PROTOCOL, BATCH_SEPARATOR } from "./protocol.ts";
+
 /** Escapes text for an HTML attribute or element. */
 function html(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -150,7 +152,8 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   const url = scheme + location.host + path + "?name=" + encodeURIComponent(name);
   setStatus("connecting…", false);
-  const ws = new WebSocket(url);
+  // Batched: what the page is owed in one server turn comes as one frame.
+  const ws = new WebSocket(url, [${JSON.stringify(BATCH_PROTOCOL)}]);
   socket = ws;
   let opened = false;
   ws.onopen = () => {
@@ -162,7 +165,14 @@ function connect() {
     text.focus();
   };
   ws.onmessage = (event) => {
-    if (typeof event.data === "string") receive(event.data);
+    if (typeof event.data !== "string") return;
+    if (ws.protocol === ${JSON.stringify(BATCH_PROTOCOL)}) {
+      for (const line of event.data.split(${
+  JSON.stringify(BATCH_SEPARATOR)
+})) receive(line);
+    } else {
+      receive(event.data);
+    }
     if (document.activeElement !== text) text.focus();
   };
   ws.onclose = (event) => {

@@ -162,3 +162,21 @@ export function yewUsers(names: readonly string[]): string {
 
 /** How long a client without a name has to say whether it speaks YewChat. */
 export const REGISTER_WAIT_MS = 500;
+
+/**
+ * The opt-in subprotocol in which one server frame may carry several
+ * messages, separated by `BATCH_SEPARATOR`. Clients offer it in
+ * `Sec-WebSocket-Protocol`; without it, one message is one frame.
+ */
+export const BATCH_PROTOCOL = "chat.batch";
+
+/**
+ * U+001E, ASCII's record separator (the one RFC 7464 uses between JSON
+ * texts). The server accepts no message that contains it, so it can never
+ * occur inside a message.
+ */
+export const BATCH_SEPARATOR = "\x1e";
+
+/** What the sender of a message containing `BATCH_SEPARATOR` is told; it is not broadcast. */
+export const SEPARATOR_REFUSED =
+  "* not sent: messages cannot contain U+001E (record separator)";

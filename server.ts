@@ -14,6 +14,8 @@
  */
 
 import {
+  BATCH_PROTOCOL,
+  BATCH_SEPARATOR,
   CloseCode,
   CloseReason,
   formatAddress,
@@ -24,6 +26,7 @@ import {
   rateLimitNotice,
   REGISTER_WAIT_MS,
   roomFromPath,
+  SEPARATOR_REFUSED,
   unknownCommandLine,
   WELCOME,
   whoLine,
@@ -53,6 +56,8 @@ export interface ServerOptions {
   echo?: boolean;
   /** Recent messages per room a newcomer receives after the welcome; `0` none. @default {50} */
   history?: number;
+  /** Log no line per message (`From client ...`); connections and refusals still are. @default {false} */
+  quiet?: boolean;
   /**
    * The largest text message, in UTF-8 bytes; a larger one closes its sender
    * with 1009 and is not broadcast. @default {65536}
@@ -101,6 +106,7 @@ export const SERVER_DEFAULTS = {
   port: 8080,
   echo: true,
   history: 50,
+  quiet: false,
   maxMessageBytes: 65536,
   rateLimit: 20,
   rateBurst: 40,
@@ -198,6 +204,12 @@ function nameFromQuery(url: URL): { name?: string; problem?: string } {
   if (names.length === 0 || names[0] === "") return {};
   const problem = nameProblem(names[0]);
   return problem ? { problem } : { name: names[0] };
+}
+
+/** True when the upgrade offers the `chat.batch` subprotocol. */
+function offersBatching(request: Request): boolean {
+  const offered = request.headers.get("sec-websocket-protocol");
+  return offered !== null && offered.split(",").some((p) => p.trim() === BATCH_PROTOCOL);
 }
 
 function isUpgrade(request: Request): boolean {
@@ -360,7 +372,12 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     } else if (data.startsWith("/")) {
       return command(connection, data);
     }
-    log(`From client ${connection.address} ${JSON.stringify(text)}`);
+    // Batched frames separate messages with it: no message may hold one.
+    if (text.includes(BATCH_SEPARATOR)) {
+      if (connection.codec === "plain") connection.deliver(SEPARATOR_REFUSED);
+      return;
+    }
+    if (!settings.quiet) log(`From client ${connection.address} ${JSON.stringify(text)}`);
     connection.room.broadcast(
       { from: connection.sender, text, time: Date.now() },
       settings.echo ? undefined : connection,
@@ -385,6 +402,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     address: string,
     name: string | undefined,
     room: Room<Connection>,
+    batching: boolean,
   ) {
     const connection: Connection = new Connection(
       socket,
@@ -402,7 +420,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
             CloseReason.TOO_SLOW,
             `slow consumer, over ${settings.maxBufferedBytes} bytes unsent`,
           )
-        )),
+        ), batching),
     );
     connections.add(connection);
     socket.onopen = () =>
@@ -467,6 +485,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         "retry-after": "10",
       });
     }
+    const batching = offersBatching(request);
     // Read before the upgrade: afterwards the request is closed and so is `info`.
     const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
     const room = hub.room(roomName);
@@ -477,13 +496,16 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
     let upgrade: Deno.WebSocketUpgrade;
     try {
-      upgrade = Deno.upgradeWebSocket(request, { idleTimeout: settings.idleTimeout });
+      upgrade = Deno.upgradeWebSocket(request, {
+        idleTimeout: settings.idleTimeout,
+        protocol: batching ? BATCH_PROTOCOL : undefined,
+      });
     } catch (error) {
       room.release(name ?? address);
       hub.tidy(room);
       return plainResponse(400, `bad WebSocket upgrade: ${errorText(error)}`);
     }
-    attach(upgrade.socket, address, name, room);
+    attach(upgrade.socket, address, name, room, batching);
     return upgrade.response;
   }
 
@@ -614,6 +636,11 @@ export const SERVER_COMMAND: CommandSpec = {
       "N",
       "recent messages per room a newcomer receives; 0 = none",
     ),
+    {
+      name: "quiet",
+      type: "boolean",
+      help: "log no line per message (connections still are)",
+    },
     numberFlag(
       "max-message-bytes",
       "maxMessageBytes",
@@ -717,6 +744,7 @@ export function serverOptions(values: FlagValues): ServerOptions {
     port: number("port", 0, 65535),
     echo: !values["no-echo"],
     history: number("history", 0, 100_000),
+    quiet: values.quiet === true,
     maxMessageBytes: number("max-message-bytes", 1, 64 * 1024 * 1024),
     rateLimit: number("rate-limit", 0, 1_000_000),
     rateBurst: number("rate-burst", 1, 1_000_000),
