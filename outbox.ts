@@ -4,51 +4,64 @@
  * without bound, so each outbox watches its socket's `bufferedAmount` and
  * gives up on a consumer too slow to keep up, before it costs the server
  * unbounded memory. A client that speaks the `chat.batch` subprotocol gets
- * what it is owed within one event-loop turn as one frame.
+ * what piles up while its socket is busy as one frame.
  *
  * @module
  */
 
+import { clearImmediate, setImmediate } from "node:timers";
 import { BATCH_SEPARATOR } from "./protocol.ts";
 
 /**
- * Runs each outbox's end of turn once per event-loop turn, after the turn's
- * sends: a burst handled within one turn has not been written yet, so the
- * backlog is judged only once the writes had their chance, and a batch is
- * flushed once the turn has added all it will.
+ * Schedules the outboxes' work at the end of the event-loop turn: batches
+ * are flushed as soon as the turn's handlers have run (an immediate, no
+ * delay), and backlogs are judged a turn later (a zero timeout), once the
+ * writes the turn started had their chance: a burst handled within one turn
+ * is not written yet, so it is never judged mid-turn.
  */
 export class TurnChecks {
-  readonly #pending = new Set<Outbox>();
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #flushes = new Set<Outbox>();
+  readonly #checks = new Set<Outbox>();
+  #flushTimer: ReturnType<typeof setImmediate> | undefined;
+  #checkTimer: ReturnType<typeof setTimeout> | undefined;
 
-  /** Runs `outbox.endTurn()` after this turn. */
-  schedule(outbox: Outbox): void {
-    this.#pending.add(outbox);
-    // A zero-delay timeout runs after the I/O the turn started: the next turn.
-    this.#timer ??= setTimeout(() => this.#run(), 0);
+  /** Flushes `outbox`'s batch at the end of this turn. */
+  flush(outbox: Outbox): void {
+    this.#flushes.add(outbox);
+    this.#flushTimer ??= setImmediate(() => {
+      this.#flushTimer = undefined;
+      const due = [...this.#flushes];
+      this.#flushes.clear();
+      for (const o of due) o.flush();
+    });
   }
 
-  #run() {
-    this.#timer = undefined;
-    const due = [...this.#pending];
-    this.#pending.clear();
-    for (const outbox of due) outbox.endTurn();
+  /** Judges `outbox`'s backlog after this turn's writes. */
+  check(outbox: Outbox): void {
+    this.#checks.add(outbox);
+    this.#checkTimer ??= setTimeout(() => {
+      this.#checkTimer = undefined;
+      const due = [...this.#checks];
+      this.#checks.clear();
+      for (const o of due) o.check();
+    }, 0);
   }
 
-  /** Drops every pending check (at shutdown). */
+  /** Drops everything pending (at shutdown). */
   stop(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#pending.clear();
+    if (this.#flushTimer !== undefined) clearImmediate(this.#flushTimer);
+    clearTimeout(this.#checkTimer);
+    this.#flushTimer = this.#checkTimer = undefined;
+    this.#flushes.clear();
+    this.#checks.clear();
   }
 }
 
 /** Sends frames to one socket; stops for good when its consumer is too slow. */
 export class Outbox {
   #stopped = false;
-  /** True from the first send of a turn until its end. */
-  #inTurn = false;
-  /** Frames held for this turn's batch (batching outboxes only). */
+  #checkDue = false;
+  /** Frames held for the next batch (batching outboxes only). */
   #held: string[] = [];
   #heldBytes = 0;
 
@@ -56,10 +69,10 @@ export class Outbox {
     readonly socket: WebSocket,
     /** The unsent backlog judged after each turn; four times this ends it at once. */
     readonly maxBufferedBytes: number,
-    readonly checks: TurnChecks,
+    readonly turns: TurnChecks,
     /** Called once when the backlog passes the limit; nothing is sent after. */
     readonly onSlow: () => void,
-    /** Several frames per turn go out as one, separated by `BATCH_SEPARATOR`. */
+    /** Frames that pile up go out as one, separated by `BATCH_SEPARATOR`. */
     readonly batching = false,
   ) {}
 
@@ -69,45 +82,42 @@ export class Outbox {
   }
 
   /**
-   * Queues one frame, unless stopped. With no backlog in this turn it leaves
-   * at once; when batching, what follows in the same turn is held and sent
-   * as one frame at the turn's end.
+   * Queues one frame, unless stopped. With no backlog it leaves at once;
+   * when batching, a frame that finds the socket still writing is held and
+   * goes out with the others held in this turn, as one frame, at its end.
    */
   send(frame: string): void {
     if (!this.open) return;
-    if (this.batching && this.#inTurn) {
+    if (this.batching && (this.#held.length > 0 || this.socket.bufferedAmount > 0)) {
+      if (this.#held.length === 0) this.turns.flush(this);
       this.#held.push(frame);
       this.#heldBytes += frame.length;
-      if (this.socket.bufferedAmount + this.#heldBytes > 4 * this.maxBufferedBytes) {
-        this.#slow();
-      }
-      return;
+    } else {
+      this.socket.send(frame);
     }
-    this.socket.send(frame);
-    if (this.socket.bufferedAmount > 4 * this.maxBufferedBytes) return this.#slow();
-    if (!this.#inTurn) {
-      this.#inTurn = true;
-      this.checks.schedule(this);
+    if (this.socket.bufferedAmount + this.#heldBytes > 4 * this.maxBufferedBytes) {
+      return this.#slow();
+    }
+    if (!this.#checkDue) {
+      this.#checkDue = true;
+      this.turns.check(this);
     }
   }
 
-  /** Flushes the batch and judges the backlog; run by `TurnChecks` after the turn. */
-  endTurn(): void {
-    this.#inTurn = false;
+  /** Sends what is held as one frame; run by `TurnChecks` at the turn's end. */
+  flush(): void {
+    if (this.#held.length === 0 || !this.open) return;
+    const batch = this.#held.length === 1 ? this.#held[0] : this.#held.join(BATCH_SEPARATOR);
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.socket.send(batch);
+  }
+
+  /** Judges the backlog; run by `TurnChecks` after the turn's writes. */
+  check(): void {
+    this.#checkDue = false;
     if (this.#stopped) return;
-    if (this.socket.bufferedAmount > this.maxBufferedBytes) return this.#slow();
-    if (this.#held.length > 0) {
-      const batch = this.#held.length === 1
-        ? this.#held[0]
-        : this.#held.join(BATCH_SEPARATOR);
-      this.#held = [];
-      this.#heldBytes = 0;
-      if (this.socket.readyState !== WebSocket.OPEN) return;
-      this.socket.send(batch);
-      // The flush starts a turn of its own: its backlog is judged after it.
-      this.#inTurn = true;
-      this.checks.schedule(this);
-    }
+    if (this.socket.bufferedAmount + this.#heldBytes > this.maxBufferedBytes) this.#slow();
   }
 
   /** Sends nothing more. */

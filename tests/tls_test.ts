@@ -79,6 +79,9 @@ Deno.test({
       `${dir}/key.pem`,
       "--max-message-bytes",
       "2000000",
+      // Messages this large need a backlog allowance to match.
+      "--max-buffered-bytes",
+      "16000000",
     ]);
     assert.equal(server.stdoutLines[0], `listening on wss://127.0.0.1:${port}`);
     assert.equal(await server.stdout.next(), `chat page at https://127.0.0.1:${port}/`);

@@ -1,0 +1,435 @@
+/**
+ * `deno task bench`: runs the same scenarios against the chat server, the
+ * baseline (bench/baseline.ts), and, where the npm registry is reachable, a
+ * node `ws` server and a Bun pub/sub server, and prints one table with
+ * ratios to the baseline and each side's CPU. The server runs on core 0 and
+ * the load generator on core 1 (with `taskset`, where it exists).
+ *
+ *   deno task bench            # every scenario
+ *   deno task bench closed100  # only the named scenarios
+ */
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const BENCH = `${ROOT}bench/`;
+const CLK_TCK = 100;
+const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) =>
+  r.ok
+);
+
+interface Server {
+  name: string;
+  /** Command line, given the port. */
+  command: (port: number) => string[];
+  /** The generator offers chat.batch. */
+  batch?: boolean;
+  /** The server relays raw text (the generator adds "sNN: " itself). */
+  relay?: boolean;
+}
+
+interface Scenario {
+  key: string;
+  title: string;
+  load: Record<string, unknown>;
+  /** Which numbers to report. */
+  report: (r: Record<string, number>, extra: Record<string, number>) => string;
+}
+
+const chat = (extra: string[] = []) => (port: number) => [
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  "--allow-read",
+  `${ROOT}main.ts`,
+  "server",
+  "--port",
+  String(port),
+  "--rate-limit",
+  "0",
+  "--max-clients",
+  "100000",
+  ...extra,
+];
+
+async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
+  try {
+    const out = await new Deno.Command(cmd[0], {
+      args: cmd.slice(1),
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    return { ok: out.success, out: new TextDecoder().decode(out.stdout) };
+  } catch {
+    return { ok: false, out: "" };
+  }
+}
+
+/** Installs ws and Bun from the npm registry into bench/ (pinned in bench/package.json). */
+async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
+  const exists = (path: string) =>
+    Deno.stat(path).then(() => true, () => false);
+  if (
+    !await exists(`${BENCH}node_modules/ws`) ||
+    !await exists(`${BENCH}node_modules/.bin/bun`)
+  ) {
+    console.error(
+      "installing ws and bun into bench/ from the npm registry ...",
+    );
+    await run([
+      "npm",
+      "install",
+      "--prefix",
+      BENCH,
+      "--no-audit",
+      "--no-fund",
+      "--silent",
+    ]);
+  }
+  return {
+    ws: await exists(`${BENCH}node_modules/ws`) &&
+      (await run(["node", "--version"])).ok,
+    bun: (await run([`${BENCH}node_modules/.bin/bun`, "--version"])).ok,
+  };
+}
+
+function pinned(core: number, cmd: string[]): string[] {
+  return haveTaskset ? ["taskset", "-c", String(core), ...cmd] : cmd;
+}
+
+async function cpuSeconds(pid: number): Promise<number> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+async function rssBytes(pid: number): Promise<number> {
+  try {
+    const status = await Deno.readTextFile(`/proc/${pid}/status`);
+    return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) * 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Starts a server and waits until it accepts connections. */
+async function startServer(server: Server) {
+  const port = freePort();
+  const child = new Deno.Command("bash", {
+    // A higher descriptor limit for the 10,000 idle connections.
+    args: [
+      "-c",
+      'ulimit -n 20000; exec "$@"',
+      "--",
+      ...pinned(0, server.command(port)),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  // Drain what it logs, as a terminal or a log collector would.
+  const drained = child.stdout.pipeTo(new WritableStream());
+  for (let i = 0; i < 200; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      break;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return {
+    port,
+    pid: child.pid,
+    async stop() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Gone already.
+      }
+      await child.status;
+      await drained.catch(() => {});
+    },
+  };
+}
+
+async function load(
+  options: Record<string, unknown>,
+  onLine?: (line: string) => Promise<void>,
+) {
+  const child = new Deno.Command("bash", {
+    args: [
+      "-c",
+      'ulimit -n 20000; exec "$@"',
+      "--",
+      ...pinned(1, [
+        Deno.execPath(),
+        "run",
+        "-A",
+        `${BENCH}load.ts`,
+        JSON.stringify(options),
+      ]),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  let last = "";
+  let buffered = "";
+  for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      last = line;
+      if (onLine && line.includes('"connected"')) {
+        await onLine(line);
+        await writer.write(new TextEncoder().encode("go\n"));
+      }
+    }
+  }
+  await writer.close().catch(() => {});
+  await child.status;
+  return { pid: child.pid, result: JSON.parse(last) as Record<string, number> };
+}
+
+const ms = (n: number) => Number.isFinite(n) ? `${n.toFixed(2)} ms` : "–";
+const rate = (n: number) =>
+  n >= 1e6
+    ? `${(n / 1e6).toFixed(2)}M`
+    : n >= 1e3
+    ? `${(n / 1e3).toFixed(0)}k`
+    : n.toFixed(0);
+
+const SCENARIOS: Scenario[] = [
+  {
+    key: "closed100",
+    title: "100 clients, 10 senders, closed loop",
+    load: {
+      scenario: "closed",
+      clients: 100,
+      senders: 10,
+      window: 50,
+      seconds: 5,
+    },
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+  },
+  {
+    key: "closed1000",
+    title: "1000 clients, 10 senders, closed loop",
+    load: {
+      scenario: "closed",
+      clients: 1000,
+      senders: 10,
+      window: 50,
+      seconds: 5,
+    },
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+  },
+  {
+    key: "open",
+    title: "open loop, 50,000 deliveries/s, 100 clients",
+    load: {
+      scenario: "open",
+      clients: 100,
+      senders: 10,
+      rate: 50_000,
+      seconds: 5,
+    },
+    report: (r) =>
+      `p50 ${ms(r.p50)}, p99 ${ms(r.p99)}, p99.9 ${ms(r.p999)}, loss ${
+        (r.loss * 100).toFixed(2)
+      }%`,
+  },
+  {
+    key: "idle",
+    title: "10,000 idle connections",
+    load: { scenario: "idle", clients: 10_000, senders: 1 },
+    report: (r, extra) =>
+      `${rate(r.connectPerSecond)} connects/s, ${
+        (extra.rssPerConnection / 1024).toFixed(1)
+      } KiB RSS each, broadcast to all ${
+        ms(r.broadcastMs)
+      } (${r.reached} reached)`,
+  },
+  {
+    key: "stalled",
+    title: "one never-reading client, 4 KiB messages, open loop 10 s",
+    load: {
+      scenario: "open",
+      clients: 100,
+      senders: 10,
+      rate: 50_000,
+      size: 4096,
+      seconds: 10,
+      stalled: true,
+    },
+    report: (r, extra) =>
+      `others' p99 ${ms(r.p99)}, loss ${
+        (r.loss * 100).toFixed(2)
+      }%, server RSS +${(extra.rssGrowth / 2 ** 20).toFixed(1)} MiB`,
+  },
+];
+
+if (import.meta.main) {
+  // Arguments name scenarios (closed100, ...) or, as server=TEXT, servers.
+  const wanted = new Set(Deno.args.filter((a) => !a.startsWith("server=")));
+  const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
+    a,
+  ) => a.slice(7));
+  const scenarios = SCENARIOS.filter((s) =>
+    wanted.size === 0 || wanted.has(s.key)
+  );
+  const peers = await installPeers();
+  const servers: Server[] = [
+    {
+      name: "baseline (Set + send)",
+      command: (
+        port,
+      ) => [
+        Deno.execPath(),
+        "run",
+        "--allow-net",
+        `${BENCH}baseline.ts`,
+        String(port),
+      ],
+      relay: true,
+    },
+    { name: "chat, plain clients", command: chat(["--quiet"]) },
+    {
+      name: "chat, chat.batch clients",
+      command: chat(["--quiet"]),
+      batch: true,
+    },
+    { name: "chat, plain, logging on", command: chat() },
+    ...(peers.ws
+      ? [{
+        name: "node ws",
+        command: (
+          port: number,
+        ) => ["node", `${BENCH}ws_server.mjs`, String(port)],
+        relay: true,
+      }]
+      : []),
+    ...(peers.bun
+      ? [{
+        name: "Bun pub/sub",
+        command: (
+          port: number,
+        ) => [
+          `${BENCH}node_modules/.bin/bun`,
+          `${BENCH}bun_server.ts`,
+          String(port),
+        ],
+        relay: true,
+      }]
+      : []),
+  ];
+  if (serverFilter.length > 0) {
+    const keep = servers.filter((s) =>
+      s.name.startsWith("baseline") ||
+      serverFilter.some((f) => s.name.includes(f))
+    );
+    servers.splice(0, servers.length, ...keep);
+  }
+  console.log(
+    `# deno task bench: ${
+      new Date().toISOString().slice(0, 10)
+    }, ${Deno.build.os}/${Deno.build.arch}, ` +
+      `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
+      (haveTaskset
+        ? "server on core 0, generator on core 1"
+        : "no taskset: not pinned"),
+  );
+  if (!peers.ws) console.log("(node ws: not installed, skipped)");
+  if (!peers.bun) console.log("(Bun: not installed, skipped)");
+  for (const scenario of scenarios) {
+    console.log(`\n## ${scenario.title}\n`);
+    const headline = scenario.key.startsWith("closed")
+      ? "deliveries/s"
+      : scenario.key === "idle"
+      ? "RSS per connection"
+      : "p99";
+    console.log(
+      `| server | result | ${headline} vs baseline | server CPU | generator CPU |`,
+    );
+    console.log("| --- | --- | --- | --- | --- |");
+    let baseline: number | undefined;
+    for (const server of servers) {
+      if (scenario.key === "closed1000" && server.name.includes("logging")) {
+        continue;
+      }
+      if (scenario.key !== "closed100" && server.name.includes("logging")) {
+        continue;
+      }
+      const started = await startServer(server);
+      const cpu0 = await cpuSeconds(started.pid);
+      const rss0 = await rssBytes(started.pid);
+      const extra: Record<string, number> = {};
+      const t0 = performance.now();
+      let generatorCpu = NaN;
+      let result: Record<string, number>;
+      try {
+        const out = await load(
+          {
+            ...scenario.load,
+            port: started.port,
+            batch: !!server.batch,
+            relay: !!server.relay,
+          },
+          async (line) => {
+            const { connected } = JSON.parse(line);
+            extra.rssPerConnection = ((await rssBytes(started.pid)) - rss0) /
+              connected;
+          },
+        );
+        result = out.result;
+        generatorCpu = result.generatorCpu;
+        extra.rssGrowth = (await rssBytes(started.pid)) - rss0;
+      } catch (error) {
+        console.log(
+          `| ${server.name} | failed: ${
+            error instanceof Error ? error.message : error
+          } | | | |`,
+        );
+        await started.stop();
+        continue;
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      const serverCpu = ((await cpuSeconds(started.pid)) - cpu0) / seconds;
+      await started.stop();
+      const headline = scenario.key.startsWith("closed")
+        ? result.deliveriesPerSecond
+        : scenario.key === "idle"
+        ? extra.rssPerConnection
+        : result.p99;
+      if (server.name.startsWith("baseline")) baseline = headline;
+      const ratio = baseline && headline
+        ? `${(headline / baseline).toFixed(2)}x`
+        : "–";
+      // A generator near a full core may be what limits the result.
+      const bound = generatorCpu >= 0.9 ? " (generator-bound)" : "";
+      console.log(
+        `| ${server.name} | ${
+          scenario.report(result, extra)
+        }${bound} | ${ratio} | ${(serverCpu * 100).toFixed(0)}% | ${
+          Number.isFinite(generatorCpu)
+            ? `${(generatorCpu * 100).toFixed(0)}%`
+            : "–"
+        } |`,
+      );
+    }
+  }
+}
