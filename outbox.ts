@@ -61,9 +61,16 @@ export class TurnChecks {
 export class Outbox {
   #stopped = false;
   #checkDue = false;
-  /** Frames held for the next batch (batching outboxes only). */
+  /** True from a frame sent at once until the turn's end (batching outboxes). */
+  #busy = false;
+  /** Frames held for the turn's batch. */
   #held: string[] = [];
-  #heldBytes = 0;
+  /**
+   * An upper bound on the backlog: `bufferedAmount` when last read, plus
+   * what was sent or held since. Reading `bufferedAmount` is a call into
+   * the runtime, too dear to make for every frame.
+   */
+  #owed = 0;
 
   constructor(
     readonly socket: WebSocket,
@@ -72,7 +79,7 @@ export class Outbox {
     readonly turns: TurnChecks,
     /** Called once when the backlog passes the limit; nothing is sent after. */
     readonly onSlow: () => void,
-    /** Frames that pile up go out as one, separated by `BATCH_SEPARATOR`. */
+    /** Frames of one turn after the first go out as one, separated by `BATCH_SEPARATOR`. */
     readonly batching = false,
   ) {}
 
@@ -82,21 +89,26 @@ export class Outbox {
   }
 
   /**
-   * Queues one frame, unless stopped. With no backlog it leaves at once;
-   * when batching, a frame that finds the socket still writing is held and
-   * goes out with the others held in this turn, as one frame, at its end.
+   * Queues one frame, unless stopped. The first frame of a turn leaves at
+   * once; when batching, the rest of the turn's frames are held and go out
+   * as one frame at its end.
    */
   send(frame: string): void {
-    if (!this.open) return;
-    if (this.batching && (this.#held.length > 0 || this.socket.bufferedAmount > 0)) {
-      if (this.#held.length === 0) this.turns.flush(this);
+    if (this.#stopped) return;
+    if (this.#busy) {
       this.#held.push(frame);
-      this.#heldBytes += frame.length;
     } else {
       this.socket.send(frame);
+      if (this.batching) {
+        this.#busy = true;
+        this.turns.flush(this);
+      }
     }
-    if (this.socket.bufferedAmount + this.#heldBytes > 4 * this.maxBufferedBytes) {
-      return this.#slow();
+    this.#owed += frame.length;
+    if (this.#owed > 4 * this.maxBufferedBytes) {
+      // The bound is loose: look at the real backlog before judging.
+      this.#owed = this.socket.bufferedAmount + this.#heldLength();
+      if (this.#owed > 4 * this.maxBufferedBytes) return this.#slow();
     }
     if (!this.#checkDue) {
       this.#checkDue = true;
@@ -104,27 +116,35 @@ export class Outbox {
     }
   }
 
+  #heldLength(): number {
+    let length = 0;
+    for (const frame of this.#held) length += frame.length;
+    return length;
+  }
+
   /** Sends what is held as one frame; run by `TurnChecks` at the turn's end. */
   flush(): void {
-    if (this.#held.length === 0 || !this.open) return;
-    const batch = this.#held.length === 1 ? this.#held[0] : this.#held.join(BATCH_SEPARATOR);
+    this.#busy = false;
+    if (this.#held.length === 0 || this.#stopped) return;
+    const batch = this.#held.length === 1
+      ? this.#held[0]
+      : this.#held.join(BATCH_SEPARATOR);
     this.#held = [];
-    this.#heldBytes = 0;
-    this.socket.send(batch);
+    if (this.socket.readyState === WebSocket.OPEN) this.socket.send(batch);
   }
 
   /** Judges the backlog; run by `TurnChecks` after the turn's writes. */
   check(): void {
     this.#checkDue = false;
     if (this.#stopped) return;
-    if (this.socket.bufferedAmount + this.#heldBytes > this.maxBufferedBytes) this.#slow();
+    this.#owed = this.socket.bufferedAmount + this.#heldLength();
+    if (this.#owed > this.maxBufferedBytes) this.#slow();
   }
 
   /** Sends nothing more. */
   stop(): void {
     this.#stopped = true;
     this.#held = [];
-    this.#heldBytes = 0;
   }
 
   #slow() {

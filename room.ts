@@ -37,6 +37,8 @@ export interface ChatMessage {
 /** Members who receive each other's messages, in the order they arrive. */
 export class Room<M extends Member = Member> {
   readonly #members = new Set<M>();
+  /** The YewChat members: they need the user list on every change. */
+  readonly #yew = new Set<M>();
   /** Names claimed by upgrades not yet open, and by members: each name once. */
   readonly #names = new Set<string>();
   readonly #history: string[] = [];
@@ -46,6 +48,11 @@ export class Room<M extends Member = Member> {
     readonly name: string,
     /** How many recent messages a newcomer receives; `0` keeps none. */
     readonly historySize: number,
+    /**
+     * Joined/left notices go out while the room has at most this many
+     * members: past it, each join would cost a line to everyone.
+     */
+    readonly presenceLimit: number = Infinity,
   ) {}
 
   /** Claims `name` for a member about to join; false when it is taken. */
@@ -102,15 +109,21 @@ export class Room<M extends Member = Member> {
   }
 
   #presence(notice: string, subject: M) {
-    let users: string | undefined;
-    for (const member of this.#members) {
-      if (member === subject) continue;
-      if (member.codec === "plain") member.deliver(notice);
-      else member.deliver(users ??= yewUsers(this.who()));
+    if (subject.codec === "yew") {
+      if (this.#members.has(subject)) this.#yew.add(subject);
+      else this.#yew.delete(subject);
     }
-    // A YewChat newcomer needs the list too, itself included.
-    if (subject.codec === "yew" && this.#members.has(subject)) {
-      subject.deliver(users ?? yewUsers(this.who()));
+    if (this.size <= this.presenceLimit) {
+      for (const member of this.#members) {
+        if (member !== subject && member.codec === "plain") member.deliver(notice);
+      }
+    }
+    // YewChat clients show messages only from senders on their latest list,
+    // so they get it on every change, whatever the room's size; a YewChat
+    // newcomer gets it too, itself included.
+    if (this.#yew.size > 0) {
+      const users = yewUsers(this.who());
+      for (const member of this.#yew) member.deliver(users);
     }
   }
 
@@ -137,13 +150,13 @@ export class Room<M extends Member = Member> {
 export class Hub<M extends Member = Member> {
   readonly #rooms = new Map<string, Room<M>>();
 
-  constructor(readonly historySize: number) {}
+  constructor(readonly historySize: number, readonly presenceLimit: number = Infinity) {}
 
   /** The room called `name`, created if needed. */
   room(name: string): Room<M> {
     let room = this.#rooms.get(name);
     if (!room) {
-      room = new Room<M>(name, this.historySize);
+      room = new Room<M>(name, this.historySize, this.presenceLimit);
       this.#rooms.set(name, room);
     }
     return room;

@@ -56,6 +56,11 @@ export interface ServerOptions {
   echo?: boolean;
   /** Recent messages per room a newcomer receives after the welcome; `0` none. @default {50} */
   history?: number;
+  /**
+   * Joined/left notices go out while a room has at most this many members;
+   * past it they stop (each would cost a line to everyone). @default {1000}
+   */
+  presenceLimit?: number;
   /** Log no line per message (`From client ...`); connections and refusals still are. @default {false} */
   quiet?: boolean;
   /**
@@ -106,6 +111,7 @@ export const SERVER_DEFAULTS = {
   port: 8080,
   echo: true,
   history: 50,
+  presenceLimit: 1000,
   quiet: false,
   maxMessageBytes: 65536,
   rateLimit: 20,
@@ -251,7 +257,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     (options.allowOrigins ?? []).map((origin) => new URL(origin).origin),
   );
 
-  const hub = new Hub<Connection>(settings.history);
+  const hub = new Hub<Connection>(settings.history, settings.presenceLimit);
   /** Every upgraded socket until its close event: each holds a `maxClients` slot. */
   const connections = new Set<Connection>();
   const checks = new TurnChecks();
@@ -636,6 +642,12 @@ export const SERVER_COMMAND: CommandSpec = {
       "N",
       "recent messages per room a newcomer receives; 0 = none",
     ),
+    numberFlag(
+      "presence-limit",
+      "presenceLimit",
+      "N",
+      "announce joins and leaves while a room has at most N members",
+    ),
     {
       name: "quiet",
       type: "boolean",
@@ -745,6 +757,7 @@ export function serverOptions(values: FlagValues): ServerOptions {
     echo: !values["no-echo"],
     history: number("history", 0, 100_000),
     quiet: values.quiet === true,
+    presenceLimit: number("presence-limit", 0, 10_000_000),
     maxMessageBytes: number("max-message-bytes", 1, 64 * 1024 * 1024),
     rateLimit: number("rate-limit", 0, 1_000_000),
     rateBurst: number("rate-burst", 1, 1_000_000),

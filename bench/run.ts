@@ -12,9 +12,7 @@
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
 const CLK_TCK = 100;
-const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) =>
-  r.ok
-);
+const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) => r.ok);
 
 interface Server {
   name: string;
@@ -66,8 +64,7 @@ async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
 
 /** Installs ws and Bun from the npm registry into bench/ (pinned in bench/package.json). */
 async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
-  const exists = (path: string) =>
-    Deno.stat(path).then(() => true, () => false);
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
   if (
     !await exists(`${BENCH}node_modules/ws`) ||
     !await exists(`${BENCH}node_modules/.bin/bun`)
@@ -222,8 +219,7 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "closed1000",
@@ -235,8 +231,7 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "open",
@@ -260,9 +255,7 @@ const SCENARIOS: Scenario[] = [
     report: (r, extra) =>
       `${rate(r.connectPerSecond)} connects/s, ${
         (extra.rssPerConnection / 1024).toFixed(1)
-      } KiB RSS each, broadcast to all ${
-        ms(r.broadcastMs)
-      } (${r.reached} reached)`,
+      } KiB RSS each, broadcast to all ${ms(r.broadcastMs)} (${r.reached} reached)`,
   },
   {
     key: "stalled",
@@ -277,9 +270,9 @@ const SCENARIOS: Scenario[] = [
       stalled: true,
     },
     report: (r, extra) =>
-      `others' p99 ${ms(r.p99)}, loss ${
-        (r.loss * 100).toFixed(2)
-      }%, server RSS +${(extra.rssGrowth / 2 ** 20).toFixed(1)} MiB`,
+      `others' p99 ${ms(r.p99)}, loss ${(r.loss * 100).toFixed(2)}%, server RSS +${
+        (extra.rssGrowth / 2 ** 20).toFixed(1)
+      } MiB`,
   },
 ];
 
@@ -289,9 +282,7 @@ if (import.meta.main) {
   const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
     a,
   ) => a.slice(7));
-  const scenarios = SCENARIOS.filter((s) =>
-    wanted.size === 0 || wanted.has(s.key)
-  );
+  const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
   const peers = await installPeers();
   const servers: Server[] = [
     {
@@ -349,9 +340,7 @@ if (import.meta.main) {
       new Date().toISOString().slice(0, 10)
     }, ${Deno.build.os}/${Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
-      (haveTaskset
-        ? "server on core 0, generator on core 1"
-        : "no taskset: not pinned"),
+      (haveTaskset ? "server on core 0, generator on core 1" : "no taskset: not pinned"),
   );
   if (!peers.ws) console.log("(node ws: not installed, skipped)");
   if (!peers.bun) console.log("(Bun: not installed, skipped)");
@@ -416,18 +405,14 @@ if (import.meta.main) {
         ? extra.rssPerConnection
         : result.p99;
       if (server.name.startsWith("baseline")) baseline = headline;
-      const ratio = baseline && headline
-        ? `${(headline / baseline).toFixed(2)}x`
-        : "–";
+      const ratio = baseline && headline ? `${(headline / baseline).toFixed(2)}x` : "–";
       // A generator near a full core may be what limits the result.
       const bound = generatorCpu >= 0.9 ? " (generator-bound)" : "";
       console.log(
-        `| ${server.name} | ${
-          scenario.report(result, extra)
-        }${bound} | ${ratio} | ${(serverCpu * 100).toFixed(0)}% | ${
-          Number.isFinite(generatorCpu)
-            ? `${(generatorCpu * 100).toFixed(0)}%`
-            : "–"
+        `| ${server.name} | ${scenario.report(result, extra)}${bound} | ${ratio} | ${
+          (serverCpu * 100).toFixed(0)
+        }% | ${
+          Number.isFinite(generatorCpu) ? `${(generatorCpu * 100).toFixed(0)}%` : "–"
         } |`,
       );
     }

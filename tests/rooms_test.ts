@@ -277,3 +277,18 @@ Deno.test("without a name: the welcome comes after the first message or 500 ms o
   await quick.close();
   assert.ok(!PRESENCE.test(WELCOME));
 });
+
+Deno.test("past --presence-limit members, joins and leaves are not announced", async () => {
+  await using server = startServer({ presenceLimit: 2 });
+  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  const bob = await TestClient.join(`${server.url}/?name=bob`);
+  assert.equal(await alice.presence.next(), "* bob joined (2 online)");
+  const carol = await TestClient.join(`${server.url}/?name=carol`);
+  await carol.close();
+  // Back at two members: announced again.
+  assert.equal(await alice.presence.next(), "* carol left (2 online)");
+  await bob.close();
+  assert.equal(await alice.presence.next(), "* bob left (1 online)");
+  // "carol joined (3 online)" was over the limit: never sent.
+  assert.deepEqual(alice.presence.queued, []);
+});
