@@ -63,8 +63,8 @@ export class Outbox {
   #checkDue = false;
   /** True from a frame sent at once until the turn's end (batching outboxes). */
   #busy = false;
-  /** Frames held for the turn's batch. */
-  #held: string[] = [];
+  /** Frames held for the turn's batch (allocated when first needed). */
+  #held: string[] | undefined;
   /**
    * An upper bound on the backlog: `bufferedAmount` when last read, plus
    * what was sent or held since. Reading `bufferedAmount` is a call into
@@ -77,8 +77,8 @@ export class Outbox {
     /** The unsent backlog judged after each turn; four times this ends it at once. */
     readonly maxBufferedBytes: number,
     readonly turns: TurnChecks,
-    /** Called once when the backlog passes the limit; nothing is sent after. */
-    readonly onSlow: () => void,
+    /** Told once when the backlog passes the limit; nothing is sent after. */
+    readonly owner: { slow(): void },
     /** Frames of one turn after the first go out as one, separated by `BATCH_SEPARATOR`. */
     readonly batching = false,
   ) {}
@@ -96,7 +96,7 @@ export class Outbox {
   send(frame: string): void {
     if (this.#stopped) return;
     if (this.#busy) {
-      this.#held.push(frame);
+      (this.#held ??= []).push(frame);
     } else {
       this.socket.send(frame);
       if (this.batching) {
@@ -118,18 +118,18 @@ export class Outbox {
 
   #heldLength(): number {
     let length = 0;
-    for (const frame of this.#held) length += frame.length;
+    for (const frame of this.#held ?? []) length += frame.length;
     return length;
   }
 
   /** Sends what is held as one frame; run by `TurnChecks` at the turn's end. */
   flush(): void {
     this.#busy = false;
-    if (this.#held.length === 0 || this.#stopped) return;
+    if (!this.#held?.length || this.#stopped) return;
     const batch = this.#held.length === 1
       ? this.#held[0]
       : this.#held.join(BATCH_SEPARATOR);
-    this.#held = [];
+    this.#held.length = 0;
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(batch);
   }
 
@@ -144,12 +144,12 @@ export class Outbox {
   /** Sends nothing more. */
   stop(): void {
     this.#stopped = true;
-    this.#held = [];
+    this.#held = undefined;
   }
 
   #slow() {
     if (this.#stopped) return;
     this.stop();
-    this.onSlow();
+    this.owner.slow();
   }
 }

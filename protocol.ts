@@ -115,28 +115,17 @@ export function unknownCommandLine(command: string): string {
   return `* unknown command ${command}: try /help`;
 }
 
-/** What a YewChat client sends first: `{"messageType":"register","data":"NICK"}`. */
-export function parseYewRegister(text: string): string | undefined {
+/**
+ * The `data` of a YewChat frame of the given type: `register` carries the
+ * NICK (`{"messageType":"register","data":"NICK"}`), `message` the text
+ * (`{"messageType":"message","data":"TEXT"}`). `undefined` for anything else.
+ */
+export function parseYew(text: string, type: "register" | "message"): string | undefined {
   try {
-    const message = JSON.parse(text);
-    if (message?.messageType === "register" && typeof message.data === "string") {
-      return message.data;
-    }
+    const frame = JSON.parse(text);
+    if (frame?.messageType === type && typeof frame.data === "string") return frame.data;
   } catch {
-    // Not JSON: a plain client's first message.
-  }
-  return undefined;
-}
-
-/** What a YewChat client sends to chat: `{"messageType":"message","data":"TEXT"}`; else `undefined`. */
-export function parseYewMessage(text: string): string | undefined {
-  try {
-    const message = JSON.parse(text);
-    if (message?.messageType === "message" && typeof message.data === "string") {
-      return message.data;
-    }
-  } catch {
-    // Ignored: YewChat clients send nothing else that matters.
+    // Not JSON: not a YewChat frame.
   }
   return undefined;
 }

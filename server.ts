@@ -21,8 +21,7 @@ import {
   formatAddress,
   HELP_LINE,
   nameProblem,
-  parseYewMessage,
-  parseYewRegister,
+  parseYew,
   rateLimitNotice,
   REGISTER_WAIT_MS,
   roomFromPath,
@@ -156,6 +155,16 @@ const PAGE_HEADERS = {
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
 };
 
+/** What a server does with its connections' socket events. */
+interface ConnectionEvents {
+  open(connection: Connection): void;
+  message(connection: Connection, event: MessageEvent): void;
+  error(connection: Connection, event: ErrorEvent): void;
+  close(connection: Connection): void;
+  /** The connection's outbox gave up on it as too slow. */
+  slow(connection: Connection): void;
+}
+
 /** One connected client: a member of the chat, with its admission and outbox. */
 class Connection implements Member {
   #gone = false;
@@ -165,6 +174,8 @@ class Connection implements Member {
   joined = false;
   /** The wait for an unnamed client's first message. */
   registerTimer?: ReturnType<typeof setTimeout>;
+  /** Set right after construction: the outbox calls back into the connection. */
+  outbox!: Outbox;
 
   constructor(
     readonly socket: WebSocket,
@@ -176,11 +187,30 @@ class Connection implements Member {
     readonly named: boolean,
     readonly room: Room<Connection>,
     readonly admission: Admission,
-    readonly outbox: Outbox,
+    readonly events: ConnectionEvents,
   ) {}
+
+  /** The socket's events, all to one listener object. */
+  handleEvent(event: Event): void {
+    switch (event.type) {
+      case "message":
+        return this.events.message(this, event as MessageEvent);
+      case "open":
+        return this.events.open(this);
+      case "error":
+        return this.events.error(this, event as ErrorEvent);
+      case "close":
+        return this.events.close(this);
+    }
+  }
 
   deliver(line: string): void {
     this.outbox.send(line);
+  }
+
+  /** Called by the outbox when the backlog passed the limit. */
+  slow(): void {
+    this.events.slow(this);
   }
 
   /** Sends nothing more, then closes (a no-op once closing). */
@@ -283,16 +313,6 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     if (connections.size === 0) allClosed?.();
   }
 
-  /** Runs an event handler so that a throw costs one connection, never the process. */
-  function guarded(connection: Connection, what: string, handler: () => void) {
-    try {
-      handler();
-    } catch (error) {
-      log(`Error ${connection.address} in ${what}: ${errorText(error)}`);
-      drop(connection, CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR);
-    }
-  }
-
   /**
    * Puts a client in its room: a plain one gets the welcome and the room's
    * history first; a YewChat one gets the user list (from `join`) and no text.
@@ -315,7 +335,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
    * Says whether the message was the register.
    */
   function register(connection: Connection, text: string): boolean {
-    const nick = parseYewRegister(text);
+    const nick = parseYew(text, "register");
     if (nick === undefined) {
       enter(connection, "plain");
       return false;
@@ -371,7 +391,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     let text: string | undefined = data;
     if (connection.codec === "yew") {
       // YewChat messages are never commands.
-      text = parseYewMessage(data);
+      text = parseYew(data, "message");
       if (text === undefined) return;
     } else if (data.startsWith("//")) {
       text = data.slice(1);
@@ -403,6 +423,62 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
   }
 
+  /** A throw while handling a client costs that client, never the process. */
+  function failed(connection: Connection, what: string, error: unknown) {
+    log(`Error ${connection.address} in ${what}: ${errorText(error)}`);
+    drop(connection, CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR);
+  }
+
+  /** Every connection's socket events: one object for all, no closures per socket. */
+  const events: ConnectionEvents = {
+    open(connection) {
+      try {
+        log(`New connection from ${connection.address}`);
+        if (shuttingDown) {
+          return connection.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
+        }
+        // Joining only once open: a socket still connecting cannot be sent to.
+        if (connection.named) return enter(connection, "plain");
+        // Without a name it may be a YewChat client: its first message tells.
+        connection.registerTimer = setTimeout(() => {
+          try {
+            enter(connection, "plain");
+          } catch (error) {
+            failed(connection, "open", error);
+          }
+        }, REGISTER_WAIT_MS);
+      } catch (error) {
+        failed(connection, "open", error);
+      }
+    },
+    message(connection, event) {
+      try {
+        receive(connection, event.data);
+      } catch (error) {
+        failed(connection, "message", error);
+      }
+    },
+    // An error (invalid UTF-8, a bad frame, a reset) is followed by a close
+    // event, which does the cleanup; the error is worth its one log line.
+    error(connection, event) {
+      if (event.message) log(`Error ${connection.address}: ${event.message}`);
+    },
+    close(connection) {
+      forget(connection);
+    },
+    slow(connection) {
+      // Called from within a send: drop it once the broadcast is over.
+      queueMicrotask(() =>
+        drop(
+          connection,
+          CloseCode.POLICY_VIOLATION,
+          CloseReason.TOO_SLOW,
+          `slow consumer, over ${settings.maxBufferedBytes} bytes unsent`,
+        )
+      );
+    },
+  };
+
   function attach(
     socket: WebSocket,
     address: string,
@@ -410,48 +486,26 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     room: Room<Connection>,
     batching: boolean,
   ) {
-    const connection: Connection = new Connection(
+    const connection = new Connection(
       socket,
       address,
       name ?? address,
       name !== undefined,
       room,
       new Admission(limits),
-      new Outbox(socket, settings.maxBufferedBytes, checks, () =>
-        // Called from within a send: drop it once the broadcast is over.
-        queueMicrotask(() =>
-          drop(
-            connection,
-            CloseCode.POLICY_VIOLATION,
-            CloseReason.TOO_SLOW,
-            `slow consumer, over ${settings.maxBufferedBytes} bytes unsent`,
-          )
-        ), batching),
+      events,
+    );
+    connection.outbox = new Outbox(
+      socket,
+      settings.maxBufferedBytes,
+      checks,
+      connection,
+      batching,
     );
     connections.add(connection);
-    socket.onopen = () =>
-      guarded(connection, "open", () => {
-        log(`New connection from ${address}`);
-        if (shuttingDown) {
-          return connection.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
-        }
-        // Joining only once open: a socket still connecting cannot be sent to.
-        if (connection.named) return enter(connection, "plain");
-        // Without a name it may be a YewChat client: its first message tells.
-        connection.registerTimer = setTimeout(
-          () => guarded(connection, "open", () => enter(connection, "plain")),
-          REGISTER_WAIT_MS,
-        );
-      });
-    socket.onmessage = (event) =>
-      guarded(connection, "message", () => receive(connection, event.data));
-    // An error (invalid UTF-8, a bad frame, a reset) is followed by a close
-    // event, which does the cleanup; the error is worth its one log line.
-    socket.onerror = (event) => {
-      const message = (event as ErrorEvent).message;
-      if (message) log(`Error ${address}: ${message}`);
-    };
-    socket.onclose = () => forget(connection);
+    for (const type of ["open", "message", "error", "close"]) {
+      socket.addEventListener(type, connection);
+    }
   }
 
   function handle(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response {

@@ -13,7 +13,7 @@ const server = Bun.serve({
     open(ws: any) {
       ws.subscribe("chat");
     },
-    message(ws: any, message: string) {
+    message(_ws: any, message: string) {
       server.publish("chat", message);
     },
   },

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import { ROOT } from "./helpers.ts";
+import { ROOT, runProcess } from "./helpers.ts";
 import { WELCOME } from "../protocol.ts";
 
 const BINARY = `${ROOT}dist/chat`;
@@ -22,23 +22,8 @@ const build = await new Deno.Command(Deno.execPath(), {
 const buildErrors = new TextDecoder().decode(build.stderr);
 const noBaseRuntime = !build.success && /Setting up base binary|denort/.test(buildErrors);
 
-async function run(args: string[], stdin = "") {
-  const child = new Deno.Command(BINARY, {
-    args,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(stdin));
-  await writer.close();
-  const output = await child.output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+function run(args: string[], stdin = "") {
+  return runProcess(BINARY, args, stdin);
 }
 
 Deno.test({

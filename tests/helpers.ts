@@ -270,13 +270,14 @@ export class Cli {
   }
 }
 
-/** Runs `chat ARGS` to the end with the given stdin; returns its output. */
-export async function runCli(
+/** Runs a command to the end with the given stdin; returns its output. */
+export async function runProcess(
+  command: string,
   args: string[],
   stdin = "",
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-read", "main.ts", ...args],
+  const child = new Deno.Command(command, {
+    args,
     cwd: ROOT,
     stdin: "piped",
     stdout: "piped",
@@ -293,6 +294,15 @@ export async function runCli(
     stdout: decoder.decode(output.stdout),
     stderr: decoder.decode(output.stderr),
   };
+}
+
+/** Runs `chat ARGS` (as `deno run main.ts`) to the end with the given stdin. */
+export function runCli(args: string[], stdin = "") {
+  return runProcess(
+    Deno.execPath(),
+    ["run", "--allow-net", "--allow-read", "main.ts", ...args],
+    stdin,
+  );
 }
 
 /** Starts `chat server ARGS --port 0` and waits for its `listening on` line. */
