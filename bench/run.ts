@@ -272,7 +272,7 @@ const SCENARIOS: Scenario[] = [
     report: (r, extra) =>
       `others' p99 ${ms(r.p99)}, loss ${(r.loss * 100).toFixed(2)}%, server RSS +${
         (extra.rssGrowth / 2 ** 20).toFixed(1)
-      } MiB`,
+      } MiB, +${(extra.lateGrowth / 2 ** 20).toFixed(1)} MiB of it in the second half`,
   },
 ];
 
@@ -368,6 +368,11 @@ if (import.meta.main) {
       const rss0 = await rssBytes(started.pid);
       const extra: Record<string, number> = {};
       const t0 = performance.now();
+      // Server RSS every half second, to tell flat from rising.
+      const samples: [number, number][] = [];
+      const sampler = setInterval(async () => {
+        samples.push([performance.now() - t0, await rssBytes(started.pid)]);
+      }, 500);
       let generatorCpu = NaN;
       let result: Record<string, number>;
       try {
@@ -387,7 +392,11 @@ if (import.meta.main) {
         result = out.result;
         generatorCpu = result.generatorCpu;
         extra.rssGrowth = (await rssBytes(started.pid)) - rss0;
+        // Growth over the run's second half, once the working set is built.
+        const half = samples.find(([t]) => t >= (performance.now() - t0) / 2);
+        extra.lateGrowth = half ? samples.at(-1)![1] - half[1] : NaN;
       } catch (error) {
+        clearInterval(sampler);
         console.log(
           `| ${server.name} | failed: ${
             error instanceof Error ? error.message : error
@@ -396,6 +405,7 @@ if (import.meta.main) {
         await started.stop();
         continue;
       }
+      clearInterval(sampler);
       const seconds = (performance.now() - t0) / 1000;
       const serverCpu = ((await cpuSeconds(started.pid)) - cpu0) / seconds;
       await started.stop();
