@@ -60,6 +60,15 @@ const load = await new Deno.Command(Deno.execPath(), {
   stdout: "piped",
 }).output();
 console.log(`load: ${new TextDecoder().decode(load.stdout).trim()}`);
+// User time is JavaScript and the runtime; system time is the kernel's network work.
+const stat = await Deno.readTextFile(`/proc/${server.pid}/stat`);
+const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+const [user, system] = [Number(fields[11]) / 100, Number(fields[12]) / 100];
+console.log(
+  `server CPU: ${user.toFixed(1)} s user, ${system.toFixed(1)} s system (${
+    ((system / (user + system)) * 100).toFixed(0)
+  }% in the kernel)`,
+);
 // SIGINT lets the server shut down and write its profile.
 server.kill("SIGINT");
 await server.status;
