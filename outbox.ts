@@ -83,6 +83,11 @@ export class Outbox {
     readonly batching = false,
   ) {}
 
+  /** True once the outbox stopped: it sends nothing more. */
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
   /** False once the outbox stopped (slow, or closed). */
   get open(): boolean {
     return !this.#stopped && this.socket.readyState === WebSocket.OPEN;

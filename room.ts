@@ -8,6 +8,7 @@
  */
 
 import { chatLine, joinedNotice, leftNotice, yewMessage, yewUsers } from "./protocol.ts";
+import { utf8Length } from "./limits.ts";
 
 /**
  * How a member wants its frames: `plain` text lines (`SENDER: TEXT`, notices
@@ -22,8 +23,12 @@ export interface Member {
   readonly sender: string;
   /** The form its frames take. */
   readonly codec: Codec;
-  /** Queues one encoded frame for this member. Must not throw. */
-  deliver(frame: string): void;
+  /**
+   * Queues one encoded frame for this member; `bytes` is its UTF-8 length
+   * when the caller knows it (a broadcast computes it once for everyone).
+   * Must not throw.
+   */
+  deliver(frame: string, bytes?: number): void;
 }
 
 /** One chat message, before it is encoded for anyone. */
@@ -130,19 +135,33 @@ export class Room<M extends Member = Member> {
   /**
    * Hands a chat message to every member except `except`, encoded once per
    * codec; delivery is synchronous, so every member sees messages in the
-   * order they were broadcast. The message joins the history.
+   * order they were broadcast. The message joins the history. Returns how
+   * many members it was handed to.
    */
-  broadcast(message: ChatMessage, except?: M): void {
+  broadcast(message: ChatMessage, except?: M): number {
     const line = chatLine(message.from, message.text);
+    const lineBytes = utf8Length(line);
     let json: string | undefined;
+    let jsonBytes = 0;
+    let recipients = 0;
     for (const member of this.#members) {
       if (member === except) continue;
-      member.deliver(member.codec === "plain" ? line : json ??= yewMessage(message));
+      recipients++;
+      if (member.codec === "plain") {
+        member.deliver(line, lineBytes);
+      } else {
+        if (json === undefined) {
+          json = yewMessage(message);
+          jsonBytes = utf8Length(json);
+        }
+        member.deliver(json, jsonBytes);
+      }
     }
     if (this.historySize > 0) {
       this.#history.push(line);
       if (this.#history.length > this.historySize) this.#history.shift();
     }
+    return recipients;
   }
 }
 
@@ -175,6 +194,13 @@ export class Hub<M extends Member = Member> {
   /** How many rooms exist. */
   get size(): number {
     return this.#rooms.size;
+  }
+
+  /** How many rooms have someone in them. */
+  get occupied(): number {
+    let count = 0;
+    for (const room of this.#rooms.values()) if (room.size > 0) count++;
+    return count;
   }
 
   /** How many members all rooms have. */

@@ -31,7 +31,8 @@ import {
   whoLine,
 } from "./protocol.ts";
 import { chatPage } from "./page.ts";
-import { Admission, FLOOD_WINDOW_MS } from "./limits.ts";
+import { Admission, FLOOD_WINDOW_MS, utf8Length } from "./limits.ts";
+import { Metrics, type RefusalReason } from "./metrics.ts";
 import { Outbox, TurnChecks } from "./outbox.ts";
 import { type Codec, Hub, type Member, type Room } from "./room.ts";
 import { type Log, stdoutLog } from "./log.ts";
@@ -188,6 +189,7 @@ class Connection implements Member {
     readonly room: Room<Connection>,
     readonly admission: Admission,
     readonly events: ConnectionEvents,
+    readonly metrics: Metrics,
   ) {}
 
   /** The socket's events, all to one listener object. */
@@ -204,8 +206,10 @@ class Connection implements Member {
     }
   }
 
-  deliver(line: string): void {
-    this.outbox.send(line);
+  deliver(frame: string, bytes?: number): void {
+    if (this.outbox.stopped) return;
+    this.metrics.bytesSent += bytes ?? utf8Length(frame);
+    this.outbox.send(frame);
   }
 
   /** Called by the outbox when the backlog passed the limit. */
@@ -288,6 +292,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   );
 
   const hub = new Hub<Connection>(settings.history, settings.presenceLimit);
+  const metrics = new Metrics();
   /** Every upgraded socket until its close event: each holds a `maxClients` slot. */
   const connections = new Set<Connection>();
   const checks = new TurnChecks();
@@ -295,7 +300,14 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   let allClosed: (() => void) | undefined;
 
   /** Takes a client out of the chat and closes it; it may take a while to go. */
-  function drop(connection: Connection, code: number, reason: string, why?: string) {
+  function drop(
+    connection: Connection,
+    code: number,
+    reason: string,
+    why?: string,
+    refusal?: RefusalReason,
+  ) {
+    if (refusal) metrics.refuse(refusal);
     connection.room.leave(connection);
     connection.close(code, reason);
     if (why) log(`Dropped ${connection.address}: ${why}`);
@@ -344,7 +356,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     const problem = nameProblem(nick) ??
       (connection.room.claim(nick) ? undefined : `name taken: ${nick}`);
     if (problem) {
-      drop(connection, CloseCode.POLICY_VIOLATION, problem, problem);
+      drop(connection, CloseCode.POLICY_VIOLATION, problem, problem, "bad_name");
       return true;
     }
     connection.room.release(connection.sender);
@@ -362,8 +374,10 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         CloseCode.UNSUPPORTED_DATA,
         CloseReason.TEXT_ONLY,
         "binary message",
+        "binary",
       );
     }
+    metrics.bytesReceived += utf8Length(data);
     switch (connection.admission.judge(data)) {
       case "too_big":
         return drop(
@@ -371,6 +385,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
           CloseCode.MESSAGE_TOO_BIG,
           CloseReason.TOO_BIG,
           `message over ${limits.maxMessageBytes} bytes`,
+          "too_big",
         );
       case "flooding":
         return drop(
@@ -380,8 +395,10 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
           `more than ${connection.admission.floodLimit} messages in ${
             FLOOD_WINDOW_MS / 1000
           } s`,
+          "rate_limited",
         );
       case "rate_limited":
+        metrics.refuse("rate_limited");
         if (connection.codec === "plain" && connection.admission.mayNotify()) {
           connection.deliver(rateLimitNotice(limits.rateLimit));
         }
@@ -404,7 +421,8 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       return;
     }
     if (!settings.quiet) log(`From client ${connection.address} ${JSON.stringify(text)}`);
-    connection.room.broadcast(
+    metrics.messagesReceived++;
+    metrics.messagesDelivered += connection.room.broadcast(
       { from: connection.sender, text, time: Date.now() },
       settings.echo ? undefined : connection,
     );
@@ -474,6 +492,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
           CloseCode.POLICY_VIOLATION,
           CloseReason.TOO_SLOW,
           `slow consumer, over ${settings.maxBufferedBytes} bytes unsent`,
+          "slow_consumer",
         )
       );
     },
@@ -494,6 +513,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       room,
       new Admission(limits),
       events,
+      metrics,
     );
     connection.outbox = new Outbox(
       socket,
@@ -511,7 +531,12 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   function handle(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response {
     const requestUrl = new URL(request.url);
     const roomName = roomFromPath(requestUrl.pathname);
-    if (!isUpgrade(request)) {
+    const upgrading = isUpgrade(request);
+    if (!upgrading && (request.method === "GET" || request.method === "HEAD")) {
+      const status = statusResponse(requestUrl.pathname);
+      if (status) return status;
+    }
+    if (!upgrading) {
       if (roomName === undefined) return plainResponse(404, "not found");
       if (request.method === "GET" || request.method === "HEAD") {
         // The page for joining under a name that is taken: the page asks
@@ -531,7 +556,10 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       return plainResponse(503, CloseReason.SHUTTING_DOWN, { "retry-after": "5" });
     }
     const refusedOrigin = originProblem(request, allowedOrigins);
-    if (refusedOrigin) return plainResponse(403, refusedOrigin);
+    if (refusedOrigin) {
+      metrics.refuse("origin");
+      return plainResponse(403, refusedOrigin);
+    }
     if (roomName === undefined) {
       return plainResponse(
         400,
@@ -539,8 +567,12 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       );
     }
     const { name, problem } = nameFromQuery(requestUrl);
-    if (problem) return plainResponse(400, problem);
+    if (problem) {
+      metrics.refuse("bad_name");
+      return plainResponse(400, problem);
+    }
     if (connections.size >= settings.maxClients) {
+      metrics.refuse("max_clients");
       return plainResponse(503, `server full: ${settings.maxClients} clients`, {
         "retry-after": "10",
       });
@@ -551,6 +583,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     const room = hub.room(roomName);
     // The name is held from now on, so two upgrades cannot both take it.
     if (!room.claim(name ?? address)) {
+      metrics.refuse("bad_name");
       hub.tidy(room);
       return plainResponse(409, `name taken: ${name}`);
     }
@@ -567,6 +600,31 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
     attach(upgrade.socket, address, name, room, batching);
     return upgrade.response;
+  }
+
+  /** `/healthz`, `/readyz` and `/metrics`; `undefined` for any other path. */
+  function statusResponse(path: string): Response | undefined {
+    switch (path) {
+      case "/healthz":
+        // Alive while it serves; the backplane's state is information here.
+        return Response.json({
+          status: shuttingDown ? "shutting down" : "ok",
+          backplane: "none",
+        });
+      case "/readyz":
+        // Ready unless shutting down (and, with a backplane, unless it is down).
+        return shuttingDown
+          ? Response.json({ ready: false, reason: "shutting down" }, { status: 503 })
+          : Response.json({ ready: true });
+      case "/metrics":
+        return new Response(
+          metrics.render({ clients: hub.members, rooms: hub.occupied }),
+          {
+            headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+          },
+        );
+    }
+    return undefined;
   }
 
   const tls = options.cert !== undefined && options.key !== undefined;

@@ -1,0 +1,106 @@
+/**
+ * The server's counters, served at `GET /metrics` in the Prometheus text
+ * format. Counting costs O(1) per message and per recipient: byte counts
+ * of a broadcast line are computed once, not once per recipient.
+ *
+ * @module
+ */
+
+/** Why the server refused a message, a connection or a client. */
+export type RefusalReason =
+  | "too_big"
+  | "rate_limited"
+  | "slow_consumer"
+  | "max_clients"
+  | "origin"
+  | "bad_name"
+  | "binary";
+
+const REASONS: readonly RefusalReason[] = [
+  "too_big",
+  "rate_limited",
+  "slow_consumer",
+  "max_clients",
+  "origin",
+  "bad_name",
+  "binary",
+];
+
+/** Gauges read when the metrics are served. */
+export interface Gauges {
+  clients: number;
+  rooms: number;
+  /** Whether the backplane is up; `undefined` without one (the metric is then absent). */
+  backplaneUp?: boolean;
+}
+
+/** Counters since the server started. */
+export class Metrics {
+  /** Chat messages accepted and broadcast (not commands, not refused ones). */
+  messagesReceived = 0;
+  /** Chat messages handed to clients: one per recipient. */
+  messagesDelivered = 0;
+  /** UTF-8 bytes of the text messages clients sent. */
+  bytesReceived = 0;
+  /** UTF-8 bytes of the messages and notices handed to clients (framing not counted). */
+  bytesSent = 0;
+  readonly refusals: Record<RefusalReason, number> = Object.fromEntries(
+    REASONS.map((reason) => [reason, 0]),
+  ) as Record<RefusalReason, number>;
+
+  refuse(reason: RefusalReason): void {
+    this.refusals[reason]++;
+  }
+
+  /** The Prometheus text exposition of every metric, each with HELP and TYPE. */
+  render(gauges: Gauges): string {
+    const lines: string[] = [];
+    const metric = (name: string, type: string, help: string, values: string[]) => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...values);
+    };
+    metric("chat_clients", "gauge", "Connected clients.", [
+      `chat_clients ${gauges.clients}`,
+    ]);
+    metric("chat_rooms", "gauge", "Rooms with someone in them.", [
+      `chat_rooms ${gauges.rooms}`,
+    ]);
+    metric(
+      "chat_messages_received_total",
+      "counter",
+      "Chat messages accepted (commands and refused messages excluded).",
+      [`chat_messages_received_total ${this.messagesReceived}`],
+    );
+    metric(
+      "chat_messages_delivered_total",
+      "counter",
+      "Chat messages handed to clients, one per recipient.",
+      [`chat_messages_delivered_total ${this.messagesDelivered}`],
+    );
+    metric(
+      "chat_bytes_received_total",
+      "counter",
+      "UTF-8 bytes of the text messages clients sent.",
+      [`chat_bytes_received_total ${this.bytesReceived}`],
+    );
+    metric(
+      "chat_bytes_sent_total",
+      "counter",
+      "UTF-8 bytes of the messages and notices handed to clients, framing excluded.",
+      [`chat_bytes_sent_total ${this.bytesSent}`],
+    );
+    metric(
+      "chat_refusals_total",
+      "counter",
+      "Messages, connections and clients refused, by reason.",
+      REASONS.map((reason) =>
+        `chat_refusals_total{reason="${reason}"} ${this.refusals[reason]}`
+      ),
+    );
+    if (gauges.backplaneUp !== undefined) {
+      metric("chat_backplane_up", "gauge", "1 while the backplane is reachable.", [
+        `chat_backplane_up ${gauges.backplaneUp ? 1 : 0}`,
+      ]);
+    }
+    return lines.join("\n") + "\n";
+  }
+}
