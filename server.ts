@@ -58,7 +58,7 @@ export interface ServerOptions {
   history?: number;
   /**
    * Joined/left notices go out while a room has at most this many members;
-   * past it they stop (each would cost a line to everyone). @default {1000}
+   * past it they stop (each would cost a line to everyone). @default {200}
    */
   presenceLimit?: number;
   /** Log no line per message (`From client ...`); connections and refusals still are. @default {false} */
@@ -111,7 +111,7 @@ export const SERVER_DEFAULTS = {
   port: 8080,
   echo: true,
   history: 50,
-  presenceLimit: 1000,
+  presenceLimit: 200,
   quiet: false,
   maxMessageBytes: 65536,
   rateLimit: 20,
