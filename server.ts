@@ -295,7 +295,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   const metrics = new Metrics();
   /** Every upgraded socket until its close event: each holds a `maxClients` slot. */
   const connections = new Set<Connection>();
-  const checks = new TurnChecks();
+  const turns = new TurnChecks();
   let shuttingDown = false;
   let allClosed: (() => void) | undefined;
 
@@ -377,7 +377,11 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         "binary",
       );
     }
-    metrics.bytesReceived += utf8Length(data);
+    // Counting a huge message's bytes exactly would cost as much as its size:
+    // one over the limit counts by its length, a lower bound.
+    metrics.bytesReceived += data.length > limits.maxMessageBytes
+      ? data.length
+      : utf8Length(data);
     switch (connection.admission.judge(data)) {
       case "too_big":
         return drop(
@@ -518,7 +522,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     connection.outbox = new Outbox(
       socket,
       settings.maxBufferedBytes,
-      checks,
+      turns,
       connection,
       batching,
     );
@@ -662,7 +666,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       );
     }
     await Promise.race([closed, deadline.promise]);
-    checks.stop();
+    turns.stop();
     // A client that never reads cannot be closed by the native API: past the
     // deadline, the caller exits the process rather than wait for it.
     await Promise.race([httpServer.shutdown(), deadline.promise]);
