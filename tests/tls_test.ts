@@ -68,15 +68,17 @@ if (dir) {
 const ignore = opensslMissing;
 const because = ignore ? " (ignored: openssl is not installed)" : "";
 
+/** The server's flags for the throwaway certificate. */
+function tlsFlags(): string[] {
+  return ["--cert", `${dir}/cert.pem`, "--key", `${dir}/key.pem`];
+}
+
 Deno.test({
   name: `the chat runs over TLS end to end, large messages included${because}`,
   ignore,
   async fn() {
     const { cli: server, port } = await startServerProcess([
-      "--cert",
-      `${dir}/cert.pem`,
-      "--key",
-      `${dir}/key.pem`,
+      ...tlsFlags(),
       "--max-message-bytes",
       "2000000",
       // Messages this large need a backlog allowance to match.
@@ -136,12 +138,7 @@ Deno.test({
   name: `a certificate the client cannot verify: one line, exit 1${because}`,
   ignore,
   async fn() {
-    const { cli: server, port } = await startServerProcess([
-      "--cert",
-      `${dir}/cert.pem`,
-      "--key",
-      `${dir}/key.pem`,
-    ]);
+    const { cli: server, port } = await startServerProcess(tlsFlags());
     const result = await runCli(["client", "--url", `wss://localhost:${port}`]);
     assert.equal(result.code, 1);
     assert.equal(
