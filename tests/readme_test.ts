@@ -31,3 +31,32 @@ Deno.test("the README's version and test command are the real ones", async () =>
   const ci = await Deno.readTextFile(`${ROOT}.ci/run`);
   assert.match(ci, /^deno task test /m);
 });
+
+/** `@default {X}` in an options interface's JSDoc, by option name. */
+function documentedDefaults(source: string, interfaceName: string): Map<string, string> {
+  const start = source.indexOf(`export interface ${interfaceName} {`);
+  const body = source.slice(start, source.indexOf("\n}\n", start));
+  const defaults = new Map<string, string>();
+  for (const match of body.matchAll(/@default \{([^}]*)\}[^/]*\*\/\s*(\w+)\?:/g)) {
+    defaults.set(match[2], match[1]);
+  }
+  return defaults;
+}
+
+Deno.test("the options' JSDoc defaults are the defaults the code uses", async () => {
+  const { SERVER_DEFAULTS } = await import("../server.ts");
+  const { CLIENT_DEFAULTS } = await import("../client.ts");
+  const cases: [string, string, Record<string, unknown>][] = [
+    ["server.ts", "ServerOptions", SERVER_DEFAULTS],
+    ["client.ts", "ClientOptions", CLIENT_DEFAULTS],
+  ];
+  for (const [file, name, defaults] of cases) {
+    const source = await Deno.readTextFile(`${ROOT}${file}`);
+    const documented = documentedDefaults(source, name);
+    for (const [option, value] of Object.entries(defaults)) {
+      // A required option (the client's url) has a default on the command line only.
+      if (!source.includes(`  ${option}?:`)) continue;
+      assert.equal(documented.get(option), JSON.stringify(value), `${name}.${option}`);
+    }
+  }
+});
