@@ -43,6 +43,15 @@ export function utf8Length(text: string): number {
   return bytes;
 }
 
+/**
+ * The UTF-8 length of a message, counted only as far as it matters: a text
+ * of more than `limit` UTF-16 units is over any byte limit of `limit`, so
+ * its length stands in (a lower bound) and the cost stays bounded.
+ */
+export function messageBytes(text: string, limit: number): number {
+  return text.length > limit ? text.length : utf8Length(text);
+}
+
 /** Judges one client's messages against the limits. */
 export class Admission {
   readonly #limits: AdmissionLimits;
@@ -64,13 +73,9 @@ export class Admission {
     return FLOOD_FACTOR * this.#limits.rateLimit * (FLOOD_WINDOW_MS / 1000);
   }
 
-  /** Says what to do with a message of `text` arriving at `now`. */
-  judge(text: string, now: number = performance.now()): Verdict {
-    // Each UTF-16 unit is 1 to 3 bytes: most messages are judged without counting.
-    if (text.length * 3 > this.#limits.maxMessageBytes) {
-      if (text.length > this.#limits.maxMessageBytes) return "too_big";
-      if (utf8Length(text) > this.#limits.maxMessageBytes) return "too_big";
-    }
+  /** Says what to do with a message of `bytes` (see `messageBytes`) arriving at `now`. */
+  judge(bytes: number, now: number = performance.now()): Verdict {
+    if (bytes > this.#limits.maxMessageBytes) return "too_big";
     if (!this.#bucket) return "accept";
     if (this.#flooding(now)) return "flooding";
     return this.#bucket.take(now) ? "accept" : "rate_limited";

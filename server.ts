@@ -31,7 +31,7 @@ import {
   whoLine,
 } from "./protocol.ts";
 import { chatPage } from "./page.ts";
-import { Admission, FLOOD_WINDOW_MS, utf8Length } from "./limits.ts";
+import { Admission, FLOOD_WINDOW_MS, messageBytes, utf8Length } from "./limits.ts";
 import { Metrics, type RefusalReason } from "./metrics.ts";
 import { Outbox, TurnChecks } from "./outbox.ts";
 import { type Codec, Hub, type Member, type Room } from "./room.ts";
@@ -367,7 +367,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
 
   /** One message from a client: admit it, then run it as a command or broadcast it. */
   function receive(connection: Connection, data: unknown) {
-    if (shuttingDown || !connection.outbox.open) return;
+    if (shuttingDown || connection.outbox.stopped) return;
     if (typeof data !== "string") {
       return drop(
         connection,
@@ -377,12 +377,9 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         "binary",
       );
     }
-    // Counting a huge message's bytes exactly would cost as much as its size:
-    // one over the limit counts by its length, a lower bound.
-    metrics.bytesReceived += data.length > limits.maxMessageBytes
-      ? data.length
-      : utf8Length(data);
-    switch (connection.admission.judge(data)) {
+    const bytes = messageBytes(data, limits.maxMessageBytes);
+    metrics.bytesReceived += bytes;
+    switch (connection.admission.judge(bytes)) {
       case "too_big":
         return drop(
           connection,

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { pump, startServer, TestClient } from "./helpers.ts";
 import { Opcode, RawSocket } from "./raw.ts";
 import { rateLimitNotice, WELCOME } from "../protocol.ts";
-import { Admission, utf8Length } from "../limits.ts";
+import { Admission, messageBytes, utf8Length } from "../limits.ts";
 
 /** Proves the chat still works: a fresh client's message reaches `client`. */
 async function stillServes(url: string, client: TestClient) {
@@ -14,6 +14,11 @@ async function stillServes(url: string, client: TestClient) {
   probe.send("ok");
   assert.equal(await client.messages.take((m) => m.startsWith("probe: ")), "probe: ok");
 }
+
+Deno.test("messageBytes counts UTF-8 bytes, and stops counting past the limit", () => {
+  assert.equal(messageBytes("✓✓", 10), 6);
+  assert.equal(messageBytes("✓".repeat(11), 10), 11); // over the limit either way
+});
 
 Deno.test("utf8Length counts UTF-8 bytes", () => {
   const samples = ["", "abc", "é", "✓", "😀", "a😀é✓", "\ud800", "x\udc00y"];
@@ -28,22 +33,24 @@ Deno.test("utf8Length counts UTF-8 bytes", () => {
 
 Deno.test("admission: size, then burst and rate, then the flood rule", () => {
   const admission = new Admission({ maxMessageBytes: 4, rateLimit: 1, rateBurst: 2 }, 0);
-  assert.equal(admission.judge("✓✓", 0), "too_big"); // 6 bytes in 2 characters
-  assert.equal(admission.judge("abcd", 0), "accept");
-  assert.equal(admission.judge("b", 0), "accept");
-  assert.equal(admission.judge("c", 0), "rate_limited");
-  assert.equal(admission.judge("d", 1000), "accept");
+  assert.equal(admission.judge(utf8Length("✓✓"), 0), "too_big"); // 6 bytes in 2 characters
+  assert.equal(admission.judge(utf8Length("abcd"), 0), "accept");
+  assert.equal(admission.judge(utf8Length("b"), 0), "accept");
+  assert.equal(admission.judge(utf8Length("c"), 0), "rate_limited");
+  assert.equal(admission.judge(utf8Length("d"), 1000), "accept");
   assert.equal(admission.floodLimit, 50);
   // Counted since the first refusal ("c"): c, d, 47 more and f make 50,
   // not yet over; g is the 51st in the window.
-  for (let i = 0; i < 47; i++) assert.equal(admission.judge("e", 1001), "rate_limited");
-  assert.equal(admission.judge("f", 1001), "rate_limited");
-  assert.equal(admission.judge("g", 1001), "flooding");
+  for (let i = 0; i < 47; i++) {
+    assert.equal(admission.judge(utf8Length("e"), 1001), "rate_limited");
+  }
+  assert.equal(admission.judge(utf8Length("f"), 1001), "rate_limited");
+  assert.equal(admission.judge(utf8Length("g"), 1001), "flooding");
   assert.equal(admission.mayNotify(0), true);
   assert.equal(admission.mayNotify(999), false);
   assert.equal(admission.mayNotify(1000), true);
   const off = new Admission({ maxMessageBytes: 10, rateLimit: 0, rateBurst: 1 }, 0);
-  for (let i = 0; i < 1000; i++) assert.equal(off.judge("x", 0), "accept");
+  for (let i = 0; i < 1000; i++) assert.equal(off.judge(1, 0), "accept");
 });
 
 Deno.test("a message over --max-message-bytes closes its sender with 1009, unbroadcast", async () => {
