@@ -54,53 +54,53 @@ export class Metrics {
 
   /** The Prometheus text exposition of every metric, each with HELP and TYPE. */
   render(gauges: Gauges): string {
-    const lines: string[] = [];
-    const metric = (name: string, type: string, help: string, values: string[]) => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...values);
-    };
-    metric("chat_clients", "gauge", "Connected clients.", [
-      `chat_clients ${gauges.clients}`,
-    ]);
-    metric("chat_rooms", "gauge", "Rooms with someone in them.", [
-      `chat_rooms ${gauges.rooms}`,
-    ]);
-    metric(
-      "chat_messages_received_total",
-      "counter",
-      "Chat messages accepted (commands and refused messages excluded).",
-      [`chat_messages_received_total ${this.messagesReceived}`],
-    );
-    metric(
-      "chat_messages_delivered_total",
-      "counter",
-      "Chat messages handed to clients, one per recipient.",
-      [`chat_messages_delivered_total ${this.messagesDelivered}`],
-    );
-    metric(
-      "chat_bytes_received_total",
-      "counter",
-      "UTF-8 bytes of the text messages clients sent.",
-      [`chat_bytes_received_total ${this.bytesReceived}`],
-    );
-    metric(
-      "chat_bytes_sent_total",
-      "counter",
-      "UTF-8 bytes of the messages and notices handed to clients, framing excluded.",
-      [`chat_bytes_sent_total ${this.bytesSent}`],
-    );
-    metric(
-      "chat_refusals_total",
-      "counter",
-      "Messages, connections and clients refused, by reason.",
-      REASONS.map((reason) =>
-        `chat_refusals_total{reason="${reason}"} ${this.refusals[reason]}`
-      ),
-    );
+    const metrics: [name: string, type: string, help: string, samples: string[]][] = [
+      ["chat_clients", "gauge", "Connected clients.", [`${gauges.clients}`]],
+      ["chat_rooms", "gauge", "Rooms with someone in them.", [`${gauges.rooms}`]],
+      [
+        "chat_messages_received_total",
+        "counter",
+        "Chat messages accepted (commands and refused messages excluded).",
+        [`${this.messagesReceived}`],
+      ],
+      [
+        "chat_messages_delivered_total",
+        "counter",
+        "Chat messages handed to clients, one per recipient.",
+        [`${this.messagesDelivered}`],
+      ],
+      [
+        "chat_bytes_received_total",
+        "counter",
+        "UTF-8 bytes of the text messages clients sent.",
+        [`${this.bytesReceived}`],
+      ],
+      [
+        "chat_bytes_sent_total",
+        "counter",
+        "UTF-8 bytes of the messages and notices handed to clients, framing excluded.",
+        [`${this.bytesSent}`],
+      ],
+      [
+        "chat_refusals_total",
+        "counter",
+        "Messages, connections and clients refused, by reason.",
+        REASONS.map((reason) => `{reason="${reason}"} ${this.refusals[reason]}`),
+      ],
+    ];
     if (gauges.backplaneUp !== undefined) {
-      metric("chat_backplane_up", "gauge", "1 while the backplane is reachable.", [
-        `chat_backplane_up ${gauges.backplaneUp ? 1 : 0}`,
+      metrics.push([
+        "chat_backplane_up",
+        "gauge",
+        "1 while the backplane is reachable.",
+        [`${gauges.backplaneUp ? 1 : 0}`],
       ]);
     }
-    return lines.join("\n") + "\n";
+    // A sample is the metric's name, then labels (if any) and value.
+    return metrics.flatMap(([name, type, help, samples]) => [
+      `# HELP ${name} ${help}`,
+      `# TYPE ${name} ${type}`,
+      ...samples.map((sample) => `${name}${sample.startsWith("{") ? "" : " "}${sample}`),
+    ]).join("\n") + "\n";
   }
 }

@@ -20,40 +20,55 @@ import { BATCH_SEPARATOR } from "./protocol.ts";
  * is not written yet, so it is never judged mid-turn.
  */
 export class TurnChecks {
-  readonly #flushes = new Set<Outbox>();
-  readonly #checks = new Set<Outbox>();
-  #flushTimer: ReturnType<typeof setImmediate> | undefined;
-  #checkTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #flushes = new EndOfTurn((o) => o.flush(), setImmediate, clearImmediate);
+  readonly #checks = new EndOfTurn(
+    (o) => o.check(),
+    (run) => setTimeout(run, 0),
+    clearTimeout,
+  );
 
   /** Flushes `outbox`'s batch at the end of this turn. */
   flush(outbox: Outbox): void {
     this.#flushes.add(outbox);
-    this.#flushTimer ??= setImmediate(() => {
-      this.#flushTimer = undefined;
-      const due = [...this.#flushes];
-      this.#flushes.clear();
-      for (const o of due) o.flush();
-    });
   }
 
   /** Judges `outbox`'s backlog after this turn's writes. */
   check(outbox: Outbox): void {
     this.#checks.add(outbox);
-    this.#checkTimer ??= setTimeout(() => {
-      this.#checkTimer = undefined;
-      const due = [...this.#checks];
-      this.#checks.clear();
-      for (const o of due) o.check();
-    }, 0);
   }
 
   /** Drops everything pending (at shutdown). */
   stop(): void {
-    if (this.#flushTimer !== undefined) clearImmediate(this.#flushTimer);
-    clearTimeout(this.#checkTimer);
-    this.#flushTimer = this.#checkTimer = undefined;
     this.#flushes.clear();
     this.#checks.clear();
+  }
+}
+
+/** Outboxes due for one piece of work, run together by one scheduled callback. */
+class EndOfTurn<Handle> {
+  readonly #due = new Set<Outbox>();
+  #handle: Handle | undefined;
+
+  constructor(
+    readonly work: (outbox: Outbox) => void,
+    readonly schedule: (run: () => void) => Handle,
+    readonly cancel: (handle: Handle) => void,
+  ) {}
+
+  add(outbox: Outbox): void {
+    this.#due.add(outbox);
+    this.#handle ??= this.schedule(() => {
+      this.#handle = undefined;
+      const due = [...this.#due];
+      this.#due.clear();
+      for (const o of due) this.work(o);
+    });
+  }
+
+  clear(): void {
+    if (this.#handle !== undefined) this.cancel(this.#handle);
+    this.#handle = undefined;
+    this.#due.clear();
   }
 }
 
