@@ -9,6 +9,8 @@
  * Prints one JSON object with the results.
  */
 
+import { cpuSeconds } from "./proc.ts";
+
 export interface LoadOptions {
   port: number;
   /** closed: senders keep a window in flight; open: a fixed delivery rate; idle: connect many, one broadcast. */
@@ -344,7 +346,8 @@ async function connectAll(
     const batch = await Promise.all(
       Array.from(
         { length: Math.min(200, rest - i) },
-        (_, j) => Client.connect(opts, `r${i + j}`, stats, trackReceivers, lineLength),
+        (_, j) =>
+          Client.connect(opts, `r${i + j}`, stats, trackReceivers, lineLength),
       ),
     );
     clients.push(...batch);
@@ -483,30 +486,19 @@ async function readLine(): Promise<string> {
   return new TextDecoder().decode(buffer.subarray(0, n ?? 0)).trim();
 }
 
-/** This process's CPU time so far, in seconds (Linux). */
-function cpuSeconds(): number {
-  try {
-    const stat = Deno.readTextFileSync("/proc/self/stat");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
 if (import.meta.main) {
   const opts: LoadOptions = {
     ...DEFAULTS,
     ...JSON.parse(Deno.args[0] ?? "{}"),
   };
-  const cpu0 = cpuSeconds();
+  const cpu0 = cpuSeconds("self");
   const t0 = performance.now();
   const result: Record<string, number> = opts.scenario === "closed"
     ? await closedLoop(opts)
     : opts.scenario === "open"
     ? await openLoop(opts)
     : await idle(opts);
-  result.generatorCpu = (cpuSeconds() - cpu0) /
+  result.generatorCpu = (cpuSeconds("self") - cpu0) /
     ((performance.now() - t0) / 1000);
   console.log(JSON.stringify(result));
   Deno.exit(0);

@@ -8,13 +8,13 @@
  *   deno task profile batch      # chat.batch clients
  */
 
+import { cpuTimes, freePort, waitForPort } from "./proc.ts";
+
 const ROOT = new URL("..", import.meta.url).pathname;
 const batch = Deno.args.includes("batch");
 const dir = await Deno.makeTempDir({ prefix: "chat-profile-" });
 
-const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-const port = (listener.addr as Deno.NetAddr).port;
-listener.close();
+const port = freePort();
 
 const server = new Deno.Command(Deno.execPath(), {
   args: [
@@ -34,14 +34,7 @@ const server = new Deno.Command(Deno.execPath(), {
   stdout: "null",
   stderr: "null",
 }).spawn();
-for (let i = 0; i < 100; i++) {
-  try {
-    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-    break;
-  } catch {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+await waitForPort(port);
 const load = await new Deno.Command(Deno.execPath(), {
   args: [
     "run",
@@ -61,9 +54,7 @@ const load = await new Deno.Command(Deno.execPath(), {
 }).output();
 console.log(`load: ${new TextDecoder().decode(load.stdout).trim()}`);
 // User time is JavaScript and the runtime; system time is the kernel's network work.
-const stat = await Deno.readTextFile(`/proc/${server.pid}/stat`);
-const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-const [user, system] = [Number(fields[11]) / 100, Number(fields[12]) / 100];
+const { user, system } = cpuTimes(server.pid);
 console.log(
   `server CPU: ${user.toFixed(1)} s user, ${system.toFixed(1)} s system (${
     ((system / (user + system)) * 100).toFixed(0)
@@ -78,7 +69,9 @@ interface Node {
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
 }
-const file = [...Deno.readDirSync(dir)].find((e) => e.name.endsWith(".cpuprofile"));
+const file = [...Deno.readDirSync(dir)].find((e) =>
+  e.name.endsWith(".cpuprofile")
+);
 if (!file) throw new Error("no profile written");
 const profile = JSON.parse(await Deno.readTextFile(`${dir}/${file.name}`)) as {
   nodes: Node[];
@@ -90,9 +83,9 @@ for (const node of profile.nodes) {
   const hits = node.hitCount ?? 0;
   if (!hits) continue;
   const { functionName, url, lineNumber } = node.callFrame;
-  const name = `${functionName || "(anonymous)"} ${url.split("/").slice(-1)[0]}:${
-    lineNumber + 1
-  }`;
+  const name = `${functionName || "(anonymous)"} ${
+    url.split("/").slice(-1)[0]
+  }:${lineNumber + 1}`;
   byFunction.set(name, (byFunction.get(name) ?? 0) + hits);
   const group = url.startsWith("file://")
     ? "the server's own code"
@@ -109,7 +102,9 @@ for (const node of profile.nodes) {
 }
 const pct = (n: number) => `${((n / total) * 100).toFixed(1)}%`;
 console.log(
-  `\nserver CPU profile, ${batch ? "chat.batch" : "plain"} clients (${total} samples):\n`,
+  `\nserver CPU profile, ${
+    batch ? "chat.batch" : "plain"
+  } clients (${total} samples):\n`,
 );
 for (const [group, hits] of [...byGroup].sort((a, b) => b[1] - a[1])) {
   console.log(`  ${pct(hits).padStart(6)}  ${group}`);

@@ -9,10 +9,13 @@
  *   deno task bench closed100  # only the named scenarios
  */
 
+import { cpuSeconds, freePort, rssBytes, waitForPort } from "./proc.ts";
+
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
-const CLK_TCK = 100;
-const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) => r.ok);
+const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) =>
+  r.ok
+);
 
 interface Server {
   name: string;
@@ -66,7 +69,8 @@ async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
 
 /** Installs ws and Bun from the npm registry into bench/ (pinned in bench/package.json). */
 async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
-  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  const exists = (path: string) =>
+    Deno.stat(path).then(() => true, () => false);
   if (
     !await exists(`${BENCH}node_modules/ws`) ||
     !await exists(`${BENCH}node_modules/.bin/bun`)
@@ -95,32 +99,6 @@ function pinned(core: number, cmd: string[]): string[] {
   return haveTaskset ? ["taskset", "-c", String(core), ...cmd] : cmd;
 }
 
-async function cpuSeconds(pid: number): Promise<number> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
-}
-
-async function rssBytes(pid: number): Promise<number> {
-  try {
-    const status = await Deno.readTextFile(`/proc/${pid}/status`);
-    return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) * 1024;
-  } catch {
-    return NaN;
-  }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
 /** Starts a server and waits until it accepts connections. */
 async function startServer(server: Server) {
   const port = freePort();
@@ -137,14 +115,7 @@ async function startServer(server: Server) {
   }).spawn();
   // Drain what it logs, as a terminal or a log collector would.
   const drained = child.stdout.pipeTo(new WritableStream());
-  for (let i = 0; i < 200; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
+  await waitForPort(port);
   return {
     port,
     pid: child.pid,
@@ -221,7 +192,8 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "closed1000",
@@ -233,11 +205,13 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "open",
-    title: "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
+    title:
+      "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
     repeat: 3,
     load: {
       scenario: "open",
@@ -258,7 +232,9 @@ const SCENARIOS: Scenario[] = [
     report: (r, extra) =>
       `${rate(r.connectPerSecond)} connects/s, ${
         (extra.rssPerConnection / 1024).toFixed(1)
-      } KiB RSS each, broadcast to all ${ms(r.broadcastMs)} (${r.reached} reached)`,
+      } KiB RSS each, broadcast to all ${
+        ms(r.broadcastMs)
+      } (${r.reached} reached)`,
   },
   {
     key: "stalled",
@@ -273,9 +249,11 @@ const SCENARIOS: Scenario[] = [
       stalled: true,
     },
     report: (r, extra) =>
-      `others' p99 ${ms(r.p99)}, loss ${(r.loss * 100).toFixed(2)}%, server RSS +${
-        (extra.rssGrowth / 2 ** 20).toFixed(1)
-      } MiB, +${(extra.lateGrowth / 2 ** 20).toFixed(1)} MiB of it in the second half`,
+      `others' p99 ${ms(r.p99)}, loss ${
+        (r.loss * 100).toFixed(2)
+      }%, server RSS +${(extra.rssGrowth / 2 ** 20).toFixed(1)} MiB, +${
+        (extra.lateGrowth / 2 ** 20).toFixed(1)
+      } MiB of it in the second half`,
   },
 ];
 
@@ -294,14 +272,14 @@ async function measure(
   scenario: Scenario,
 ): Promise<Measurement | string> {
   const started = await startServer(server);
-  const cpu0 = await cpuSeconds(started.pid);
-  const rss0 = await rssBytes(started.pid);
+  const cpu0 = cpuSeconds(started.pid);
+  const rss0 = rssBytes(started.pid);
   const extra: Record<string, number> = {};
   const t0 = performance.now();
   // Server RSS every half second, to tell flat from rising.
   const samples: [number, number][] = [];
   const sampler = setInterval(async () => {
-    samples.push([performance.now() - t0, await rssBytes(started.pid)]);
+    samples.push([performance.now() - t0, rssBytes(started.pid)]);
   }, 500);
   try {
     const { result } = await load(
@@ -313,16 +291,16 @@ async function measure(
       },
       async (line) => {
         const { connected } = JSON.parse(line);
-        extra.rssPerConnection = ((await rssBytes(started.pid)) - rss0) /
+        extra.rssPerConnection = ((rssBytes(started.pid)) - rss0) /
           connected;
       },
     );
-    extra.rssGrowth = (await rssBytes(started.pid)) - rss0;
+    extra.rssGrowth = (rssBytes(started.pid)) - rss0;
     // Growth over the run's second half, once the working set is built.
     const half = samples.find(([t]) => t >= (performance.now() - t0) / 2);
     extra.lateGrowth = half ? samples.at(-1)![1] - half[1] : NaN;
     const seconds = (performance.now() - t0) / 1000;
-    const serverCpu = ((await cpuSeconds(started.pid)) - cpu0) / seconds;
+    const serverCpu = ((cpuSeconds(started.pid)) - cpu0) / seconds;
     const headline = scenario.key.startsWith("closed")
       ? result.deliveriesPerSecond
       : scenario.key === "idle"
@@ -349,7 +327,9 @@ if (import.meta.main) {
   const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
     a,
   ) => a.slice(7));
-  const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
+  const scenarios = SCENARIOS.filter((s) =>
+    wanted.size === 0 || wanted.has(s.key)
+  );
   const peers = await installPeers();
   const servers: Server[] = [
     {
@@ -407,7 +387,9 @@ if (import.meta.main) {
       new Date().toISOString().slice(0, 10)
     }, ${Deno.build.os}/${Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
-      (haveTaskset ? "server on core 0, generator on core 1" : "no taskset: not pinned"),
+      (haveTaskset
+        ? "server on core 0, generator on core 1"
+        : "no taskset: not pinned"),
   );
   if (!peers.ws) console.log("(node ws: not installed, skipped)");
   if (!peers.bun) console.log("(Bun: not installed, skipped)");
@@ -451,12 +433,16 @@ if (import.meta.main) {
         : "–";
       // A generator near a full core may be what limits the result.
       const bound = m.generatorCpu >= 0.9 ? " (generator-bound)" : "";
-      const of = measurements.length > 1 ? ` (median of ${measurements.length})` : "";
+      const of = measurements.length > 1
+        ? ` (median of ${measurements.length})`
+        : "";
       console.log(
         `| ${server.name} | ${
           scenario.report(m.result, m.extra)
         }${bound}${of} | ${ratio} | ${(m.serverCpu * 100).toFixed(0)}% | ${
-          Number.isFinite(m.generatorCpu) ? `${(m.generatorCpu * 100).toFixed(0)}%` : "–"
+          Number.isFinite(m.generatorCpu)
+            ? `${(m.generatorCpu * 100).toFixed(0)}%`
+            : "–"
         } |`,
       );
     }

@@ -1,0 +1,56 @@
+/** What the benchmark tools read about processes and ports (Linux). */
+
+const CLK_TCK = 100;
+
+/** CPU time used so far by a process (`"self"` for this one), in seconds. */
+export function cpuTimes(
+  pid: number | "self",
+): { user: number; system: number } {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return {
+      user: Number(fields[11]) / CLK_TCK,
+      system: Number(fields[12]) / CLK_TCK,
+    };
+  } catch {
+    return { user: NaN, system: NaN };
+  }
+}
+
+/** User plus system CPU time of a process, in seconds. */
+export function cpuSeconds(pid: number | "self"): number {
+  const { user, system } = cpuTimes(pid);
+  return user + system;
+}
+
+/** The resident memory of a process, in bytes. */
+export function rssBytes(pid: number): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) * 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+/** A loopback port nothing listens on now. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Waits (10 s at most) until something accepts connections on `port`. */
+export async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`nothing listens on port ${port}`);
+}
