@@ -13,9 +13,7 @@ import { cpuSeconds, freePort, rssBytes, waitForPort } from "./proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
-const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) =>
-  r.ok
-);
+const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) => r.ok);
 
 interface Server {
   name: string;
@@ -69,8 +67,7 @@ async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
 
 /** Installs ws and Bun from the npm registry into bench/ (pinned in bench/package.json). */
 async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
-  const exists = (path: string) =>
-    Deno.stat(path).then(() => true, () => false);
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
   if (
     !await exists(`${BENCH}node_modules/ws`) ||
     !await exists(`${BENCH}node_modules/.bin/bun`)
@@ -133,7 +130,7 @@ async function startServer(server: Server) {
 
 async function load(
   options: Record<string, unknown>,
-  onLine?: (line: string) => Promise<void>,
+  onLine?: (line: string) => void,
 ) {
   const child = new Deno.Command("bash", {
     args: [
@@ -163,7 +160,7 @@ async function load(
       buffered = buffered.slice(newline + 1);
       last = line;
       if (onLine && line.includes('"connected"')) {
-        await onLine(line);
+        onLine(line);
         await writer.write(new TextEncoder().encode("go\n"));
       }
     }
@@ -192,8 +189,7 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "closed1000",
@@ -205,13 +201,11 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "open",
-    title:
-      "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
+    title: "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
     repeat: 3,
     load: {
       scenario: "open",
@@ -232,9 +226,7 @@ const SCENARIOS: Scenario[] = [
     report: (r, extra) =>
       `${rate(r.connectPerSecond)} connects/s, ${
         (extra.rssPerConnection / 1024).toFixed(1)
-      } KiB RSS each, broadcast to all ${
-        ms(r.broadcastMs)
-      } (${r.reached} reached)`,
+      } KiB RSS each, broadcast to all ${ms(r.broadcastMs)} (${r.reached} reached)`,
   },
   {
     key: "stalled",
@@ -249,11 +241,9 @@ const SCENARIOS: Scenario[] = [
       stalled: true,
     },
     report: (r, extra) =>
-      `others' p99 ${ms(r.p99)}, loss ${
-        (r.loss * 100).toFixed(2)
-      }%, server RSS +${(extra.rssGrowth / 2 ** 20).toFixed(1)} MiB, +${
-        (extra.lateGrowth / 2 ** 20).toFixed(1)
-      } MiB of it in the second half`,
+      `others' p99 ${ms(r.p99)}, loss ${(r.loss * 100).toFixed(2)}%, server RSS +${
+        (extra.rssGrowth / 2 ** 20).toFixed(1)
+      } MiB, +${(extra.lateGrowth / 2 ** 20).toFixed(1)} MiB of it in the second half`,
   },
 ];
 
@@ -278,7 +268,7 @@ async function measure(
   const t0 = performance.now();
   // Server RSS every half second, to tell flat from rising.
   const samples: [number, number][] = [];
-  const sampler = setInterval(async () => {
+  const sampler = setInterval(() => {
     samples.push([performance.now() - t0, rssBytes(started.pid)]);
   }, 500);
   try {
@@ -289,18 +279,17 @@ async function measure(
         batch: !!server.batch,
         relay: !!server.relay,
       },
-      async (line) => {
+      (line) => {
         const { connected } = JSON.parse(line);
-        extra.rssPerConnection = ((rssBytes(started.pid)) - rss0) /
-          connected;
+        extra.rssPerConnection = (rssBytes(started.pid) - rss0) / connected;
       },
     );
-    extra.rssGrowth = (rssBytes(started.pid)) - rss0;
+    extra.rssGrowth = rssBytes(started.pid) - rss0;
     // Growth over the run's second half, once the working set is built.
     const half = samples.find(([t]) => t >= (performance.now() - t0) / 2);
     extra.lateGrowth = half ? samples.at(-1)![1] - half[1] : NaN;
     const seconds = (performance.now() - t0) / 1000;
-    const serverCpu = ((cpuSeconds(started.pid)) - cpu0) / seconds;
+    const serverCpu = (cpuSeconds(started.pid) - cpu0) / seconds;
     const headline = scenario.key.startsWith("closed")
       ? result.deliveriesPerSecond
       : scenario.key === "idle"
@@ -327,9 +316,7 @@ if (import.meta.main) {
   const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
     a,
   ) => a.slice(7));
-  const scenarios = SCENARIOS.filter((s) =>
-    wanted.size === 0 || wanted.has(s.key)
-  );
+  const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
   const peers = await installPeers();
   const servers: Server[] = [
     {
@@ -387,9 +374,7 @@ if (import.meta.main) {
       new Date().toISOString().slice(0, 10)
     }, ${Deno.build.os}/${Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
-      (haveTaskset
-        ? "server on core 0, generator on core 1"
-        : "no taskset: not pinned"),
+      (haveTaskset ? "server on core 0, generator on core 1" : "no taskset: not pinned"),
   );
   if (!peers.ws) console.log("(node ws: not installed, skipped)");
   if (!peers.bun) console.log("(Bun: not installed, skipped)");
@@ -433,16 +418,12 @@ if (import.meta.main) {
         : "–";
       // A generator near a full core may be what limits the result.
       const bound = m.generatorCpu >= 0.9 ? " (generator-bound)" : "";
-      const of = measurements.length > 1
-        ? ` (median of ${measurements.length})`
-        : "";
+      const of = measurements.length > 1 ? ` (median of ${measurements.length})` : "";
       console.log(
         `| ${server.name} | ${
           scenario.report(m.result, m.extra)
         }${bound}${of} | ${ratio} | ${(m.serverCpu * 100).toFixed(0)}% | ${
-          Number.isFinite(m.generatorCpu)
-            ? `${(m.generatorCpu * 100).toFixed(0)}%`
-            : "–"
+          Number.isFinite(m.generatorCpu) ? `${(m.generatorCpu * 100).toFixed(0)}%` : "–"
         } |`,
       );
     }

@@ -175,8 +175,7 @@ Deno.test({
       await again.finished();
     } finally {
       await browser.close();
-      server.kill();
-      await server.finished();
+      await server.stop();
     }
   },
 });

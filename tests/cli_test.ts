@@ -73,16 +73,14 @@ Deno.test("the server's first line is its real address, also for --port 0", asyn
   assert.equal(cli.stdoutLines[0], `listening on ws://127.0.0.1:${port}`);
   assert.equal(await cli.stdout.next(), `chat page at http://127.0.0.1:${port}/`);
   assert.ok(port > 0);
-  cli.kill();
-  assert.equal((await cli.finished()).code, 0);
+  assert.equal((await cli.stop()).code, 0);
 });
 
 Deno.test("--host 0.0.0.0 stays 0.0.0.0, and IPv6 is bracketed", async () => {
   for (const [host, shown] of [["0.0.0.0", "0.0.0.0"], ["::1", "[::1]"]]) {
     const { cli, port } = await startServerProcess(["--host", host]);
     assert.equal(cli.stdoutLines[0], `listening on ws://${shown}:${port}`);
-    cli.kill();
-    assert.equal((await cli.finished()).code, 0);
+    assert.equal((await cli.stop()).code, 0);
   }
 });
 
@@ -121,8 +119,7 @@ Deno.test("one server, three `deno task client`s: each sees the others' lines", 
       "carol: hello from carol",
     ]);
   }
-  server.kill();
-  assert.equal((await server.finished()).code, 0);
+  assert.equal((await server.stop()).code, 0);
   const log = server.stdoutLines.join("\n");
   assert.match(log, /^From client 127\.0\.0\.1:\d+ "hello from bob"$/m);
   assert.equal(server.stdoutLines.filter((l) => l.startsWith("Disconnected ")).length, 3);
@@ -147,8 +144,7 @@ Deno.test("a piped client sends every non-blank line, then exits 0 at EOF", asyn
     "piper: second",
     "piper: last without newline",
   ]);
-  server.kill();
-  await server.finished();
+  await server.stop();
 });
 
 Deno.test("the client escapes control characters, one message per line", async () => {
@@ -159,8 +155,7 @@ Deno.test("the client escapes control characters, one message per line", async (
   peer.send("two\nlines \x1b[2J\rgone\u009b");
   assert.equal(await client.chat.next(), "peer: two\\x0alines \\x1b[2J\\x0dgone\\x9b");
   await client.finished();
-  server.kill();
-  await server.finished();
+  await server.stop();
 });
 
 Deno.test("a refused connection is one line on stderr and exit 1", async () => {
@@ -185,8 +180,7 @@ Deno.test("a refused upgrade reports the HTTP status and the server's reason", a
     result.stderr,
     `chat: cannot connect to ${url}/?name=a&name=b: HTTP 400: repeated name parameter: give one name\n`,
   );
-  server.kill();
-  await server.finished();
+  await server.stop();
 });
 
 Deno.test("SIGTERM and SIGINT: clients are closed with 1001, the server exits 0", async () => {
@@ -220,6 +214,5 @@ Deno.test("--room joins that room: its messages stay there", async () => {
   lobby.send("lobby only");
   assert.equal(await lobby.messages.next(), "lobby: lobby only");
   assert.deepEqual(rustacean.messages.queued, []);
-  server.kill();
-  await server.finished();
+  await server.stop();
 });

@@ -5,6 +5,7 @@
  */
 
 import { type ChatServer, serveChat, type ServerOptions } from "../server.ts";
+import { readLines } from "../client.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -175,20 +176,10 @@ function pumpLines(
   chat?: Inbox<string>,
 ) {
   return (async () => {
-    const decoder = new TextDecoder();
-    let partial = "";
-    for await (const chunk of stream) {
-      const parts = (partial + decoder.decode(chunk, { stream: true })).split("\n");
-      partial = parts.pop()!;
-      for (const line of parts) {
-        all.push(line);
-        inbox.push(line);
-        if (chat && !PRESENCE.test(line)) chat.push(line);
-      }
-    }
-    if (partial) {
-      all.push(partial);
-      inbox.push(partial);
+    for await (const line of readLines(stream)) {
+      all.push(line);
+      inbox.push(line);
+      if (chat && !PRESENCE.test(line)) chat.push(line);
     }
     inbox.end("output ended");
     chat?.end("output ended");
@@ -254,6 +245,12 @@ export class Cli {
     const status = await this.child.status;
     await this.#pumps;
     return status;
+  }
+
+  /** Sends `signal` and waits for the exit and all output. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    this.kill(signal);
+    return await this.finished();
   }
 
   kill(signal: Deno.Signal = "SIGTERM"): void {

@@ -14,6 +14,7 @@ import {
   TestClient,
 } from "./helpers.ts";
 import { RawSocket } from "./raw.ts";
+import { rssBytes } from "../bench/proc.ts";
 import { WELCOME } from "../protocol.ts";
 import { Backoff } from "../client.ts";
 
@@ -91,8 +92,7 @@ Deno.test("a piped file of 100 lines passes a default server's rate limit, all o
   assert.equal(result.code, 0, result.stderr);
   assert.deepEqual(await watcher.messages.many(100), lines.map((l) => `cat: ${l}`));
   assert.ok(!result.stdout.includes("* rate limit"), "the client was refused");
-  server.kill();
-  await server.finished();
+  await server.stop();
 });
 
 Deno.test("backoff: 0.5 s doubling to 30 s, jittered, reset after a connection", () => {
@@ -153,8 +153,7 @@ Deno.test("--reconnect: retries until the server is up, across a restart, lines 
     "phoenix: while down 2",
     "phoenix: during restart",
   ]);
-  server.kill();
-  await server.finished();
+  await server.stop();
 });
 
 Deno.test("--reconnect: an HTTP 503 (server full) is retried until a slot frees", async () => {
@@ -172,8 +171,7 @@ Deno.test("--reconnect: an HTTP 503 (server full) is retried until a slot frees"
   );
   assert.equal(await client.chat.next(), WELCOME);
   assert.equal((await client.finished()).code, 0);
-  server.kill();
-  await server.finished();
+  await server.stop();
 });
 
 Deno.test("--reconnect does not retry a refusal that will not change (HTTP 400)", async () => {
@@ -189,18 +187,8 @@ Deno.test("--reconnect does not retry a refusal that will not change (HTTP 400)"
     result.stderr,
     `chat: cannot connect to ${url}/?name=a&name=b: HTTP 400: repeated name parameter: give one name\n`,
   );
-  server.kill();
-  await server.finished();
+  await server.stop();
 });
-
-/** The resident memory of a process, in bytes (Linux). */
-async function rss(pid: number): Promise<number> {
-  // Deno lets only --allow-all read /proc; `cat` needs just --allow-run.
-  const { stdout } = await new Deno.Command("cat", { args: [`/proc/${pid}/status`] })
-    .output();
-  const status = new TextDecoder().decode(stdout);
-  return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) * 1024;
-}
 
 /** Sends `count` 4 KiB messages through a server process; returns its RSS growth. */
 async function rssGrowth(withStalledClient: boolean): Promise<number> {
@@ -209,12 +197,11 @@ async function rssGrowth(withStalledClient: boolean): Promise<number> {
   const stalled = withStalledClient
     ? await RawSocket.open(port, { path: "/?name=stalled" })
     : undefined;
-  const before = await rss(server.child.pid);
+  const before = rssBytes(server.child.pid);
   await pump(sender, "sender", 20_000, 4096);
-  const after = await rss(server.child.pid);
+  const after = rssBytes(server.child.pid);
   stalled?.close();
-  server.kill();
-  await server.finished();
+  await server.stop();
   return after - before;
 }
 

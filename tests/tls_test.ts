@@ -129,8 +129,7 @@ Deno.test({
     watcher.close();
     await closed;
     client.close();
-    server.kill();
-    assert.equal((await server.finished()).code, 0);
+    assert.equal((await server.stop()).code, 0);
   },
 });
 
@@ -145,8 +144,7 @@ Deno.test({
       result.stderr,
       `chat: cannot connect to wss://localhost:${port}/: certificate not trusted (UnknownIssuer); for a private CA use --ca FILE\n`,
     );
-    server.kill();
-    await server.finished();
+    await server.stop();
   },
 });
 
