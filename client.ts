@@ -228,12 +228,14 @@ async function httpProblem(
   return `HTTP ${status}`;
 }
 
+const encoder = new TextEncoder();
+
 function stdoutLine(line: string) {
-  writeAllSync(Deno.stdout, new TextEncoder().encode(line + "\n"));
+  writeAllSync(Deno.stdout, encoder.encode(line + "\n"));
 }
 
 function stderrLine(line: string) {
-  writeAllSync(Deno.stderr, new TextEncoder().encode(line + "\n"));
+  writeAllSync(Deno.stderr, encoder.encode(line + "\n"));
 }
 
 function delay(ms: number): Promise<void> {
@@ -322,9 +324,10 @@ function session(
   let closingByUs = false;
 
   // socket → output
+  let batched = false;
   socket.onmessage = (event) => {
     if (typeof event.data !== "string") return;
-    if (socket.protocol !== BATCH_PROTOCOL) return output(escapeControl(event.data));
+    if (!batched) return output(escapeControl(event.data));
     for (const message of event.data.split(BATCH_SEPARATOR)) {
       output(escapeControl(message));
     }
@@ -350,6 +353,7 @@ function session(
   // outgoing lines → socket
   socket.onopen = async () => {
     wasOpen = true;
+    batched = socket.protocol === BATCH_PROTOCOL;
     onOpen();
     const closed = ended.promise.then(() => undefined);
     while (true) {
