@@ -106,6 +106,13 @@ export function whoLine(names: readonly string[]): string {
   return `* online (${names.length}): ${names.join(", ")}`;
 }
 
+/** To every member of this instance when the backplane goes, and to each joining while it is gone. */
+export const BACKPLANE_DOWN =
+  "* backplane down: messages reach only this server's members until it is back";
+
+/** To every member of this instance when the backplane is back. */
+export const BACKPLANE_BACK = "* backplane back: messages reach every server again";
+
 /** The answer to `/help`. */
 export const HELP_LINE =
   "* commands: /who (who is online), /help (this list); start a message with // to send one that starts with /";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { chatLine, joinedNotice, leftNotice, yewMessage, yewUsers } from "./protocol.ts";
+import { chatLine, yewMessage, yewUsers } from "./protocol.ts";
 import { utf8Length } from "./limits.ts";
 
 /**
@@ -19,16 +19,18 @@ export type Codec = "plain" | "yew";
 
 /** Someone who receives a room's messages. */
 export interface Member {
+  /** Tells members of one instance apart (events name their sender by it). */
+  readonly id: number;
   /** How others see this member: its name, or its address without one. */
   readonly sender: string;
   /** The form its frames take. */
   readonly codec: Codec;
   /**
    * Queues one encoded frame for this member; `bytes` is its UTF-8 length
-   * when the caller knows it (a broadcast computes it once for everyone).
-   * Must not throw.
+   * when the caller knows it (a broadcast computes it once for everyone),
+   * `seq` a chat message's place in the backplane's order. Must not throw.
    */
-  deliver(frame: string, bytes?: number): void;
+  deliver(frame: string, bytes?: number, seq?: number): void;
 }
 
 /** One chat message, before it is encoded for anyone. */
@@ -87,6 +89,11 @@ export class Room<M extends Member = Member> {
     return this.#members.size;
   }
 
+  /** True when some member speaks YewChat (and so needs user lists). */
+  get hasYew(): boolean {
+    return this.#yew.size > 0;
+  }
+
   /** The members' names, in the order they joined. */
   who(): string[] {
     return [...this.#members].map((member) => member.sender);
@@ -97,64 +104,78 @@ export class Room<M extends Member = Member> {
     return this.#history;
   }
 
-  /**
-   * Adds a member and tells the others (`* NAME joined (N online)`, or a
-   * user list for YewChat members). The newcomer is told nothing here.
-   */
-  join(member: M): void {
-    if (this.#members.has(member)) return;
+  /** Adds a member; nobody is told (see `announce`). False if it was one already. */
+  add(member: M): boolean {
+    if (this.#members.has(member)) return false;
     this.#members.add(member);
-    this.#presence(joinedNotice(member.sender, this.size), member);
+    if (member.codec === "yew") this.#yew.add(member);
+    return true;
   }
 
-  /** Removes a member and tells the others. Removing twice is harmless. */
-  leave(member: M): void {
-    if (!this.#members.delete(member)) return;
-    this.#presence(leftNotice(member.sender, this.size), member);
+  /** Removes a member; false if it was not one. */
+  remove(member: M): boolean {
+    this.#yew.delete(member);
+    return this.#members.delete(member);
   }
 
-  #presence(notice: string, subject: M) {
-    if (subject.codec === "yew") {
-      if (this.#members.has(subject)) this.#yew.add(subject);
-      else this.#yew.delete(subject);
-    }
-    if (this.size <= this.presenceLimit) {
+  /**
+   * A join or leave: plain members but the subject (`except`, a member id)
+   * get `notice` while the room has at most `presenceLimit` members
+   * (`online`, on every instance); YewChat members get the user list
+   * `users` on every change, whatever the room's size, since they show
+   * messages only from senders on their latest list.
+   */
+  announce(
+    notice: string,
+    online: number,
+    users: readonly string[] | undefined,
+    except?: number,
+  ): void {
+    if (online <= this.presenceLimit) {
       for (const member of this.#members) {
-        if (member !== subject && member.codec === "plain") member.deliver(notice);
+        if (member.id !== except && member.codec === "plain") member.deliver(notice);
       }
     }
-    // YewChat clients show messages only from senders on their latest list,
-    // so they get it on every change, whatever the room's size; a YewChat
-    // newcomer gets it too, itself included.
-    if (this.#yew.size > 0) {
-      const users = yewUsers(this.who());
-      for (const member of this.#yew) member.deliver(users);
+    if (users) this.users(users);
+  }
+
+  /** Sends YewChat members the user list. */
+  users(names: readonly string[]): void {
+    if (this.#yew.size === 0) return;
+    const list = yewUsers(names);
+    for (const member of this.#yew) member.deliver(list);
+  }
+
+  /** A notice to every plain member, whatever the room's size. */
+  notify(notice: string): void {
+    for (const member of this.#members) {
+      if (member.codec === "plain") member.deliver(notice);
     }
   }
 
   /**
-   * Hands a chat message to every member except `except`, encoded once per
-   * codec; delivery is synchronous, so every member sees messages in the
-   * order they were broadcast. The message joins the history. Returns how
-   * many members it was handed to.
+   * Hands a chat message to every member but the one whose id is `except`,
+   * encoded once per codec; delivery is synchronous, so every member sees
+   * messages in the order they were broadcast. The message joins the
+   * history. Returns how many members it was handed to.
    */
-  broadcast(message: ChatMessage, except?: M): number {
+  broadcast(message: ChatMessage, except?: number, seq?: number): number {
     const line = chatLine(message.from, message.text);
     const lineBytes = utf8Length(line);
     let json: string | undefined;
     let jsonBytes = 0;
     let recipients = 0;
     for (const member of this.#members) {
-      if (member === except) continue;
+      if (member.id === except) continue;
       recipients++;
       if (member.codec === "plain") {
-        member.deliver(line, lineBytes);
+        member.deliver(line, lineBytes, seq);
       } else {
         if (json === undefined) {
           json = yewMessage(message);
           jsonBytes = utf8Length(json);
         }
-        member.deliver(json, jsonBytes);
+        member.deliver(json, jsonBytes, seq);
       }
     }
     if (this.historySize > 0) {
@@ -186,9 +207,21 @@ export class Hub<M extends Member = Member> {
     return this.#rooms.get(room)?.has(name) ?? false;
   }
 
-  /** Drops `room` if nobody is in it or about to join it. */
-  tidy(room: Room<M>): void {
-    if (room.empty && this.#rooms.get(room.name) === room) this.#rooms.delete(room.name);
+  /** The room called `name` if it exists. */
+  get(name: string): Room<M> | undefined {
+    return this.#rooms.get(name);
+  }
+
+  /** Drops `room` if nobody is in it or about to join it; true if it did. */
+  tidy(room: Room<M>): boolean {
+    if (!room.empty || this.#rooms.get(room.name) !== room) return false;
+    this.#rooms.delete(room.name);
+    return true;
+  }
+
+  /** Every room. */
+  rooms(): IterableIterator<Room<M>> {
+    return this.#rooms.values();
   }
 
   /** How many rooms exist. */

@@ -14,12 +14,16 @@
  */
 
 import {
+  BACKPLANE_BACK,
+  BACKPLANE_DOWN,
   BATCH_PROTOCOL,
   BATCH_SEPARATOR,
   CloseCode,
   CloseReason,
   formatAddress,
   HELP_LINE,
+  joinedNotice,
+  leftNotice,
   nameProblem,
   parseYew,
   rateLimitNotice,
@@ -35,6 +39,14 @@ import { Admission, FLOOD_WINDOW_MS, messageBytes, utf8Length } from "./limits.t
 import { Metrics, type RefusalReason } from "./metrics.ts";
 import { Outbox, TurnChecks } from "./outbox.ts";
 import { type Codec, Hub, type Member, type Room } from "./room.ts";
+import {
+  type Backplane,
+  type BackplaneHandlers,
+  type Delivery,
+  LocalBackplane,
+  RedisBackplane,
+  type RoomEvent,
+} from "./backplane.ts";
 import { type Log, stdoutLog } from "./log.ts";
 import {
   type CommandSpec,
@@ -101,6 +113,19 @@ export interface ServerOptions {
   cert?: string;
   /** TLS private key, PEM, matching `cert`. @default {none} */
   key?: string;
+  /**
+   * A Redis server (`redis://[user:password@]host[:port][/db]`, `rediss://`
+   * for TLS) through which several instances serve the same rooms, presence
+   * and history; without it, the server stands alone. @default {none}
+   */
+  redis?: string;
+  /** What the backplane's Redis keys and channels start with. @default {"chat:"} */
+  redisPrefix?: string;
+  /**
+   * Milliseconds any Redis call may take; a later answer counts as Redis
+   * being down. @default {1000}
+   */
+  redisTimeout?: number;
   /** Where log lines go. @default {each line to stdout} */
   log?: Log;
 }
@@ -120,6 +145,8 @@ export const SERVER_DEFAULTS = {
   maxClients: 10000,
   idleTimeout: 30,
   shutdownTimeout: 5,
+  redisPrefix: "chat:",
+  redisTimeout: 1000,
 } as const;
 
 /** A running chat server. */
@@ -169,6 +196,15 @@ interface ConnectionEvents {
 /** One connected client: a member of the chat, with its admission and outbox. */
 class Connection implements Member {
   #gone = false;
+  /** True once out of the room for the others (its name given back to the backplane). */
+  released = false;
+  /**
+   * While a newcomer waits for the room's history from the backplane, what
+   * the room sends it waits here, with each chat message's `seq`.
+   */
+  catchUp?: [frame: string, bytes: number | undefined, seq: number | undefined][];
+  /** Messages that arrived while the backplane decides on a YewChat NICK. */
+  held?: string[];
   /** Plain until a client without a name registers as a YewChat client. */
   codec: Codec = "plain";
   /** False until the client is in its room (without a name: until it said how it speaks). */
@@ -179,6 +215,7 @@ class Connection implements Member {
   outbox!: Outbox;
 
   constructor(
+    readonly id: number,
     readonly socket: WebSocket,
     /** `IP:PORT` as the server sees it. */
     readonly address: string,
@@ -206,8 +243,12 @@ class Connection implements Member {
     }
   }
 
-  deliver(frame: string, bytes?: number): void {
+  deliver(frame: string, bytes?: number, seq?: number): void {
     if (this.outbox.stopped) return;
+    if (this.catchUp) {
+      this.catchUp.push([frame, bytes, seq]);
+      return;
+    }
     this.metrics.bytesSent += bytes ?? utf8Length(frame);
     this.outbox.send(frame);
   }
@@ -221,6 +262,11 @@ class Connection implements Member {
   close(code: number, reason: string): void {
     this.outbox.stop();
     if (this.socket.readyState === WebSocket.OPEN) this.socket.close(code, reason);
+  }
+
+  /** True once its socket closed. */
+  get gone(): boolean {
+    return this.#gone;
   }
 
   /** True the first time it is called: `onclose` may fire twice. */
@@ -298,6 +344,82 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   const turns = new TurnChecks();
   let shuttingDown = false;
   let allClosed: (() => void) | undefined;
+  let lastId = 0;
+
+  const handlers: BackplaneHandlers = {
+    deliver: deliverEvent,
+    changed(up) {
+      for (const room of hub.rooms()) room.notify(up ? BACKPLANE_BACK : BACKPLANE_DOWN);
+    },
+    presence() {
+      const rooms = new Map<string, string[]>();
+      for (const room of hub.rooms()) if (room.size > 0) rooms.set(room.name, room.who());
+      return rooms;
+    },
+    log,
+  };
+  const backplane: Backplane = options.redis === undefined
+    ? new LocalBackplane(handlers)
+    : new RedisBackplane({
+      url: options.redis,
+      prefix: settings.redisPrefix,
+      timeoutMs: settings.redisTimeout,
+      historySize: settings.history,
+      namesLimit: settings.presenceLimit,
+    }, handlers);
+
+  /**
+   * A room's event, in the backplane's order, to this instance's members:
+   * each message to every member (but its sender without echo), each join
+   * or leave as a notice and a YewChat user list.
+   */
+  function deliverEvent(roomName: string, event: RoomEvent, delivery: Delivery) {
+    const room = hub.get(roomName);
+    if (!room) return;
+    const subject = event.origin === backplane.instance ? event.conn : undefined;
+    if (event.kind === "message") {
+      metrics.messagesDelivered += room.broadcast(
+        event,
+        settings.echo ? undefined : subject,
+        delivery.seq,
+      );
+      return;
+    }
+    const online = delivery.online ?? room.size;
+    const notice = event.kind === "joined"
+      ? joinedNotice(event.name, online)
+      : leftNotice(event.name, online);
+    // Through Redis, a large room's events do not list names: ask for them.
+    const users = delivery.names ?? (delivery.seq === undefined ? room.who() : undefined);
+    room.announce(notice, online, users, subject);
+    if (users === undefined && room.hasYew) {
+      void backplane.who(roomName).then((names) => hub.get(roomName)?.users(names ?? []));
+    }
+  }
+
+  /** Drops `room` once nobody is in it or about to join it. */
+  function tidy(room: Room<Connection>) {
+    if (hub.tidy(room)) backplane.close(room.name);
+  }
+
+  /** Takes a client out of its room for everyone (once), announcing it if it was in. */
+  function leave(connection: Connection) {
+    if (connection.released) return;
+    connection.released = true;
+    const wasMember = connection.room.remove(connection);
+    backplane.release(
+      connection.room.name,
+      connection.sender,
+      wasMember
+        ? {
+          kind: "left",
+          name: connection.sender,
+          origin: backplane.instance,
+          conn: connection.id,
+        }
+        : undefined,
+    );
+  }
 
   /** Takes a client out of the chat and closes it; it may take a while to go. */
   function drop(
@@ -308,7 +430,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     refusal?: RefusalReason,
   ) {
     if (refusal) metrics.refuse(refusal);
-    connection.room.leave(connection);
+    leave(connection);
     connection.close(code, reason);
     if (why) log(`Dropped ${connection.address}: ${why}`);
   }
@@ -316,9 +438,9 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   function forget(connection: Connection) {
     if (!connection.markGone()) return;
     clearTimeout(connection.registerTimer);
-    connection.room.leave(connection);
+    leave(connection);
     connection.room.release(connection.sender);
-    hub.tidy(connection.room);
+    tidy(connection.room);
     connection.outbox.stop();
     connections.delete(connection);
     log(`Disconnected ${connection.address}`);
@@ -327,17 +449,48 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
 
   /**
    * Puts a client in its room: a plain one gets the welcome and the room's
-   * history first; a YewChat one gets the user list (from `join`) and no text.
+   * history first; a YewChat one gets the user list (from the join) and no
+   * text. Then everyone is told.
    */
   function enter(connection: Connection, codec: Codec) {
     clearTimeout(connection.registerTimer);
     connection.codec = codec;
     connection.joined = true;
+    const room = connection.room;
     if (codec === "plain") {
       connection.deliver(WELCOME);
-      for (const line of connection.room.history()) connection.deliver(line);
+      if (backplane.shared && backplane.up) {
+        catchUp(connection);
+      } else {
+        for (const line of room.history()) connection.deliver(line);
+        if (backplane.shared) connection.deliver(BACKPLANE_DOWN);
+      }
     }
-    connection.room.join(connection);
+    room.add(connection);
+    backplane.publish(room.name, {
+      kind: "joined",
+      name: connection.sender,
+      origin: backplane.instance,
+      conn: connection.id,
+    });
+  }
+
+  /**
+   * A newcomer's history from the backplane: what the room sends meanwhile
+   * waits, then follows the history, without the messages already in it.
+   */
+  function catchUp(connection: Connection) {
+    connection.catchUp = [];
+    void backplane.history(connection.room.name).then((recent) => {
+      const waiting = connection.catchUp ?? [];
+      connection.catchUp = undefined;
+      for (const line of recent?.lines ?? []) connection.deliver(line);
+      for (const [frame, bytes, seq] of waiting) {
+        if (seq === undefined || recent === undefined || seq > recent.last) {
+          connection.deliver(frame, bytes);
+        }
+      }
+    });
   }
 
   /**
@@ -353,19 +506,48 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       return false;
     }
     clearTimeout(connection.registerTimer);
+    const room = connection.room;
     const problem = nameProblem(nick) ??
-      (connection.room.claim(nick) ? undefined : `name taken: ${nick}`);
+      (room.claim(nick) ? undefined : `name taken: ${nick}`);
     if (problem) {
       drop(connection, CloseCode.POLICY_VIOLATION, problem, problem, "bad_name");
       return true;
     }
-    connection.room.release(connection.sender);
-    connection.sender = nick;
-    enter(connection, "yew");
+    if (!backplane.shared) {
+      takeNick(connection, nick);
+      return true;
+    }
+    // Other instances may hold the name: messages wait for the answer.
+    connection.held = [];
+    void backplane.claim(room.name, nick).then((claimed) => {
+      try {
+        const held = connection.held ?? [];
+        connection.held = undefined;
+        if (connection.gone || claimed === "taken") {
+          room.release(nick);
+          if (claimed === "claimed") backplane.release(room.name, nick);
+          if (connection.gone) return tidy(room);
+          const taken = `name taken: ${nick}`;
+          return drop(connection, CloseCode.POLICY_VIOLATION, taken, taken, "bad_name");
+        }
+        takeNick(connection, nick);
+        for (const data of held) handleText(connection, data);
+      } catch (error) {
+        failed(connection, "register", error);
+      }
+    });
     return true;
   }
 
-  /** One message from a client: admit it, then run it as a command or broadcast it. */
+  /** A YewChat client takes its NICK instead of its address. */
+  function takeNick(connection: Connection, nick: string) {
+    connection.room.release(connection.sender);
+    backplane.release(connection.room.name, connection.sender);
+    connection.sender = nick;
+    enter(connection, "yew");
+  }
+
+  /** One message from a client: admit it, then handle it. */
   function receive(connection: Connection, data: unknown) {
     if (shuttingDown || connection.outbox.stopped) return;
     if (typeof data !== "string") {
@@ -405,6 +587,12 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         }
         return;
     }
+    if (connection.held) return void connection.held.push(data);
+    handleText(connection, data);
+  }
+
+  /** An admitted message: a register, a command, or a message for the room. */
+  function handleText(connection: Connection, data: string) {
     if (!connection.joined && register(connection, data)) return;
     let text: string | undefined = data;
     if (connection.codec === "yew") {
@@ -423,10 +611,14 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
     if (!settings.quiet) log(`From client ${connection.address} ${JSON.stringify(text)}`);
     metrics.messagesReceived++;
-    metrics.messagesDelivered += connection.room.broadcast(
-      { from: connection.sender, text, time: Date.now() },
-      settings.echo ? undefined : connection,
-    );
+    backplane.publish(connection.room.name, {
+      kind: "message",
+      from: connection.sender,
+      text,
+      time: Date.now(),
+      origin: backplane.instance,
+      conn: connection.id,
+    });
   }
 
   /** A line starting with `/`: answered to the sender alone, never broadcast. */
@@ -434,7 +626,11 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     const name = line.split(/\s/, 1)[0];
     switch (name) {
       case "/who":
-        return connection.deliver(whoLine(connection.room.who()));
+        if (!backplane.shared) return connection.deliver(whoLine(connection.room.who()));
+        // Everyone on every instance, by name (this instance's alone while Redis is down).
+        return void backplane.who(connection.room.name).then((names) =>
+          connection.deliver(whoLine(names ?? connection.room.who().sort()))
+        );
       case "/help":
         return connection.deliver(HELP_LINE);
       default:
@@ -507,6 +703,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     batching: boolean,
   ) {
     const connection = new Connection(
+      ++lastId,
       socket,
       address,
       name ?? address,
@@ -529,7 +726,10 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
   }
 
-  function handle(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response {
+  async function handle(
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Promise<Response> {
     const requestUrl = new URL(request.url);
     const roomName = roomFromPath(requestUrl.pathname);
     const upgrading = isUpgrade(request);
@@ -543,7 +743,10 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         // The page for joining under a name that is taken: the page asks
         // this first, since a browser cannot see a refused upgrade's status.
         const wanted = requestUrl.searchParams.get("name");
-        if (wanted && hub.has(roomName, wanted)) {
+        if (
+          wanted &&
+          (hub.has(roomName, wanted) || await backplane.taken(roomName, wanted))
+        ) {
           return plainResponse(409, `name taken: ${wanted}`);
         }
         return new Response(chatPage(roomName), { headers: PAGE_HEADERS });
@@ -553,9 +756,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         upgrade: "websocket",
       });
     }
-    if (shuttingDown) {
-      return plainResponse(503, CloseReason.SHUTTING_DOWN, { "retry-after": "5" });
-    }
+    if (shuttingDown) return shuttingDownResponse();
     const refusedOrigin = originProblem(request, allowedOrigins);
     if (refusedOrigin) {
       metrics.refuse("origin");
@@ -582,11 +783,29 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     // Read before the upgrade: afterwards the request is closed and so is `info`.
     const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
     const room = hub.room(roomName);
+    const claimed = name ?? address;
     // The name is held from now on, so two upgrades cannot both take it.
-    if (!room.claim(name ?? address)) {
+    if (!room.claim(claimed)) {
       metrics.refuse("bad_name");
-      hub.tidy(room);
+      tidy(room);
       return plainResponse(409, `name taken: ${name}`);
+    }
+    if (backplane.shared) {
+      // Other instances may hold the name; and the room's events must flow
+      // here before the client is in it.
+      await backplane.started;
+      const [answer] = await Promise.all([
+        backplane.claim(roomName, claimed),
+        backplane.open(roomName),
+      ]);
+      if (shuttingDown || (answer === "taken" && name !== undefined)) {
+        room.release(claimed);
+        if (answer === "claimed") backplane.release(roomName, claimed);
+        tidy(room);
+        if (shuttingDown) return shuttingDownResponse();
+        metrics.refuse("bad_name");
+        return plainResponse(409, `name taken: ${name}`);
+      }
     }
     let upgrade: Deno.WebSocketUpgrade;
     try {
@@ -595,12 +814,23 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         protocol: batching ? BATCH_PROTOCOL : undefined,
       });
     } catch (error) {
-      room.release(name ?? address);
-      hub.tidy(room);
+      room.release(claimed);
+      backplane.release(roomName, claimed);
+      tidy(room);
       return plainResponse(400, `bad WebSocket upgrade: ${errorText(error)}`);
     }
     attach(upgrade.socket, address, name, room, batching);
     return upgrade.response;
+  }
+
+  function shuttingDownResponse(): Response {
+    return plainResponse(503, CloseReason.SHUTTING_DOWN, { "retry-after": "5" });
+  }
+
+  /** What `/healthz` says of the backplane: `none`, `up` or `down`. */
+  function backplaneState(): "none" | "up" | "down" {
+    if (!backplane.shared) return "none";
+    return backplane.up ? "up" : "down";
   }
 
   /** `/healthz`, `/readyz` and `/metrics`; `undefined` for any other path. */
@@ -610,16 +840,28 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
         // Alive while it serves; the backplane's state is information here.
         return Response.json({
           status: shuttingDown ? "shutting down" : "ok",
-          backplane: "none",
+          backplane: backplaneState(),
         });
       case "/readyz":
-        // Ready unless shutting down (and, with a backplane, unless it is down).
-        return shuttingDown
-          ? Response.json({ ready: false, reason: "shutting down" }, { status: 503 })
-          : Response.json({ ready: true });
+        // Not ready while shutting down, or while the backplane is down.
+        if (shuttingDown) {
+          return Response.json({ ready: false, reason: "shutting down" }, {
+            status: 503,
+          });
+        }
+        if (backplaneState() === "down") {
+          return Response.json({ ready: false, reason: "backplane down" }, {
+            status: 503,
+          });
+        }
+        return Response.json({ ready: true });
       case "/metrics":
         return new Response(
-          metrics.render({ clients: hub.members, rooms: hub.occupied }),
+          metrics.render({
+            clients: hub.members,
+            rooms: hub.occupied,
+            backplaneUp: backplane.shared ? backplane.up : undefined,
+          }),
           {
             headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
           },
@@ -664,6 +906,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     }
     await Promise.race([closed, deadline.promise]);
     turns.stop();
+    await backplane.stop();
     // A client that never reads cannot be closed by the native API: past the
     // deadline, the caller exits the process rather than wait for it.
     await Promise.race([httpServer.shutdown(), deadline.promise]);
@@ -827,6 +1070,25 @@ export const SERVER_COMMAND: CommandSpec = {
       valueName: "FILE",
       help: "TLS private key (PEM) for --cert",
     },
+    {
+      name: "redis",
+      type: "string",
+      valueName: "URL",
+      help: "share rooms with every instance on this Redis (redis://HOST:PORT)",
+    },
+    {
+      name: "redis-prefix",
+      type: "string",
+      valueName: "PREFIX",
+      default: SERVER_DEFAULTS.redisPrefix,
+      help: "what the Redis keys and channels start with",
+    },
+    numberFlag(
+      "redis-timeout",
+      "redisTimeout",
+      "MS",
+      "a Redis call answered later than this counts as Redis down",
+    ),
   ],
 };
 
@@ -864,7 +1126,16 @@ export function serverOptions(values: FlagValues): ServerOptions {
   if ((certFile === undefined) !== (keyFile === undefined)) {
     throw new UsageError("--cert and --key go together: give both or neither", command);
   }
+  const redis = values.redis as string | undefined;
+  if (redis !== undefined) redisProblem(command, redis);
+  const redisPrefix = values["redis-prefix"] as string | undefined;
+  if (redisPrefix !== undefined && /\s/.test(redisPrefix)) {
+    throw new UsageError("--redis-prefix cannot contain spaces", command);
+  }
   return {
+    redis,
+    redisPrefix,
+    redisTimeout: number("redis-timeout", 1, 600_000),
     hostname: host,
     port: number("port", 0, 65535),
     echo: !values["no-echo"],
@@ -882,6 +1153,24 @@ export function serverOptions(values: FlagValues): ServerOptions {
     cert: certFile === undefined ? undefined : readPem(command, "cert", certFile),
     key: keyFile === undefined ? undefined : readPem(command, "key", keyFile),
   };
+}
+
+/** Throws a `UsageError` unless `url` is a `redis://` or `rediss://` URL with a host. */
+function redisProblem(command: string, url: string): void {
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // Reported below.
+  }
+  if (
+    parsed && (parsed.protocol === "redis:" || parsed.protocol === "rediss:") &&
+    parsed.hostname !== ""
+  ) return;
+  throw new UsageError(
+    `invalid --redis ${JSON.stringify(url)}: expected redis://HOST[:PORT] or rediss://`,
+    command,
+  );
 }
 
 function readPem(command: string, flag: string, file: string): string {

@@ -117,3 +117,36 @@ Deno.test("server flags become server options", async () => {
     UsageError,
   );
 });
+
+Deno.test("--redis takes a redis:// URL; the prefix and timeout have defaults", async () => {
+  const { SERVER_COMMAND, serverOptions } = await import("../server.ts");
+  const options = serverOptions(parseFlags(SERVER_COMMAND, [
+    "--redis",
+    "redis://127.0.0.1:6379",
+    "--redis-timeout",
+    "250",
+  ]));
+  assert.equal(options.redis, "redis://127.0.0.1:6379");
+  assert.equal(options.redisTimeout, 250);
+  assert.equal(options.redisPrefix, undefined);
+  assert.match(usage(SERVER_COMMAND), /--redis-prefix PREFIX +.+\(default: chat:\)/);
+  const refused = (args: string[]) => {
+    try {
+      serverOptions(parseFlags(SERVER_COMMAND, args));
+    } catch (error) {
+      assert.ok(error instanceof UsageError);
+      return error.line();
+    }
+    throw new Error("no usage error");
+  };
+  assert.equal(
+    refused(["--redis", "127.0.0.1:6379"]),
+    `chat: invalid --redis "127.0.0.1:6379": expected redis://HOST[:PORT] or rediss:// (try 'chat server --help')`,
+  );
+  assert.match(refused(["--redis", "http://x"]), /invalid --redis/);
+  assert.match(refused(["--redis-timeout", "0"]), /--redis-timeout/);
+  assert.match(
+    refused(["--redis-prefix", "a b"]),
+    /--redis-prefix cannot contain spaces/,
+  );
+});

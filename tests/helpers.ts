@@ -320,3 +320,81 @@ export function closedPort(): number {
   listener.close();
   return port;
 }
+
+/** True when Debian's `redis-server` is installed (`.ci/run` installs it). */
+export const HAS_REDIS = (() => {
+  try {
+    return Deno.statSync("/usr/bin/redis-server").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+/** A throwaway `redis-server` on a free loopback port, without persistence. */
+export class RedisServer {
+  #child?: Deno.ChildProcess;
+  #output?: Promise<void>;
+
+  private constructor(readonly port: number) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts one on `port` (a free one by default) and waits until it accepts connections. */
+  static async start(port = closedPort()): Promise<RedisServer> {
+    const redis = new RedisServer(port);
+    await redis.restart();
+    return redis;
+  }
+
+  /** Starts it again on the same port (after `kill`). */
+  async restart(): Promise<void> {
+    const child = new Deno.Command("/usr/bin/redis-server", {
+      args: [
+        "--port",
+        String(this.port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const ready = Promise.withResolvers<void>();
+    this.#child = child;
+    this.#output = (async () => {
+      for await (const line of readLines(child.stdout)) {
+        if (line.includes("Ready to accept connections")) ready.resolve();
+      }
+      ready.reject(new Error(`redis-server on port ${this.port} did not start`));
+    })();
+    await ready.promise;
+  }
+
+  /** Sends `signal` (SIGKILL: gone at once; SIGSTOP: hung; SIGCONT: back). */
+  signal(signal: Deno.Signal): void {
+    this.#child?.kill(signal);
+  }
+
+  /** Kills it and waits until it is gone. */
+  async kill(): Promise<void> {
+    if (!this.#child) return;
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await this.#child.status;
+    await this.#output;
+    this.#child = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill();
+  }
+}

@@ -28,7 +28,9 @@ Deno.test("room paths: / is the default room, /NAME a room, anything else none",
 
 Deno.test("a room encodes a message once per codec and keeps the last N as history", () => {
   const frames: Record<string, string[]> = { a: [], b: [], y: [] };
+  let ids = 0;
   const member = (sender: string, codec: "plain" | "yew"): Member => ({
+    id: ++ids,
     sender,
     codec,
     deliver: (frame) => frames[sender].push(frame),
@@ -38,7 +40,8 @@ Deno.test("a room encodes a message once per codec and keeps the last N as histo
   const [a, b, y] = [member("a", "plain"), member("b", "plain"), member("y", "yew")];
   for (const m of [a, b, y]) {
     assert.ok(room.claim(m.sender));
-    room.join(m);
+    room.add(m);
+    room.announce(joinedNotice(m.sender, room.size), room.size, room.who(), m.id);
   }
   assert.equal(room.claim("a"), false);
   assert.deepEqual(frames.a, [joinedNotice("b", 2), joinedNotice("y", 3)]);
@@ -53,16 +56,27 @@ Deno.test("a room encodes a message once per codec and keeps the last N as histo
     '{"messageType":"message","data":"{\\"from\\":\\"a\\",\\"message\\":\\"three\\",\\"time\\":7}"}',
   );
   assert.deepEqual(room.history(), ["a: two", "a: three"]);
-  room.leave(b);
+  // Without echo the sender is left out, by id.
+  assert.equal(room.broadcast({ from: "a", text: "four", time: 8 }, a.id), 2);
+  assert.notEqual(frames.a.at(-1), "a: four");
+  room.remove(b);
+  room.announce(leftNotice("b", room.size), room.size, room.who(), b.id);
   assert.equal(frames.a.at(-1), leftNotice("b", 2));
+  assert.equal(frames.y.at(-1), yewUsers(["a", "y"]));
+  // Past the presence limit, plain members hear of joins no more; lists still go out.
+  const quiet = new Hub<Member>(0, 1).room("q");
+  quiet.add(a);
+  quiet.add(y);
+  quiet.announce(joinedNotice("y", 2), 2, quiet.who(), y.id);
+  assert.notEqual(frames.a.at(-1), joinedNotice("y", 2));
   assert.equal(frames.y.at(-1), yewUsers(["a", "y"]));
   // Dropped once empty, history and all.
   for (const m of [a, y]) {
-    room.leave(m);
+    room.remove(m);
     room.release(m.sender);
   }
   room.release("b");
-  hub.tidy(room);
+  assert.ok(hub.tidy(room));
   assert.equal(hub.size, 0);
   assert.deepEqual(hub.room("r").history(), []);
 });

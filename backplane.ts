@@ -1,0 +1,659 @@
+/**
+ * Backplanes: how a room's events (chat messages, joins and leaves) reach
+ * its members. In process (the default) an event is delivered at once, in
+ * the order it happened. With Redis, every instance publishes each event to
+ * the room's channel and delivers what Redis sends back, so the members of a
+ * room on every instance see one order, Redis's; presence and history live
+ * in Redis too, so they span instances.
+ *
+ * Redis keys, for a room at path `P` (`/` or `/rust`) under the prefix:
+ *
+ * - `PREFIX` `room:P`: the pub/sub channel; each payload is
+ *   `SEQ ONLINE NAMES JSON` (`ONLINE` empty and `NAMES` `*` for messages).
+ * - `PREFIX` `members:P`: sorted set, member name → expiry (Redis clock, ms);
+ *   each instance pushes its members' expiries `PRESENCE_TTL_MS` ahead every
+ *   `REFRESH_MS`, so a crashed instance's members expire.
+ * - `PREFIX` `owners:P`: hash, member name → the instance holding it.
+ * - `PREFIX` `history:P`: list of `SEQ LINE`, capped at `--history`.
+ * - `PREFIX` `seq:P`: the room's event counter.
+ *
+ * The room's keys expire with its last member.
+ *
+ * @module
+ */
+
+import { createClient } from "@redis/client";
+import { chatLine } from "./protocol.ts";
+
+/** Something that happened in a room, as instances tell each other. */
+export type RoomEvent =
+  | {
+    kind: "message";
+    from: string;
+    text: string;
+    /** When the server accepted it, in milliseconds since the epoch. */
+    time: number;
+    /** The instance whose client sent it. */
+    origin: string;
+    /** That client's connection number on its instance. */
+    conn: number;
+  }
+  | {
+    kind: "joined" | "left";
+    name: string;
+    /** Absent for members whose instance stopped refreshing them. */
+    origin?: string;
+    conn?: number;
+  };
+
+/** What a backplane knows about an event beyond the event itself. */
+export interface Delivery {
+  /** The event's place in the room's order in Redis; absent in process. */
+  seq?: number;
+  /** For joins and leaves: how many are in the room on all instances. */
+  online?: number;
+  /** For joins and leaves in rooms small enough: every member's name. */
+  names?: string[];
+}
+
+/** What a backplane calls back into. */
+export interface BackplaneHandlers {
+  /** An event for this instance's members of `room`. Must not throw. */
+  deliver(room: string, event: RoomEvent, delivery: Delivery): void;
+  /** The backplane went down (`false`) or came back (`true`). */
+  changed(up: boolean): void;
+  /** Each room with members here, and their names: written to Redis again. */
+  presence(): Map<string, string[]>;
+  log(line: string): void;
+}
+
+/** How instances share rooms. */
+export interface Backplane {
+  /** `none` in process, `redis` with Redis. */
+  readonly kind: "none" | "redis";
+  /** True when events travel through a shared backplane (presence, history and names too). */
+  readonly shared: boolean;
+  /** True while events reach every instance (always, in process). */
+  readonly up: boolean;
+  /** This instance's identity in events it publishes. */
+  readonly instance: string;
+  /** Settles once the first attempt to reach the backplane has ended, either way. */
+  readonly started: Promise<void>;
+  /** Sends an event to the room's members on every instance. */
+  publish(room: string, event: RoomEvent): void;
+  /** Takes `name` in `room` for this instance: `unknown` when the backplane cannot say. */
+  claim(room: string, name: string): Promise<"claimed" | "taken" | "unknown">;
+  /** Gives `name` back, announcing `left` if given. */
+  release(room: string, name: string, left?: RoomEvent): void;
+  /** Whether `name` is taken in `room` anywhere; `undefined` when unknown. */
+  taken(room: string, name: string): Promise<boolean | undefined>;
+  /** The room's members on every instance, by name; `undefined` when unknown. */
+  who(room: string): Promise<string[] | undefined>;
+  /** The room's recent messages and the last one's `seq`; `undefined` when unknown. */
+  history(room: string): Promise<{ lines: string[]; last: number } | undefined>;
+  /** Starts receiving the room's events (resolves once they flow). */
+  open(room: string): Promise<void>;
+  /** Stops receiving the room's events. */
+  close(room: string): void;
+  /** Lets outstanding calls finish (within the timeout), then disconnects. */
+  stop(): Promise<void>;
+}
+
+/** The default: one process, every event delivered at once. */
+export class LocalBackplane implements Backplane {
+  readonly kind = "none";
+  readonly shared = false;
+  readonly up = true;
+  readonly instance = "local";
+  readonly started = Promise.resolve();
+
+  constructor(readonly handlers: Pick<BackplaneHandlers, "deliver">) {}
+
+  publish(room: string, event: RoomEvent): void {
+    this.handlers.deliver(room, event, {});
+  }
+  claim(): Promise<"unknown"> {
+    return Promise.resolve("unknown");
+  }
+  release(room: string, _name: string, left?: RoomEvent): void {
+    if (left) this.handlers.deliver(room, left, {});
+  }
+  taken(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  who(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  history(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  open(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {}
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** How long a member stays in Redis's presence without a refresh from its instance. */
+export const PRESENCE_TTL_MS = 15_000;
+/** How often each instance refreshes its members' presence. */
+export const REFRESH_MS = 5_000;
+/** How often each instance checks that Redis still answers on both connections. */
+export const HEARTBEAT_MS = 1_000;
+/** The first wait before reconnecting; it doubles up to `MAX_RETRY_MS`. */
+const FIRST_RETRY_MS = 250;
+const MAX_RETRY_MS = 5_000;
+
+/** Every Redis operation of the chat, one script so each is atomic. */
+const SCRIPT = `
+local members, owners, history, seqkey, channel = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local op = ARGV[1]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+-- Publishes an event after the room's counter; joins and leaves carry the
+-- room's count and, up to limit members, their names ('*' when not listed).
+local function post(json, presence, limit)
+  local seq = redis.call('INCR', seqkey)
+  local online, names = '', '*'
+  if presence then
+    online = redis.call('ZCARD', members)
+    if online <= limit then names = table.concat(redis.call('ZRANGE', members, 0, -1), ',') end
+  end
+  redis.call('PUBLISH', channel, seq .. ' ' .. online .. ' ' .. names .. ' ' .. json)
+  return seq
+end
+
+-- With its last member the room's keys go, history included.
+local function tidy()
+  if redis.call('ZCARD', members) == 0 then
+    redis.call('DEL', members, owners, history, seqkey)
+  end
+end
+
+-- Members whose instance stopped refreshing them leave, announced.
+local function prune(limit)
+  local gone = redis.call('ZRANGEBYSCORE', members, '-inf', now)
+  for _, name in ipairs(gone) do
+    redis.call('ZREM', members, name)
+    redis.call('HDEL', owners, name)
+    post(cjson.encode({kind = 'left', name = name}), true, limit)
+  end
+  if #gone > 0 then tidy() end
+end
+
+-- Holds a name for an instance until now + ttl, unless another holds it.
+local function hold(name, instance, ttl)
+  local owner = redis.call('HGET', owners, name)
+  if owner and owner ~= instance then return false end
+  redis.call('ZADD', members, now + ttl, name)
+  redis.call('HSET', owners, name, instance)
+  for _, key in ipairs({members, owners, history, seqkey}) do redis.call('PEXPIRE', key, ttl) end
+  return true
+end
+
+if op == 'claim' then -- name, instance, ttl, limit
+  prune(tonumber(ARGV[5]))
+  if hold(ARGV[2], ARGV[3], tonumber(ARGV[4])) then return 1 end
+  return 0
+elseif op == 'post' then -- json, presence, limit, history line, history size
+  local seq = post(ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]))
+  local size = tonumber(ARGV[6])
+  if ARGV[5] ~= '' and size > 0 then
+    redis.call('RPUSH', history, seq .. ' ' .. ARGV[5])
+    redis.call('LTRIM', history, -size, -1)
+  end
+  return seq
+elseif op == 'leave' then -- name, instance, json or '', limit
+  if redis.call('HGET', owners, ARGV[2]) == ARGV[3] then
+    redis.call('ZREM', members, ARGV[2])
+    redis.call('HDEL', owners, ARGV[2])
+  end
+  if ARGV[4] ~= '' then post(ARGV[4], true, tonumber(ARGV[5])) end
+  tidy()
+  return 1
+elseif op == 'refresh' then -- instance, ttl, limit, names...
+  prune(tonumber(ARGV[4]))
+  local taken = {}
+  for i = 5, #ARGV do
+    if not hold(ARGV[i], ARGV[2], tonumber(ARGV[3])) then table.insert(taken, ARGV[i]) end
+  end
+  return taken
+elseif op == 'who' then -- limit
+  prune(tonumber(ARGV[2]))
+  return redis.call('ZRANGE', members, 0, -1)
+elseif op == 'taken' then -- name, limit
+  prune(tonumber(ARGV[3]))
+  return redis.call('HEXISTS', owners, ARGV[2])
+end
+return redis.error_reply('unknown operation ' .. tostring(op))
+`;
+
+/** What the Redis backplane is told. */
+export interface RedisBackplaneOptions {
+  /** `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS. */
+  url: string;
+  /** What every key and channel name starts with. @default {"chat:"} */
+  prefix?: string;
+  /** Milliseconds any Redis call may take before Redis counts as down. @default {1000} */
+  timeoutMs?: number;
+  /** Messages kept per room (`--history`). @default {50} */
+  historySize?: number;
+  /** Presence events list every name while a room has at most this many members. @default {200} */
+  namesLimit?: number;
+}
+
+/** The part of a Redis client the backplane uses. */
+interface Client {
+  connect(): Promise<unknown>;
+  sendCommand(args: string[]): Promise<unknown>;
+  subscribe(
+    channels: string | string[],
+    listener: (message: string, channel: string) => void,
+  ): Promise<void>;
+  unsubscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<void>;
+  ping(): Promise<unknown>;
+  destroy(): void;
+}
+type State = "connecting" | "up" | "down" | "stopped";
+
+/** The room's name from its path (`/` is the default room, `""`). */
+function roomPath(room: string): string {
+  return `/${room}`;
+}
+
+/** An event this instance published and has not yet received back. */
+interface InFlight {
+  room: string;
+  event: RoomEvent;
+}
+
+/**
+ * Rooms shared through Redis pub/sub. It never throws at its callers and
+ * never blocks them: while Redis is unreachable (refused, closed, or slower
+ * than the timeout) it delivers events locally, and it reconnects with
+ * backoff, subscribing every open room and writing its members' presence
+ * again before it counts as up.
+ */
+export class RedisBackplane implements Backplane {
+  readonly kind = "redis";
+  readonly shared = true;
+  readonly instance = crypto.randomUUID();
+  readonly started: Promise<void>;
+  readonly #options: Required<RedisBackplaneOptions>;
+  readonly #handlers: BackplaneHandlers;
+  #state: State = "connecting";
+  /** Bumped on every (re)connect: callbacks of older connections are ignored. */
+  #generation = 0;
+  #command?: Client;
+  #subscriber?: Client;
+  #sha = "";
+  /** Rooms whose events this instance receives, and their subscription. */
+  readonly #rooms = new Map<string, Promise<void>>();
+  /** Own events on their way through Redis, by id, in publish order. */
+  readonly #inFlight = new Map<number, InFlight>();
+  #nextId = 0;
+  #retries = 0;
+  #retryTimer?: ReturnType<typeof setTimeout>;
+  #heartbeat?: ReturnType<typeof setInterval>;
+  #beats = 0;
+  readonly #channelPrefix: string;
+  readonly #listener = (message: string, channel: string) =>
+    this.#received(message, channel);
+
+  constructor(options: RedisBackplaneOptions, handlers: BackplaneHandlers) {
+    this.#options = {
+      prefix: "chat:",
+      timeoutMs: 1000,
+      historySize: 50,
+      namesLimit: 200,
+      ...options,
+    };
+    this.#handlers = handlers;
+    this.#channelPrefix = `${this.#options.prefix}room:`;
+    this.started = this.#connect();
+  }
+
+  get up(): boolean {
+    return this.#state === "up";
+  }
+
+  publish(room: string, event: RoomEvent): void {
+    if (this.#state !== "up") return this.#handlers.deliver(room, event, {});
+    const id = ++this.#nextId;
+    this.#inFlight.set(id, { room, event });
+    const line = event.kind === "message" ? chatLine(event.from, event.text) : "";
+    void this.#eval(room, [
+      "post",
+      JSON.stringify({ ...event, id }),
+      event.kind === "message" ? "0" : "1",
+      String(this.#options.namesLimit),
+      line,
+      String(this.#options.historySize),
+    ]).then(() => {
+      // Nobody here receives the room any more: it will not come back.
+      if (!this.#rooms.has(room)) this.#inFlight.delete(id);
+    }, () => {});
+  }
+
+  async claim(room: string, name: string): Promise<"claimed" | "taken" | "unknown"> {
+    if (this.#state !== "up") return "unknown";
+    try {
+      const claimed = await this.#eval(room, [
+        "claim",
+        name,
+        this.instance,
+        String(PRESENCE_TTL_MS),
+        String(this.#options.namesLimit),
+      ]);
+      return claimed === 1 ? "claimed" : "taken";
+    } catch {
+      return "unknown";
+    }
+  }
+
+  release(room: string, name: string, left?: RoomEvent): void {
+    if (this.#state !== "up") {
+      if (left) this.#handlers.deliver(room, left, {});
+      return;
+    }
+    let json = "";
+    if (left) {
+      const id = ++this.#nextId;
+      this.#inFlight.set(id, { room, event: left });
+      json = JSON.stringify({ ...left, id });
+    }
+    void this.#eval(room, [
+      "leave",
+      name,
+      this.instance,
+      json,
+      String(this.#options.namesLimit),
+    ]).catch(() => {});
+  }
+
+  async taken(room: string, name: string): Promise<boolean | undefined> {
+    if (this.#state !== "up") return undefined;
+    try {
+      const exists = await this.#eval(room, [
+        "taken",
+        name,
+        String(this.#options.namesLimit),
+      ]);
+      return exists === 1;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async who(room: string): Promise<string[] | undefined> {
+    if (this.#state !== "up") return undefined;
+    try {
+      const names = await this.#eval(room, ["who", String(this.#options.namesLimit)]);
+      return (names as string[]).sort();
+    } catch {
+      return undefined;
+    }
+  }
+
+  async history(room: string): Promise<{ lines: string[]; last: number } | undefined> {
+    if (this.#state !== "up" || this.#options.historySize === 0) return undefined;
+    const command = this.#command!;
+    try {
+      const entries = await this.#call(
+        command.sendCommand(["LRANGE", this.#key("history", room), "0", "-1"]),
+      ) as string[];
+      let last = 0;
+      const lines = entries.map((entry) => {
+        const space = entry.indexOf(" ");
+        last = Number(entry.slice(0, space));
+        return entry.slice(space + 1);
+      });
+      return { lines, last };
+    } catch {
+      return undefined;
+    }
+  }
+
+  open(room: string): Promise<void> {
+    let subscribed = this.#rooms.get(room);
+    if (!subscribed) {
+      subscribed = this.#state === "up"
+        ? this.#call(this.#subscriber!.subscribe(this.#channel(room), this.#listener))
+          .catch(() => {})
+        : Promise.resolve();
+      this.#rooms.set(room, subscribed);
+    }
+    return subscribed;
+  }
+
+  close(room: string): void {
+    if (!this.#rooms.delete(room) || this.#state !== "up") return;
+    void this.#call(this.#subscriber!.unsubscribe(this.#channel(room), this.#listener))
+      .catch(() => {});
+  }
+
+  async stop(): Promise<void> {
+    const wasUp = this.#state === "up";
+    this.#state = "stopped";
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#heartbeat);
+    // Commands run in order: once this answers, the releases before it are done.
+    if (wasUp) {
+      await this.#call(this.#command!.sendCommand(["PING"])).catch(() => {});
+    }
+    this.#disconnect();
+  }
+
+  #key(kind: "members" | "owners" | "history" | "seq", room: string): string {
+    return `${this.#options.prefix}${kind}:${roomPath(room)}`;
+  }
+
+  #channel(room: string): string {
+    return this.#channelPrefix + roomPath(room);
+  }
+
+  /** Runs one operation of the script for `room`, loading the script if Redis lost it. */
+  async #eval(room: string, args: string[]): Promise<unknown> {
+    const command = this.#command!;
+    const keys = [
+      this.#key("members", room),
+      this.#key("owners", room),
+      this.#key("history", room),
+      this.#key("seq", room),
+      this.#channel(room),
+    ];
+    try {
+      return await this.#call(
+        command.sendCommand(["EVALSHA", this.#sha, "5", ...keys, ...args]),
+      );
+    } catch (error) {
+      if (!String(error).includes("NOSCRIPT")) throw error;
+      return await this.#call(
+        command.sendCommand(["EVAL", SCRIPT, "5", ...keys, ...args]),
+      );
+    }
+  }
+
+  /**
+   * A Redis call with the timeout: a failure or a late answer takes the
+   * backplane down (and the call rejects), whichever connection it was on.
+   */
+  #call<T>(promise: Promise<T>): Promise<T> {
+    const generation = this.#generation;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer within ${this.#options.timeoutMs} ms`)),
+        this.#options.timeoutMs,
+      );
+    });
+    return Promise.race([promise, late]).catch((error) => {
+      this.#failed(generation, error);
+      throw error;
+    }).finally(() => clearTimeout(timer));
+  }
+
+  /** One connection attempt: both clients, the script, every room, presence. */
+  async #connect(): Promise<void> {
+    const generation = ++this.#generation;
+    const client = (): Client => {
+      const redis = createClient({
+        url: this.#options.url,
+        // Off: it is for Redis Enterprise, and it would read environment variables.
+        maintNotifications: "disabled",
+        // Commands fail at once while disconnected; the backplane reconnects itself.
+        disableOfflineQueue: true,
+        socket: { reconnectStrategy: false, connectTimeout: this.#options.timeoutMs },
+      });
+      redis.on("error", (error: unknown) => this.#failed(generation, error));
+      redis.on("end", () => this.#failed(generation, new Error("connection closed")));
+      return redis;
+    };
+    const command = client();
+    const subscriber = client();
+    this.#command = command;
+    this.#subscriber = subscriber;
+    try {
+      await this.#call(Promise.all([command.connect(), subscriber.connect()]));
+      this.#sha = await this.#call(
+        command.sendCommand(["SCRIPT", "LOAD", SCRIPT]),
+      ) as string;
+      await this.#refresh();
+      // Every open room is subscribed, those opened meanwhile too, before the
+      // backplane counts as up (no await between the last check and "up").
+      const subscribed = new Set<string>();
+      for (;;) {
+        const rooms = [...this.#rooms.keys()].filter((room) => !subscribed.has(room));
+        if (rooms.length === 0) break;
+        await this.#call(
+          subscriber.subscribe(rooms.map((room) => this.#channel(room)), this.#listener),
+        );
+        for (const room of rooms) subscribed.add(room);
+      }
+      if (generation !== this.#generation || this.#state === "stopped") return;
+      const wasDown = this.#state === "down";
+      this.#state = "up";
+      this.#retries = 0;
+      this.#handlers.log(`Backplane up: ${redactedUrl(this.#options.url)}`);
+      this.#heartbeat = setInterval(() => this.#beat(), HEARTBEAT_MS);
+      if (wasDown) this.#handlers.changed(true);
+    } catch (error) {
+      this.#failed(generation, error);
+    }
+  }
+
+  /** Every heartbeat: both connections answer, and every few, presence is refreshed. */
+  #beat(): void {
+    if (this.#state !== "up") return;
+    this.#beats++;
+    const calls: Promise<unknown>[] = [
+      this.#call(this.#command!.sendCommand(["PING"])),
+      this.#call(this.#subscriber!.ping()),
+    ];
+    if (this.#beats % Math.round(REFRESH_MS / HEARTBEAT_MS) === 0) {
+      calls.push(this.#refresh());
+    }
+    void Promise.all(calls).catch(() => {});
+  }
+
+  /** Writes every member here into Redis's presence again, `PRESENCE_TTL_MS` ahead. */
+  async #refresh(): Promise<void> {
+    const rooms = [...this.#handlers.presence()];
+    const taken = await Promise.all(rooms.map(([room, names]) =>
+      this.#eval(room, [
+        "refresh",
+        this.instance,
+        String(PRESENCE_TTL_MS),
+        String(this.#options.namesLimit),
+        ...names,
+      ]) as Promise<string[]>
+    ));
+    taken.forEach((names, i) => {
+      for (const name of names) {
+        this.#handlers.log(
+          `Backplane: ${name} in ${roomPath(rooms[i][0])} is held by another instance`,
+        );
+      }
+    });
+  }
+
+  /** A payload from the room's channel: `SEQ ONLINE NAMES JSON`. */
+  #received(message: string, channel: string): void {
+    if (this.#state !== "up") return;
+    try {
+      const room = channel.slice(this.#channelPrefix.length + 1);
+      const first = message.indexOf(" ");
+      const second = message.indexOf(" ", first + 1);
+      const third = message.indexOf(" ", second + 1);
+      const seq = Number(message.slice(0, first));
+      const online = message.slice(first + 1, second);
+      const names = message.slice(second + 1, third);
+      const { id, ...event } = JSON.parse(message.slice(third + 1)) as RoomEvent & {
+        id?: number;
+      };
+      if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
+      this.#handlers.deliver(room, event, {
+        seq,
+        online: online === "" ? undefined : Number(online),
+        names: names === "*" ? undefined : names === "" ? [] : names.split(","),
+      });
+    } catch (error) {
+      this.#handlers.log(`Backplane: unreadable event on ${channel}: ${error}`);
+    }
+  }
+
+  /**
+   * Redis failed (closed, refused, late): deliver here what it did not bring
+   * back, tell the members, and try again after a backoff.
+   */
+  #failed(generation: number, error: unknown): void {
+    if (generation !== this.#generation || this.#state === "stopped") return;
+    this.#generation++;
+    const wasUp = this.#state === "up";
+    this.#state = "down";
+    clearInterval(this.#heartbeat);
+    this.#disconnect();
+    const why = error instanceof Error ? error.message : String(error);
+    if (wasUp || this.#retries === 0) {
+      this.#handlers.log(`Backplane down: ${why || "connection failed"}`);
+    }
+    // What Redis took and did not bring back reaches this instance's members
+    // at least; the other instances may or may not have it.
+    const stranded = [...this.#inFlight.values()];
+    this.#inFlight.clear();
+    for (const { room, event } of stranded) this.#handlers.deliver(room, event, {});
+    if (wasUp) this.#handlers.changed(false);
+    const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** this.#retries++);
+    this.#retryTimer = setTimeout(
+      () => void this.#connect(),
+      delay * (0.5 + Math.random() / 2),
+    );
+  }
+
+  #disconnect(): void {
+    for (const client of [this.#command, this.#subscriber]) {
+      try {
+        client?.destroy();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+}
+
+/** The URL without its password, for logs. */
+export function redactedUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.href.replace(/\/$/, "");
+  } catch {
+    return url;
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * Several instances as one chat through a real `redis-server`: one order,
+ * shared presence and history, Redis killed, hung and restarted, an
+ * instance killed, health and metrics. Instances run as `chat server`
+ * subprocesses with only `--allow-net` and `--allow-read`.
+ */
+import assert from "node:assert/strict";
+import {
+  BACKPLANE_BACK,
+  BACKPLANE_DOWN,
+  joinedNotice,
+  leftNotice,
+  WELCOME,
+  whoLine,
+  yewUsers,
+} from "../protocol.ts";
+import {
+  type Cli,
+  closedPort,
+  HAS_REDIS,
+  RedisServer,
+  startServerProcess,
+  TestClient,
+} from "./helpers.ts";
+
+/** A Redis test, reported ignored (with the reason) without `redis-server`. */
+function redisTest(name: string, fn: () => Promise<void>) {
+  Deno.test({
+    name: HAS_REDIS ? name : `${name} (ignored: /usr/bin/redis-server is not installed)`,
+    ignore: !HAS_REDIS,
+    fn,
+  });
+}
+
+/** An instance on `redis`, once its backplane is up (or, with `down`, once it failed). */
+async function instance(
+  redis: string,
+  args: string[] = [],
+  expect: "up" | "down" = "up",
+): Promise<{ cli: Cli; url: string; http: string } & AsyncDisposable> {
+  const { cli, url } = await startServerProcess(["--redis", redis, ...args]);
+  await cli.stdout.take((line) => line.startsWith(`Backplane ${expect}`));
+  return {
+    cli,
+    url,
+    http: url.replace("ws:", "http:"),
+    [Symbol.asyncDispose]: async () => void await cli.stop(),
+  };
+}
+
+async function json(url: string): Promise<{ status: number; body: unknown }> {
+  const response = await fetch(url);
+  return { status: response.status, body: await response.json() };
+}
+
+async function metrics(http: string): Promise<Map<string, number>> {
+  const values = new Map<string, number>();
+  for (const line of (await (await fetch(`${http}/metrics`)).text()).split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const [name, value] = line.split(" ");
+    values.set(name, Number(value));
+  }
+  return values;
+}
+
+redisTest("two instances: every member sees every message, in one order", async () => {
+  await using redis = await RedisServer.start();
+  await using a = await instance(redis.url);
+  await using b = await instance(redis.url);
+  await using a1 = await TestClient.join(`${a.url}/?name=a1`);
+  await using a2 = await TestClient.join(`${a.url}/?name=a2`);
+  await using b1 = await TestClient.join(`${b.url}/?name=b1`);
+  await a1.presence.take((line) => line === joinedNotice("b1", 3));
+  const clients = [a1, a2, b1];
+  const names = ["a1", "a2", "b1"];
+  const count = 30;
+  // All at once, from both instances: nothing orders them but Redis.
+  for (let i = 0; i < count; i++) {
+    clients.forEach((client, c) => client.send(`${names[c]} says ${i}`));
+  }
+  const seen = await Promise.all(
+    clients.map((client) => client.messages.many(3 * count)),
+  );
+  assert.deepEqual(seen[1], seen[0]);
+  assert.deepEqual(seen[2], seen[0]);
+  for (const name of names) {
+    const own = seen[0].filter((line) => line.startsWith(`${name}: `));
+    assert.deepEqual(
+      own,
+      [...Array(count).keys()].map((i) => `${name}: ${name} says ${i}`),
+    );
+  }
+});
+
+redisTest("presence, history and names span instances", async () => {
+  await using redis = await RedisServer.start();
+  await using a = await instance(redis.url);
+  await using b = await instance(redis.url);
+  await using alice = await TestClient.join(`${a.url}/rust?name=alice`);
+  alice.send("first");
+  alice.send("second");
+  assert.equal(await alice.messages.next(), "alice: first");
+  assert.equal(await alice.messages.next(), "alice: second");
+  // A newcomer on the other instance gets the room's history, from Redis.
+  await using bob = new TestClient(`${b.url}/rust?name=bob`);
+  assert.deepEqual(await bob.messages.many(3), [
+    WELCOME,
+    "alice: first",
+    "alice: second",
+  ]);
+  assert.equal(await alice.presence.next(), joinedNotice("bob", 2));
+  bob.send("/who");
+  assert.equal(await bob.messages.next(), whoLine(["alice", "bob"]));
+  alice.send("/who");
+  assert.equal(await alice.messages.next(), whoLine(["alice", "bob"]));
+  // A name held on one instance is taken on the other: 409 before the upgrade.
+  const upgrade = await fetch(`${b.http}/rust?name=alice`, {
+    headers: {
+      upgrade: "websocket",
+      connection: "Upgrade",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "sec-websocket-version": "13",
+    },
+  });
+  assert.equal(upgrade.status, 409);
+  assert.equal(await upgrade.text(), "name taken: alice\n");
+  const page = await fetch(`${b.http}/rust?name=alice`, { method: "HEAD" });
+  assert.equal(page.status, 409);
+  // Other rooms are other rooms.
+  const free = await fetch(`${b.http}/go?name=alice`, { method: "HEAD" });
+  assert.equal(free.status, 200);
+  // A YewChat client on B gets the user list of both instances.
+  await using yew = new TestClient(`${b.url}/rust`);
+  await yew.opened;
+  yew.send(JSON.stringify({ messageType: "register", data: "yui" }));
+  assert.equal(await yew.messages.next(), yewUsers(["alice", "bob", "yui"]));
+  assert.equal(await alice.presence.next(), joinedNotice("yui", 3));
+  await bob.close();
+  assert.equal(await alice.presence.next(), leftNotice("bob", 2));
+  assert.equal(await yew.messages.next(), yewUsers(["alice", "yui"]));
+});
+
+redisTest(
+  "Redis killed and restarted: notices, local delivery, presence written again",
+  async () => {
+    await using redis = await RedisServer.start();
+    await using a = await instance(redis.url, ["--redis-timeout", "300"]);
+    await using b = await instance(redis.url, ["--redis-timeout", "300"]);
+    await using alice = await TestClient.join(`${a.url}/?name=alice`);
+    await using bob = await TestClient.join(`${b.url}/?name=bob`);
+    await alice.presence.take((line) => line === joinedNotice("bob", 2));
+    alice.send("before");
+    assert.equal(await bob.messages.next(), "alice: before");
+    assert.equal(await alice.messages.next(), "alice: before");
+
+    await redis.kill();
+    assert.equal(await alice.messages.next(), BACKPLANE_DOWN);
+    assert.equal(await bob.messages.next(), BACKPLANE_DOWN);
+    for (const http of [a.http, b.http]) {
+      assert.deepEqual(await json(`${http}/readyz`), {
+        status: 503,
+        body: { ready: false, reason: "backplane down" },
+      });
+      assert.deepEqual(await json(`${http}/healthz`), {
+        status: 200,
+        body: { status: "ok", backplane: "down" },
+      });
+      assert.equal((await metrics(http)).get("chat_backplane_up"), 0);
+    }
+    // Meanwhile each instance serves its own members, in order.
+    alice.send("alone 1");
+    alice.send("alone 2");
+    assert.deepEqual(await alice.messages.many(2), ["alice: alone 1", "alice: alone 2"]);
+    bob.send("by myself");
+    assert.equal(await bob.messages.next(), "bob: by myself");
+    // A newcomer while it is gone is told so after the welcome and history.
+    await using carol = new TestClient(`${a.url}/?name=carol`);
+    assert.deepEqual(await carol.messages.many(4), [
+      WELCOME,
+      "alice: before",
+      "alice: alone 1",
+      "alice: alone 2",
+    ]);
+    assert.equal(await carol.messages.next(), BACKPLANE_DOWN);
+
+    await redis.restart();
+    for (const client of [alice, bob, carol]) {
+      assert.equal(await client.messages.next(), BACKPLANE_BACK);
+    }
+    assert.deepEqual(await json(`${a.http}/readyz`), {
+      status: 200,
+      body: { ready: true },
+    });
+    // Presence was written again: both instances' members, in a Redis that lost everything.
+    bob.send("/who");
+    assert.equal(await bob.messages.next(), whoLine(["alice", "bob", "carol"]));
+    // Nothing from the outage is replayed: bob's next message is this one.
+    alice.send("after");
+    assert.equal(await bob.messages.next(), "alice: after");
+    assert.equal(await carol.messages.next(), "alice: after");
+    assert.equal((await metrics(b.http)).get("chat_backplane_up"), 1);
+  },
+);
+
+redisTest("a hung Redis counts as down, and is back when it answers again", async () => {
+  await using redis = await RedisServer.start();
+  await using a = await instance(redis.url, ["--redis-timeout", "300"]);
+  await using alice = await TestClient.join(`${a.url}/?name=alice`);
+  redis.signal("SIGSTOP");
+  try {
+    assert.equal(await alice.messages.next(), BACKPLANE_DOWN);
+    alice.send("still here");
+    assert.equal(await alice.messages.next(), "alice: still here");
+    assert.equal((await json(`${a.http}/readyz`)).status, 503);
+  } finally {
+    redis.signal("SIGCONT");
+  }
+  assert.equal(await alice.messages.next(), BACKPLANE_BACK);
+  alice.send("through Redis");
+  assert.equal(await alice.messages.next(), "alice: through Redis");
+});
+
+redisTest(
+  "an instance that starts without Redis serves locally, then joins it",
+  async () => {
+    const port = closedPort();
+    await using a = await instance(`redis://127.0.0.1:${port}`, [], "down");
+    assert.equal(a.cli.stdoutLines[0], `listening on ${a.url}`);
+    await using alice = new TestClient(`${a.url}/?name=alice`);
+    assert.deepEqual(await alice.messages.many(2), [WELCOME, BACKPLANE_DOWN]);
+    alice.send("local");
+    assert.equal(await alice.messages.next(), "alice: local");
+    assert.deepEqual(await json(`${a.http}/healthz`), {
+      status: 200,
+      body: { status: "ok", backplane: "down" },
+    });
+    await using _redis = await RedisServer.start(port);
+    assert.equal(await alice.messages.next(), BACKPLANE_BACK);
+    assert.equal((await json(`${a.http}/readyz`)).status, 200);
+    await using b = await instance(`redis://127.0.0.1:${port}`);
+    await using _bob = await TestClient.join(`${b.url}/?name=bob`);
+    assert.equal(await alice.presence.next(), joinedNotice("bob", 2));
+  },
+);
+
+redisTest(
+  "a killed instance's members leave /who and the counts within 30 s",
+  async () => {
+    await using redis = await RedisServer.start();
+    await using a = await instance(redis.url);
+    await using b = await instance(redis.url);
+    await using alice = await TestClient.join(`${a.url}/?name=alice`);
+    await using bob = await TestClient.join(`${b.url}/?name=bob`);
+    await alice.presence.take((line) => line === joinedNotice("bob", 2));
+    const killed = Date.now();
+    await a.cli.stop("SIGKILL");
+    await alice.closed;
+    assert.equal(await bob.presence.next(), leftNotice("alice", 1));
+    const after = Date.now() - killed;
+    assert.ok(after < 30_000, `alice left after ${after} ms`);
+    bob.send("/who");
+    assert.equal(await bob.messages.next(), whoLine(["bob"]));
+    // Her name is free again.
+    await using _again = await TestClient.join(`${b.url}/?name=alice`);
+    assert.equal(await bob.presence.next(), joinedNotice("alice", 2));
+  },
+);
+
+redisTest("each instance's metrics count its own traffic", async () => {
+  await using redis = await RedisServer.start();
+  await using a = await instance(redis.url);
+  await using b = await instance(redis.url);
+  await using alice = await TestClient.join(`${a.url}/?name=alice`);
+  await using amy = await TestClient.join(`${a.url}/?name=amy`);
+  await using bob = await TestClient.join(`${b.url}/?name=bob`);
+  await alice.presence.take((line) => line === joinedNotice("bob", 3));
+  for (const text of ["one", "two", "three"]) alice.send(text);
+  for (const text of ["four", "five"]) bob.send(text);
+  for (const client of [alice, amy, bob]) await client.messages.many(5);
+  const [onA, onB] = [await metrics(a.http), await metrics(b.http)];
+  assert.equal(onA.get("chat_clients"), 2);
+  assert.equal(onB.get("chat_clients"), 1);
+  assert.equal(onA.get("chat_rooms"), 1);
+  assert.equal(onA.get("chat_messages_received_total"), 3);
+  assert.equal(onB.get("chat_messages_received_total"), 2);
+  // Every message reaches every member of each instance, echo included.
+  assert.equal(onA.get("chat_messages_delivered_total"), 5 * 2);
+  assert.equal(onB.get("chat_messages_delivered_total"), 5);
+  assert.equal(onA.get("chat_bytes_received_total"), "onetwothree".length);
+  assert.equal(onB.get("chat_bytes_received_total"), "fourfive".length);
+  assert.equal(onA.get("chat_backplane_up"), 1);
+});
