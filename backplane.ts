@@ -601,7 +601,7 @@ export class RedisBackplane implements Backplane {
       this.#handlers.deliver(room, event, {
         seq,
         online: online === "" ? undefined : Number(online),
-        names: names === "*" ? undefined : names === "" ? [] : names.split(","),
+        names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
       });
     } catch (error) {
       this.#handlers.log(`Backplane: unreadable event on ${channel}: ${error}`);

@@ -14,11 +14,14 @@ import { cpuSeconds, freePort, rssBytes, waitForPort } from "./proc.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
 const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) => r.ok);
+const haveRedis = await run(["sh", "-c", "command -v redis-server"]).then((r) => r.ok);
 
 interface Server {
   name: string;
-  /** Command line, given the port. */
-  command: (port: number) => string[];
+  /** Command line, given the port (and the Redis URL, for a server with `redis`). */
+  command: (port: number, redis?: string) => string[];
+  /** Runs on a fresh redis-server of its own, pinned to the server's core. */
+  redis?: boolean;
   /** The generator offers chat.batch. */
   batch?: boolean;
   /** The server relays raw text (the generator adds "sNN: " itself). */
@@ -35,7 +38,7 @@ interface Scenario {
   report: (r: Record<string, number>, extra: Record<string, number>) => string;
 }
 
-const chat = (extra: string[] = []) => (port: number) => [
+const chat = (extra: string[] = []) => (port: number, redis?: string) => [
   Deno.execPath(),
   "run",
   "--allow-net",
@@ -48,6 +51,7 @@ const chat = (extra: string[] = []) => (port: number) => [
   "0",
   "--max-clients",
   "100000",
+  ...(redis ? ["--redis", redis] : []),
   ...extra,
 ];
 
@@ -96,8 +100,37 @@ function pinned(core: number, cmd: string[]): string[] {
   return haveTaskset ? ["taskset", "-c", String(core), ...cmd] : cmd;
 }
 
+/** Starts a redis-server on a free port, on the server's core, without persistence. */
+async function startRedis() {
+  const port = freePort();
+  const [command, ...args] = pinned(0, [
+    "redis-server",
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+  ]);
+  const child = new Deno.Command(command, {
+    args,
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await waitForPort(port);
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      child.kill("SIGKILL");
+      await child.status;
+    },
+  };
+}
+
 /** Starts a server and waits until it accepts connections. */
-async function startServer(server: Server) {
+async function startServer(server: Server, redis?: string) {
   const port = freePort();
   const child = new Deno.Command("bash", {
     // A higher descriptor limit for the 10,000 idle connections.
@@ -105,7 +138,7 @@ async function startServer(server: Server) {
       "-c",
       'ulimit -n 20000; exec "$@"',
       "--",
-      ...pinned(0, server.command(port)),
+      ...pinned(0, server.command(port, redis)),
     ],
     stdout: "piped",
     stderr: "null",
@@ -261,7 +294,8 @@ async function measure(
   server: Server,
   scenario: Scenario,
 ): Promise<Measurement | string> {
-  const started = await startServer(server);
+  const redis = server.redis ? await startRedis() : undefined;
+  const started = await startServer(server, redis?.url);
   const cpu0 = cpuSeconds(started.pid);
   const rss0 = rssBytes(started.pid);
   const extra: Record<string, number> = {};
@@ -307,6 +341,7 @@ async function measure(
   } finally {
     clearInterval(sampler);
     await started.stop();
+    await redis?.stop();
   }
 }
 
@@ -339,6 +374,21 @@ if (import.meta.main) {
       batch: true,
     },
     { name: "chat, plain, logging on", command: chat() },
+    ...(haveRedis
+      ? [
+        {
+          name: "chat --redis, plain clients",
+          command: chat(["--quiet"]),
+          redis: true,
+        },
+        {
+          name: "chat --redis, chat.batch clients",
+          command: chat(["--quiet"]),
+          batch: true,
+          redis: true,
+        },
+      ]
+      : []),
     ...(peers.ws
       ? [{
         name: "node ws",
@@ -378,6 +428,9 @@ if (import.meta.main) {
   );
   if (!peers.ws) console.log("(node ws: not installed, skipped)");
   if (!peers.bun) console.log("(Bun: not installed, skipped)");
+  if (!haveRedis) {
+    console.log("(redis-server: not installed, --redis rows skipped)");
+  }
   for (const scenario of scenarios) {
     console.log(`\n## ${scenario.title}\n`);
     const headline = scenario.key.startsWith("closed")
