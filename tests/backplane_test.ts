@@ -290,3 +290,47 @@ redisTest("each instance's metrics count its own traffic", async () => {
   assert.equal(onB.get("chat_bytes_received_total"), "fourfive".length);
   assert.equal(onA.get("chat_backplane_up"), 1);
 });
+
+redisTest(
+  "a YewChat NICK held on another instance is refused; messages wait for the answer",
+  async () => {
+    await using redis = await RedisServer.start();
+    await using a = await instance(redis.url);
+    await using b = await instance(redis.url);
+    await using alice = await TestClient.join(`${a.url}/?name=alice`);
+    await using taken = new TestClient(b.url);
+    await taken.opened;
+    taken.send(JSON.stringify({ messageType: "register", data: "alice" }));
+    const refused = await taken.closed;
+    assert.equal(refused.code, 1008);
+    assert.equal(refused.reason, "name taken: alice");
+    // Sent right behind its register, a message waits for the NICK, then goes out.
+    await using yui = new TestClient(b.url);
+    await yui.opened;
+    yui.send(JSON.stringify({ messageType: "register", data: "yui" }));
+    yui.send(JSON.stringify({ messageType: "message", data: "hi all" }));
+    assert.equal(await alice.presence.next(), joinedNotice("yui", 2));
+    assert.equal(await alice.messages.next(), "yui: hi all");
+  },
+);
+
+redisTest("--no-echo and a graceful shutdown work across instances", async () => {
+  await using redis = await RedisServer.start();
+  await using a = await instance(redis.url, ["--no-echo"]);
+  await using b = await instance(redis.url, ["--no-echo"]);
+  await using alice = await TestClient.join(`${a.url}/?name=alice`);
+  await using bob = await TestClient.join(`${b.url}/?name=bob`);
+  await alice.presence.take((line) => line === joinedNotice("bob", 2));
+  alice.send("not to me");
+  assert.equal(await bob.messages.next(), "alice: not to me");
+  bob.send("nor to me");
+  // alice's next message is bob's: her own never came back to her.
+  assert.equal(await alice.messages.next(), "bob: nor to me");
+  // A stopped instance takes its members out of the room at once, not after the expiry.
+  const status = await a.cli.stop("SIGTERM");
+  assert.equal(status.code, 0);
+  assert.equal((await alice.closed).code, 1001);
+  assert.equal(await bob.presence.next(), leftNotice("alice", 1));
+  bob.send("/who");
+  assert.equal(await bob.messages.next(), whoLine(["bob"]));
+});
