@@ -345,6 +345,8 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   let shuttingDown = false;
   let allClosed: (() => void) | undefined;
   let lastId = 0;
+  /** Upgrades waiting on the backplane: each will hold a `maxClients` slot. */
+  let deciding = 0;
 
   const handlers: BackplaneHandlers = {
     deliver: deliverEvent,
@@ -773,7 +775,7 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
       metrics.refuse("bad_name");
       return plainResponse(400, problem);
     }
-    if (connections.size >= settings.maxClients) {
+    if (connections.size + deciding >= settings.maxClients) {
       metrics.refuse("max_clients");
       return plainResponse(503, `server full: ${settings.maxClients} clients`, {
         "retry-after": "10",
@@ -793,11 +795,10 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     if (backplane.shared) {
       // Other instances may hold the name; and the room's events must flow
       // here before the client is in it.
-      await backplane.started;
-      const [answer] = await Promise.all([
-        backplane.claim(roomName, claimed),
-        backplane.open(roomName),
-      ]);
+      deciding++;
+      const [answer] = await backplane.started.then(() =>
+        Promise.all([backplane.claim(roomName, claimed), backplane.open(roomName)])
+      ).finally(() => deciding--);
       if (shuttingDown || (answer === "taken" && name !== undefined)) {
         room.release(claimed);
         if (answer === "claimed") backplane.release(roomName, claimed);

@@ -289,6 +289,14 @@ redisTest("each instance's metrics count its own traffic", async () => {
   assert.equal(onA.get("chat_bytes_received_total"), "onetwothree".length);
   assert.equal(onB.get("chat_bytes_received_total"), "fourfive".length);
   assert.equal(onA.get("chat_backplane_up"), 1);
+  assert.deepEqual(await json(`${b.http}/healthz`), {
+    status: 200,
+    body: { status: "ok", backplane: "up" },
+  });
+  assert.deepEqual(await json(`${b.http}/readyz`), {
+    status: 200,
+    body: { ready: true },
+  });
 });
 
 redisTest(
