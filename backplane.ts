@@ -159,8 +159,11 @@ local function post(json, presence, limit)
   local seq = redis.call('INCR', seqkey)
   local online, names = '', '*'
   if presence then
-    online = redis.call('ZCARD', members)
-    if online <= limit then names = table.concat(redis.call('ZRANGE', members, 0, -1), ',') end
+    -- Only the live: expired members may not have been pruned yet.
+    online = redis.call('ZCOUNT', members, '(' .. now, '+inf')
+    if online <= limit then
+      names = table.concat(redis.call('ZRANGEBYSCORE', members, '(' .. now, '+inf'), ',')
+    end
   end
   redis.call('PUBLISH', channel, seq .. ' ' .. online .. ' ' .. names .. ' ' .. json)
   return seq
