@@ -395,7 +395,10 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
     const users = delivery.names ?? (delivery.seq === undefined ? room.who() : undefined);
     room.announce(notice, online, users, subject);
     if (users === undefined && room.hasYew) {
-      void backplane.who(roomName).then((names) => hub.get(roomName)?.users(names ?? []));
+      void backplane.who(roomName).then((names) => {
+        const now = hub.get(roomName);
+        now?.users(names ?? now.who());
+      });
     }
   }
 
