@@ -342,3 +342,18 @@ redisTest("--no-echo and a graceful shutdown work across instances", async () =>
   bob.send("/who");
   assert.equal(await bob.messages.next(), whoLine(["bob"]));
 });
+
+redisTest("past --presence-limit, YewChat lists still span instances", async () => {
+  await using redis = await RedisServer.start();
+  await using a = await instance(redis.url, ["--presence-limit", "1"]);
+  await using b = await instance(redis.url, ["--presence-limit", "1"]);
+  await using alice = await TestClient.join(`${a.url}/?name=alice`);
+  await using yew = new TestClient(b.url);
+  await yew.opened;
+  yew.send(JSON.stringify({ messageType: "register", data: "yui" }));
+  assert.equal(await yew.messages.next(), yewUsers(["alice", "yui"]));
+  // Two members are past the limit: alice hears of no join; a message still arrives.
+  yew.send(JSON.stringify({ messageType: "message", data: "hello" }));
+  assert.equal(await alice.messages.next(), "yui: hello");
+  assert.deepEqual(alice.presence.queued, []);
+});
