@@ -54,3 +54,17 @@ export async function waitForPort(port: number): Promise<void> {
   }
   throw new Error(`nothing listens on port ${port}`);
 }
+
+/** `redis-server` arguments for a throwaway server on loopback `port`, without persistence. */
+export function redisServerArgs(port: number): string[] {
+  return [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+  ];
+}

@@ -9,7 +9,7 @@
  *   deno task bench closed100  # only the named scenarios
  */
 
-import { cpuSeconds, freePort, rssBytes, waitForPort } from "./proc.ts";
+import { cpuSeconds, freePort, redisServerArgs, rssBytes, waitForPort } from "./proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
@@ -103,17 +103,7 @@ function pinned(core: number, cmd: string[]): string[] {
 /** Starts a redis-server on a free port, on the server's core, without persistence. */
 async function startRedis() {
   const port = freePort();
-  const [command, ...args] = pinned(0, [
-    "redis-server",
-    "--port",
-    String(port),
-    "--bind",
-    "127.0.0.1",
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-  ]);
+  const [command, ...args] = pinned(0, ["redis-server", ...redisServerArgs(port)]);
   const child = new Deno.Command(command, {
     args,
     stdout: "null",

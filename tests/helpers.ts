@@ -6,6 +6,7 @@
 
 import { type ChatServer, serveChat, type ServerOptions } from "../server.ts";
 import { readLines } from "../client.ts";
+import { redisServerArgs } from "../bench/proc.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -351,16 +352,7 @@ export class RedisServer {
   /** Starts it again on the same port (after `kill`). */
   async restart(): Promise<void> {
     const child = new Deno.Command("/usr/bin/redis-server", {
-      args: [
-        "--port",
-        String(this.port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-      ],
+      args: redisServerArgs(this.port),
       stdin: "null",
       stdout: "piped",
       stderr: "null",
