@@ -234,18 +234,18 @@ end
 return redis.error_reply('unknown operation ' .. tostring(op))
 `;
 
-/** What the Redis backplane is told. */
+/** What the Redis backplane is told (the server passes its flags' values). */
 export interface RedisBackplaneOptions {
-  /** `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS. */
+  /** `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS (`--redis`). */
   url: string;
-  /** What every key and channel name starts with. @default {"chat:"} */
-  prefix?: string;
-  /** Milliseconds any Redis call may take before Redis counts as down. @default {1000} */
-  timeoutMs?: number;
-  /** Messages kept per room (`--history`). @default {50} */
-  historySize?: number;
-  /** Presence events list every name while a room has at most this many members. @default {200} */
-  namesLimit?: number;
+  /** What every key and channel name starts with (`--redis-prefix`). */
+  prefix: string;
+  /** Milliseconds any Redis call may take before Redis counts as down (`--redis-timeout`). */
+  timeoutMs: number;
+  /** Messages kept per room (`--history`). */
+  historySize: number;
+  /** Presence events list every name while a room has at most this many members (`--presence-limit`). */
+  namesLimit: number;
 }
 
 /** The part of a Redis client the backplane uses. */
@@ -288,7 +288,7 @@ export class RedisBackplane implements Backplane {
   readonly shared = true;
   readonly instance = crypto.randomUUID();
   readonly started: Promise<void>;
-  readonly #options: Required<RedisBackplaneOptions>;
+  readonly #options: RedisBackplaneOptions;
   readonly #handlers: BackplaneHandlers;
   #state: State = "connecting";
   /** Bumped on every (re)connect: callbacks of older connections are ignored. */
@@ -310,13 +310,7 @@ export class RedisBackplane implements Backplane {
     this.#received(message, channel);
 
   constructor(options: RedisBackplaneOptions, handlers: BackplaneHandlers) {
-    this.#options = {
-      prefix: "chat:",
-      timeoutMs: 1000,
-      historySize: 50,
-      namesLimit: 200,
-      ...options,
-    };
+    this.#options = options;
     this.#handlers = handlers;
     this.#channelPrefix = `${this.#options.prefix}room:`;
     this.started = this.#connect();
@@ -328,12 +322,11 @@ export class RedisBackplane implements Backplane {
 
   publish(room: string, event: RoomEvent): void {
     if (this.#state !== "up") return this.#handlers.deliver(room, event, {});
-    const id = ++this.#nextId;
-    this.#inFlight.set(id, { room, event });
+    const { id, json } = this.#track(room, event);
     const line = event.kind === "message" ? chatLine(event.from, event.text) : "";
     void this.#eval(room, [
       "post",
-      JSON.stringify({ ...event, id }),
+      json,
       event.kind === "message" ? "0" : "1",
       String(this.#options.namesLimit),
       line,
@@ -365,17 +358,11 @@ export class RedisBackplane implements Backplane {
       if (left) this.#handlers.deliver(room, left, {});
       return;
     }
-    let json = "";
-    if (left) {
-      const id = ++this.#nextId;
-      this.#inFlight.set(id, { room, event: left });
-      json = JSON.stringify({ ...left, id });
-    }
     void this.#eval(room, [
       "leave",
       name,
       this.instance,
-      json,
+      left ? this.#track(room, left).json : "",
       String(this.#options.namesLimit),
     ]).catch(() => {});
   }
@@ -451,6 +438,13 @@ export class RedisBackplane implements Backplane {
       await this.#call(this.#command!.sendCommand(["PING"])).catch(() => {});
     }
     this.#disconnect();
+  }
+
+  /** Notes an own event as in flight; its JSON carries the id it comes back with. */
+  #track(room: string, event: RoomEvent): { id: number; json: string } {
+    const id = ++this.#nextId;
+    this.#inFlight.set(id, { room, event });
+    return { id, json: JSON.stringify({ ...event, id }) };
   }
 
   #key(kind: "members" | "owners" | "history" | "seq", room: string): string {
