@@ -69,8 +69,6 @@ export interface BackplaneHandlers {
 
 /** How instances share rooms. */
 export interface Backplane {
-  /** `none` in process, `redis` with Redis. */
-  readonly kind: "none" | "redis";
   /** True when events travel through a shared backplane (presence, history and names too). */
   readonly shared: boolean;
   /** True while events reach every instance (always, in process). */
@@ -101,7 +99,6 @@ export interface Backplane {
 
 /** The default: one process, every event delivered at once. */
 export class LocalBackplane implements Backplane {
-  readonly kind = "none";
   readonly shared = false;
   readonly up = true;
   readonly instance = "local";
@@ -143,8 +140,8 @@ export const REFRESH_MS = 5_000;
 /** How often each instance checks that Redis still answers on both connections. */
 export const HEARTBEAT_MS = 1_000;
 /** The first wait before reconnecting; it doubles up to `MAX_RETRY_MS`. */
-const FIRST_RETRY_MS = 250;
-const MAX_RETRY_MS = 5_000;
+export const FIRST_RETRY_MS = 250;
+export const MAX_RETRY_MS = 5_000;
 
 /** Every Redis operation of the chat, one script so each is atomic. */
 const SCRIPT = `
@@ -284,7 +281,6 @@ interface InFlight {
  * again before it counts as up.
  */
 export class RedisBackplane implements Backplane {
-  readonly kind = "redis";
   readonly shared = true;
   readonly instance = crypto.randomUUID();
   readonly started: Promise<void>;

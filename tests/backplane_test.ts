@@ -48,6 +48,31 @@ async function instance(
   };
 }
 
+/** A redis-server and two instances on it (with `args`), all stopped at the end. */
+async function twoInstances(args: string[] = []) {
+  const redis = await RedisServer.start();
+  const started: AsyncDisposable[] = [];
+  try {
+    const a = await instance(redis.url, args);
+    started.push(a);
+    const b = await instance(redis.url, args);
+    started.push(b);
+    return {
+      redis,
+      a,
+      b,
+      [Symbol.asyncDispose]: async () => {
+        for (const each of started.reverse()) await each[Symbol.asyncDispose]();
+        await redis.kill();
+      },
+    };
+  } catch (error) {
+    for (const each of started) await each[Symbol.asyncDispose]();
+    await redis.kill();
+    throw error;
+  }
+}
+
 async function json(url: string): Promise<{ status: number; body: unknown }> {
   const response = await fetch(url);
   return { status: response.status, body: await response.json() };
@@ -64,9 +89,8 @@ async function metrics(http: string): Promise<Map<string, number>> {
 }
 
 redisTest("two instances: every member sees every message, in one order", async () => {
-  await using redis = await RedisServer.start();
-  await using a = await instance(redis.url);
-  await using b = await instance(redis.url);
+  await using cluster = await twoInstances();
+  const { a, b } = cluster;
   await using a1 = await TestClient.join(`${a.url}/?name=a1`);
   await using a2 = await TestClient.join(`${a.url}/?name=a2`);
   await using b1 = await TestClient.join(`${b.url}/?name=b1`);
@@ -93,9 +117,8 @@ redisTest("two instances: every member sees every message, in one order", async 
 });
 
 redisTest("presence, history and names span instances", async () => {
-  await using redis = await RedisServer.start();
-  await using a = await instance(redis.url);
-  await using b = await instance(redis.url);
+  await using cluster = await twoInstances();
+  const { a, b } = cluster;
   await using alice = await TestClient.join(`${a.url}/rust?name=alice`);
   alice.send("first");
   alice.send("second");
@@ -143,9 +166,8 @@ redisTest("presence, history and names span instances", async () => {
 redisTest(
   "Redis killed and restarted: notices, local delivery, presence written again",
   async () => {
-    await using redis = await RedisServer.start();
-    await using a = await instance(redis.url, ["--redis-timeout", "300"]);
-    await using b = await instance(redis.url, ["--redis-timeout", "300"]);
+    await using cluster = await twoInstances(["--redis-timeout", "300"]);
+    const { redis, a, b } = cluster;
     await using alice = await TestClient.join(`${a.url}/?name=alice`);
     await using bob = await TestClient.join(`${b.url}/?name=bob`);
     await alice.presence.take((line) => line === joinedNotice("bob", 2));
@@ -246,9 +268,8 @@ redisTest(
 redisTest(
   "a killed instance's members leave /who and the counts within 30 s",
   async () => {
-    await using redis = await RedisServer.start();
-    await using a = await instance(redis.url);
-    await using b = await instance(redis.url);
+    await using cluster = await twoInstances();
+    const { a, b } = cluster;
     await using alice = await TestClient.join(`${a.url}/?name=alice`);
     await using bob = await TestClient.join(`${b.url}/?name=bob`);
     await alice.presence.take((line) => line === joinedNotice("bob", 2));
@@ -267,9 +288,8 @@ redisTest(
 );
 
 redisTest("each instance's metrics count its own traffic", async () => {
-  await using redis = await RedisServer.start();
-  await using a = await instance(redis.url);
-  await using b = await instance(redis.url);
+  await using cluster = await twoInstances();
+  const { a, b } = cluster;
   await using alice = await TestClient.join(`${a.url}/?name=alice`);
   await using amy = await TestClient.join(`${a.url}/?name=amy`);
   await using bob = await TestClient.join(`${b.url}/?name=bob`);
@@ -302,9 +322,8 @@ redisTest("each instance's metrics count its own traffic", async () => {
 redisTest(
   "a YewChat NICK held on another instance is refused; messages wait for the answer",
   async () => {
-    await using redis = await RedisServer.start();
-    await using a = await instance(redis.url);
-    await using b = await instance(redis.url);
+    await using cluster = await twoInstances();
+    const { a, b } = cluster;
     await using alice = await TestClient.join(`${a.url}/?name=alice`);
     await using taken = new TestClient(b.url);
     await taken.opened;
@@ -323,9 +342,8 @@ redisTest(
 );
 
 redisTest("--no-echo and a graceful shutdown work across instances", async () => {
-  await using redis = await RedisServer.start();
-  await using a = await instance(redis.url, ["--no-echo"]);
-  await using b = await instance(redis.url, ["--no-echo"]);
+  await using cluster = await twoInstances(["--no-echo"]);
+  const { a, b } = cluster;
   await using alice = await TestClient.join(`${a.url}/?name=alice`);
   await using bob = await TestClient.join(`${b.url}/?name=bob`);
   await alice.presence.take((line) => line === joinedNotice("bob", 2));
@@ -344,9 +362,8 @@ redisTest("--no-echo and a graceful shutdown work across instances", async () =>
 });
 
 redisTest("past --presence-limit, YewChat lists still span instances", async () => {
-  await using redis = await RedisServer.start();
-  await using a = await instance(redis.url, ["--presence-limit", "1"]);
-  await using b = await instance(redis.url, ["--presence-limit", "1"]);
+  await using cluster = await twoInstances(["--presence-limit", "1"]);
+  const { a, b } = cluster;
   await using alice = await TestClient.join(`${a.url}/?name=alice`);
   await using yew = new TestClient(b.url);
   await yew.opened;
@@ -356,4 +373,13 @@ redisTest("past --presence-limit, YewChat lists still span instances", async () 
   yew.send(JSON.stringify({ messageType: "message", data: "hello" }));
   assert.equal(await alice.messages.next(), "yui: hello");
   assert.deepEqual(alice.presence.queued, []);
+});
+
+Deno.test("the log shows a Redis URL without its password", async () => {
+  const { redactedUrl } = await import("../backplane.ts");
+  assert.equal(
+    redactedUrl("redis://user:secret@db.example:6380/2"),
+    "redis://user:***@db.example:6380/2",
+  );
+  assert.equal(redactedUrl("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 });

@@ -60,3 +60,23 @@ Deno.test("the options' JSDoc defaults are the defaults the code uses", async ()
     }
   }
 });
+
+Deno.test("the README's backplane timings are the ones the code uses", async () => {
+  const { PRESENCE_TTL_MS, REFRESH_MS, HEARTBEAT_MS, FIRST_RETRY_MS, MAX_RETRY_MS } =
+    await import("../backplane.ts");
+  const { SERVER_DEFAULTS } = await import("../server.ts");
+  const text = README.replace(/\s+/g, " ");
+  const s = (ms: number) => `${ms / 1000} s`;
+  for (
+    const phrase of [
+      `presence ${s(PRESENCE_TTL_MS)} ahead every ${s(REFRESH_MS)}`,
+      `within ${s(PRESENCE_TTL_MS)}`,
+      `within ${s(PRESENCE_TTL_MS + REFRESH_MS)}`,
+      `(\`--redis-timeout\`, ${SERVER_DEFAULTS.redisTimeout} ms)`,
+      `pinged every ${HEARTBEAT_MS === 1000 ? "second" : s(HEARTBEAT_MS)}`,
+      `backoff (${s(FIRST_RETRY_MS)} doubling to ${s(MAX_RETRY_MS)}`,
+    ]
+  ) {
+    assert.ok(text.includes(phrase), `README does not say "${phrase}"`);
+  }
+});
