@@ -14,18 +14,21 @@ import {
   nameProblem,
   RESERVED_PATHS,
   roomFromPath,
-} from "./protocol.ts";
-import { TokenBucket } from "./rate.ts";
-import { writeAllSync } from "./log.ts";
+} from "./lib/protocol.ts";
+import { TokenBucket } from "./lib/rate.ts";
+import { writeAllSync } from "./lib/io.ts";
+import { Backoff } from "./lib/backoff.ts";
+import { errorText } from "./lib/errors.ts";
 import {
   type CommandSpec,
   type FlagValues,
   integerFlag,
   parseFlags,
+  pemFlag,
   runCommand,
   usage,
   UsageError,
-} from "./flags.ts";
+} from "./lib/flags.ts";
 
 /** What the client can be told; every field but `url` is optional. */
 export interface ClientOptions {
@@ -190,7 +193,7 @@ export function networkProblem(error: unknown): string {
   if (error instanceof Deno.errors.TimedOut) return "timed out";
   if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
   if (error instanceof Deno.errors.AddrNotAvailable) return "address not available";
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorText(error);
   if (/lookup|dns|resolve|Name or service not known/i.test(message)) {
     return "host not found";
   }
@@ -240,27 +243,6 @@ function stderrLine(line: string) {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Reconnection delays: 0.5 s doubling to 30 s, each with jitter (half to all of it). */
-export class Backoff {
-  #next: number;
-
-  constructor(readonly first = 500, readonly max = 30_000) {
-    this.#next = first;
-  }
-
-  /** The next delay in milliseconds. */
-  delay(random: number = Math.random()): number {
-    const base = this.#next;
-    this.#next = Math.min(this.max, this.#next * 2);
-    return Math.round(base * (0.5 + random / 2));
-  }
-
-  /** After a connection that worked, start again from the first delay. */
-  reset(): void {
-    this.#next = this.first;
-  }
 }
 
 /**
@@ -507,21 +489,9 @@ export function clientOptions(values: FlagValues): ClientOptions {
   const url = (values.url as string | undefined) ?? CLIENT_DEFAULTS.url;
   clientUrl(url, name, room);
   const caFile = values.ca as string | undefined;
-  let ca: string | undefined;
-  if (caFile !== undefined) {
-    try {
-      ca = Deno.readTextFileSync(caFile);
-    } catch (error) {
-      const why = error instanceof Deno.errors.NotFound ? "no such file" : String(error);
-      throw new UsageError(`cannot read --ca ${JSON.stringify(caFile)}: ${why}`, command);
-    }
-    if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
-      throw new UsageError(
-        `--ca ${JSON.stringify(caFile)} holds no PEM certificate`,
-        command,
-      );
-    }
-  }
+  const ca = caFile === undefined
+    ? undefined
+    : pemFlag(command, "ca", caFile, "CERTIFICATE");
   return {
     url,
     name,

@@ -10,7 +10,7 @@
  */
 
 import config from "./deno.json" with { type: "json" };
-import { runCommand, UsageError } from "./flags.ts";
+import { runCommand, UsageError } from "./lib/flags.ts";
 import { main as serverMain } from "./server.ts";
 import { main as clientMain } from "./client.ts";
 

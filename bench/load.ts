@@ -9,7 +9,7 @@
  * Prints one JSON object with the results.
  */
 
-import { cpuSeconds } from "./proc.ts";
+import { cpuSeconds } from "../tests/proc.ts";
 
 export interface LoadOptions {
   port: number;

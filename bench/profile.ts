@@ -8,7 +8,7 @@
  *   deno task profile batch      # chat.batch clients
  */
 
-import { cpuTimes, freePort, waitForPort } from "./proc.ts";
+import { cpuTimes, freePort, waitForPort } from "../tests/proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const batch = Deno.args.includes("batch");

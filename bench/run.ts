@@ -9,7 +9,14 @@
  *   deno task bench closed100  # only the named scenarios
  */
 
-import { cpuSeconds, freePort, redisServerArgs, rssBytes, waitForPort } from "./proc.ts";
+import { errorText } from "../lib/errors.ts";
+import {
+  cpuSeconds,
+  freePort,
+  redisServerArgs,
+  rssBytes,
+  waitForPort,
+} from "../tests/proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
@@ -327,7 +334,7 @@ async function measure(
       headline,
     };
   } catch (error) {
-    return error instanceof Error ? error.message : String(error);
+    return errorText(error);
   } finally {
     clearInterval(sampler);
     await started.stop();

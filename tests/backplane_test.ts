@@ -13,7 +13,7 @@ import {
   WELCOME,
   whoLine,
   yewUsers,
-} from "../protocol.ts";
+} from "../lib/protocol.ts";
 import {
   type Cli,
   closedPort,
@@ -376,7 +376,7 @@ redisTest("past --presence-limit, YewChat lists still span instances", async () 
 });
 
 Deno.test("the log shows a Redis URL without its password", async () => {
-  const { redactedUrl } = await import("../backplane.ts");
+  const { redactedUrl } = await import("../server/redis.ts");
   assert.equal(
     redactedUrl("redis://user:secret@db.example:6380/2"),
     "redis://user:***@db.example:6380/2",

@@ -6,7 +6,7 @@ import {
   BATCH_SEPARATOR,
   SEPARATOR_REFUSED,
   WELCOME,
-} from "../protocol.ts";
+} from "../lib/protocol.ts";
 
 Deno.test("a chat.batch client gets a burst in few frames, every message in order", async () => {
   await using server = startServer({ rateLimit: 0 });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { Cli, startServerProcess } from "./helpers.ts";
-import { WELCOME } from "../protocol.ts";
+import { WELCOME } from "../lib/protocol.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const missing = await Deno.stat(CHROMIUM).then(() => false, () => true);

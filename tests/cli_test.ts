@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
 import { Cli, closedPort, runCli, startServerProcess, TestClient } from "./helpers.ts";
-import { WELCOME } from "../protocol.ts";
+import { WELCOME } from "../lib/protocol.ts";
 
 Deno.test("--help for chat, server and client prints usage and exits 0", async () => {
   const top = await runCli(["--help"]);

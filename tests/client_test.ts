@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { clientUrl, escapeControl, networkProblem, readLines } from "../client.ts";
-import { TokenBucket } from "../rate.ts";
-import { UsageError } from "../flags.ts";
+import { TokenBucket } from "../lib/rate.ts";
+import { UsageError } from "../lib/flags.ts";
 
 function streamOf(...chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();

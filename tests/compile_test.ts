@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
 import { ROOT, runProcess } from "./helpers.ts";
-import { WELCOME } from "../protocol.ts";
+import { WELCOME } from "../lib/protocol.ts";
 
 const BINARY = `${ROOT}dist/chat`;
 

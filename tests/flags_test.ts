@@ -5,7 +5,7 @@ import {
   parseFlags,
   usage,
   UsageError,
-} from "../flags.ts";
+} from "../lib/flags.ts";
 
 const COMMAND: CommandSpec = {
   name: "demo",

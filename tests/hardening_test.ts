@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { pump, startServer, TestClient } from "./helpers.ts";
 import { Opcode, RawSocket } from "./raw.ts";
-import { rateLimitNotice, WELCOME } from "../protocol.ts";
-import { Admission, messageBytes, utf8Length } from "../limits.ts";
+import { rateLimitNotice, WELCOME } from "../lib/protocol.ts";
+import { Admission, messageBytes, utf8Length } from "../server/admission.ts";
 
 /** Proves the chat still works: a fresh client's message reaches `client`. */
 async function stillServes(url: string, client: TestClient) {

@@ -6,7 +6,7 @@
 
 import { type ChatServer, serveChat, type ServerOptions } from "../server.ts";
 import { readLines } from "../client.ts";
-import { redisServerArgs } from "../bench/proc.ts";
+import { redisServerArgs } from "./proc.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 

@@ -14,9 +14,9 @@ import {
   TestClient,
 } from "./helpers.ts";
 import { RawSocket } from "./raw.ts";
-import { rssBytes } from "../bench/proc.ts";
-import { WELCOME } from "../protocol.ts";
-import { Backoff } from "../client.ts";
+import { rssBytes } from "./proc.ts";
+import { WELCOME } from "../lib/protocol.ts";
+import { Backoff } from "../lib/backoff.ts";
 
 Deno.test("SIGTERM during traffic: reading clients get every accepted message, then 1001", async () => {
   const { cli: server, url } = await startServerProcess(["--rate-limit", "0"]);

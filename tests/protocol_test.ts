@@ -6,7 +6,7 @@ import {
   MAX_NAME_LENGTH,
   nameProblem,
   WELCOME,
-} from "../protocol.ts";
+} from "../lib/protocol.ts";
 
 Deno.test("the welcome text is the original's, to the character", () => {
   assert.equal(WELCOME, "Welcome to chat! Type a message");

@@ -2,17 +2,7 @@
 import assert from "node:assert/strict";
 import { RawSocket } from "./raw.ts";
 import { startServer, TestClient } from "./helpers.ts";
-import {
-  HELP_LINE,
-  joinedNotice,
-  leftNotice,
-  roomFromPath,
-  WELCOME,
-  whoLine,
-  yewMessage,
-  yewUsers,
-} from "../protocol.ts";
-import { Hub, type Member } from "../room.ts";
+import { HELP_LINE, roomFromPath, WELCOME, whoLine, yewUsers } from "../lib/protocol.ts";
 
 Deno.test("room paths: / is the default room, /NAME a room, anything else none", () => {
   assert.equal(roomFromPath("/"), "");
@@ -24,61 +14,6 @@ Deno.test("room paths: / is the default room, /NAME a room, anything else none",
   for (const reserved of ["healthz", "readyz", "metrics", "favicon.ico"]) {
     assert.equal(roomFromPath(`/${reserved}`), undefined, reserved);
   }
-});
-
-Deno.test("a room encodes a message once per codec and keeps the last N as history", () => {
-  const frames: Record<string, string[]> = { a: [], b: [], y: [] };
-  let ids = 0;
-  const member = (sender: string, codec: "plain" | "yew"): Member => ({
-    id: ++ids,
-    sender,
-    codec,
-    deliver: (frame) => frames[sender].push(frame),
-  });
-  const hub = new Hub<Member>(2);
-  const room = hub.room("r");
-  const [a, b, y] = [member("a", "plain"), member("b", "plain"), member("y", "yew")];
-  for (const m of [a, b, y]) {
-    assert.ok(room.claim(m.sender));
-    room.add(m);
-    room.announce(joinedNotice(m.sender, room.size), room.size, room.who(), m.id);
-  }
-  assert.equal(room.claim("a"), false);
-  assert.deepEqual(frames.a, [joinedNotice("b", 2), joinedNotice("y", 3)]);
-  assert.deepEqual(frames.y, [yewUsers(["a", "b", "y"])]);
-  for (const text of ["one", "two", "three"]) {
-    room.broadcast({ from: "a", text, time: 7 });
-  }
-  assert.deepEqual(frames.b.slice(-3), ["a: one", "a: two", "a: three"]);
-  assert.equal(frames.y.at(-1), yewMessage({ from: "a", text: "three", time: 7 }));
-  assert.equal(
-    frames.y.at(-1),
-    '{"messageType":"message","data":"{\\"from\\":\\"a\\",\\"message\\":\\"three\\",\\"time\\":7}"}',
-  );
-  assert.deepEqual(room.history(), ["a: two", "a: three"]);
-  // Without echo the sender is left out, by id.
-  assert.equal(room.broadcast({ from: "a", text: "four", time: 8 }, a.id), 2);
-  assert.notEqual(frames.a.at(-1), "a: four");
-  room.remove(b);
-  room.announce(leftNotice("b", room.size), room.size, room.who(), b.id);
-  assert.equal(frames.a.at(-1), leftNotice("b", 2));
-  assert.equal(frames.y.at(-1), yewUsers(["a", "y"]));
-  // Past the presence limit, plain members hear of joins no more; lists still go out.
-  const quiet = new Hub<Member>(0, 1).room("q");
-  quiet.add(a);
-  quiet.add(y);
-  quiet.announce(joinedNotice("y", 2), 2, quiet.who(), y.id);
-  assert.notEqual(frames.a.at(-1), joinedNotice("y", 2));
-  assert.equal(frames.y.at(-1), yewUsers(["a", "y"]));
-  // Dropped once empty, history and all.
-  for (const m of [a, y]) {
-    room.remove(m);
-    room.release(m.sender);
-  }
-  room.release("b");
-  assert.ok(hub.tidy(room));
-  assert.equal(hub.size, 0);
-  assert.deepEqual(hub.room("r").history(), []);
 });
 
 Deno.test("messages never cross rooms", async () => {

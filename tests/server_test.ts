@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { startServer, TestClient } from "./helpers.ts";
-import { WELCOME } from "../protocol.ts";
+import { WELCOME } from "../lib/protocol.ts";
 import { upgradeHint } from "../server.ts";
 
 Deno.test("a new client's first message is the welcome, to it alone", async () => {

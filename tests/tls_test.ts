@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { Cli, PRESENCE, runCli, startServerProcess } from "./helpers.ts";
-import { WELCOME } from "../protocol.ts";
+import { WELCOME } from "../lib/protocol.ts";
 
 async function openssl(args: string[], cwd: string): Promise<void> {
   const { success, stderr } = await new Deno.Command("openssl", {

@@ -45,7 +45,9 @@ export function rateLimitNotice(perSecond: number): string {
 /** The longest name a client may take. */
 export const MAX_NAME_LENGTH = 32;
 
-const NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
+/** The name rule as a pattern (the length is checked apart, for a clearer message). */
+// `\-`, not a bare `-`: browsers read a name box's pattern with the `v` flag.
+export const NAME_PATTERN = /^[A-Za-z0-9_.\-]+$/;
 
 /** The name rule in words, for error messages and help texts. */
 export const NAME_RULE = `1 to ${MAX_NAME_LENGTH} ASCII letters, digits, '_', '-' or '.'`;
@@ -101,9 +103,15 @@ export function leftNotice(name: string, online: number): string {
   return `* ${name} left (${online} online)`;
 }
 
+/** Matches `joinedNotice` and `leftNotice` lines: the name, `joined` or `left`, the count. */
+export const PRESENCE_PATTERN = /^\* (\S+) (joined|left) \((\d+) online\)$/;
+
+/** What the answer to `/who` starts with. */
+export const WHO_PREFIX = "* online (";
+
 /** The answer to `/who`. */
 export function whoLine(names: readonly string[]): string {
-  return `* online (${names.length}): ${names.join(", ")}`;
+  return `${WHO_PREFIX}${names.length}): ${names.join(", ")}`;
 }
 
 /** To every member of this instance when the backplane goes, and to each joining while it is gone. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { TokenBucket } from "./rate.ts";
+import { TokenBucket } from "../lib/rate.ts";
 
 /** The limits on what one client may send. */
 export interface AdmissionLimits {

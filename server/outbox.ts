@@ -10,7 +10,7 @@
  */
 
 import { clearImmediate, setImmediate } from "node:timers";
-import { BATCH_SEPARATOR } from "./protocol.ts";
+import { BATCH_SEPARATOR } from "../lib/protocol.ts";
 
 /**
  * Schedules the outboxes' work at the end of the event-loop turn: batches
@@ -72,6 +72,20 @@ class EndOfTurn<Handle> {
   }
 }
 
+/** What an outbox is given. */
+export interface OutboxOptions {
+  /** The socket it writes to. */
+  socket: WebSocket;
+  /** The unsent backlog judged after each turn; four times this ends it at once. */
+  maxBufferedBytes: number;
+  /** The end-of-turn work it schedules (batch flushes, backlog checks). */
+  turns: TurnChecks;
+  /** Told once when the backlog passes the limit; nothing is sent after. */
+  owner: { slow(): void };
+  /** Frames of one turn after the first go out as one, separated by `BATCH_SEPARATOR`. */
+  batching: boolean;
+}
+
 /** Sends frames to one socket; stops for good when its consumer is too slow. */
 export class Outbox {
   #stopped = false;
@@ -87,16 +101,13 @@ export class Outbox {
    */
   #owed = 0;
 
-  constructor(
-    readonly socket: WebSocket,
-    /** The unsent backlog judged after each turn; four times this ends it at once. */
-    readonly maxBufferedBytes: number,
-    readonly turns: TurnChecks,
-    /** Told once when the backlog passes the limit; nothing is sent after. */
-    readonly owner: { slow(): void },
-    /** Frames of one turn after the first go out as one, separated by `BATCH_SEPARATOR`. */
-    readonly batching = false,
-  ) {}
+  readonly socket: WebSocket;
+  readonly #options: OutboxOptions;
+
+  constructor(options: OutboxOptions) {
+    this.socket = options.socket;
+    this.#options = options;
+  }
 
   /** True once the outbox stopped: it sends nothing more. */
   get stopped(): boolean {
@@ -119,20 +130,20 @@ export class Outbox {
       (this.#held ??= []).push(frame);
     } else {
       this.socket.send(frame);
-      if (this.batching) {
+      if (this.#options.batching) {
         this.#busy = true;
-        this.turns.flush(this);
+        this.#options.turns.flush(this);
       }
     }
     this.#owed += frame.length;
-    if (this.#owed > 4 * this.maxBufferedBytes) {
+    if (this.#owed > 4 * this.#options.maxBufferedBytes) {
       // The bound is loose: look at the real backlog before judging.
       this.#owed = this.socket.bufferedAmount + this.#heldLength();
-      if (this.#owed > 4 * this.maxBufferedBytes) return this.#slow();
+      if (this.#owed > 4 * this.#options.maxBufferedBytes) return this.#slow();
     }
     if (!this.#checkDue) {
       this.#checkDue = true;
-      this.turns.check(this);
+      this.#options.turns.check(this);
     }
   }
 
@@ -158,7 +169,7 @@ export class Outbox {
     this.#checkDue = false;
     if (this.#stopped) return;
     this.#owed = this.socket.bufferedAmount + this.#heldLength();
-    if (this.#owed > this.maxBufferedBytes) this.#slow();
+    if (this.#owed > this.#options.maxBufferedBytes) this.#slow();
   }
 
   /** Sends nothing more. */
@@ -170,6 +181,6 @@ export class Outbox {
   #slow() {
     if (this.#stopped) return;
     this.stop();
-    this.owner.slow();
+    this.#options.owner.slow();
   }
 }

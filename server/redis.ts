@@ -1,7 +1,5 @@
 /**
- * Backplanes: how a room's events (chat messages, joins and leaves) reach
- * its members. In process (the default) an event is delivered at once, in
- * the order it happened. With Redis, every instance publishes each event to
+ * The Redis backplane: every instance publishes each of a room's events to
  * the room's channel and delivers what Redis sends back, so the members of a
  * room on every instance see one order, Redis's; presence and history live
  * in Redis too, so they span instances.
@@ -14,7 +12,8 @@
  *   each instance pushes its members' expiries `PRESENCE_TTL_MS` ahead every
  *   `REFRESH_MS`, so a crashed instance's members expire.
  * - `PREFIX` `owners:P`: hash, member name → the instance holding it.
- * - `PREFIX` `history:P`: list of `SEQ LINE`, capped at `--history`.
+ * - `PREFIX` `history:P`: list of `SEQ MESSAGE` (the message as JSON), capped
+ *   at `--history`.
  * - `PREFIX` `seq:P`: the room's event counter.
  *
  * The room's keys expire with its last member.
@@ -23,115 +22,9 @@
  */
 
 import { createClient } from "@redis/client";
-import { chatLine } from "./protocol.ts";
-
-/** Something that happened in a room, as instances tell each other. */
-export type RoomEvent =
-  | {
-    kind: "message";
-    from: string;
-    text: string;
-    /** When the server accepted it, in milliseconds since the epoch. */
-    time: number;
-    /** The instance whose client sent it. */
-    origin: string;
-    /** That client's connection number on its instance. */
-    conn: number;
-  }
-  | {
-    kind: "joined" | "left";
-    name: string;
-    /** Absent for members whose instance stopped refreshing them. */
-    origin?: string;
-    conn?: number;
-  };
-
-/** What a backplane knows about an event beyond the event itself. */
-export interface Delivery {
-  /** The event's place in the room's order in Redis; absent in process. */
-  seq?: number;
-  /** For joins and leaves: how many are in the room on all instances. */
-  online?: number;
-  /** For joins and leaves in rooms small enough: every member's name. */
-  names?: string[];
-}
-
-/** What a backplane calls back into. */
-export interface BackplaneHandlers {
-  /** An event for this instance's members of `room`. Must not throw. */
-  deliver(room: string, event: RoomEvent, delivery: Delivery): void;
-  /** The backplane went down (`false`) or came back (`true`). */
-  changed(up: boolean): void;
-  /** Each room with members here, and their names: written to Redis again. */
-  presence(): Map<string, string[]>;
-  log(line: string): void;
-}
-
-/** How instances share rooms. */
-export interface Backplane {
-  /** True when events travel through a shared backplane (presence, history and names too). */
-  readonly shared: boolean;
-  /** True while events reach every instance (always, in process). */
-  readonly up: boolean;
-  /** This instance's identity in events it publishes. */
-  readonly instance: string;
-  /** Settles once the first attempt to reach the backplane has ended, either way. */
-  readonly started: Promise<void>;
-  /** Sends an event to the room's members on every instance. */
-  publish(room: string, event: RoomEvent): void;
-  /** Takes `name` in `room` for this instance: `unknown` when the backplane cannot say. */
-  claim(room: string, name: string): Promise<"claimed" | "taken" | "unknown">;
-  /** Gives `name` back, announcing `left` if given. */
-  release(room: string, name: string, left?: RoomEvent): void;
-  /** Whether `name` is taken in `room` anywhere; `undefined` when unknown. */
-  taken(room: string, name: string): Promise<boolean | undefined>;
-  /** The room's members on every instance, by name; `undefined` when unknown. */
-  who(room: string): Promise<string[] | undefined>;
-  /** The room's recent messages and the last one's `seq`; `undefined` when unknown. */
-  history(room: string): Promise<{ lines: string[]; last: number } | undefined>;
-  /** Starts receiving the room's events (resolves once they flow). */
-  open(room: string): Promise<void>;
-  /** Stops receiving the room's events. */
-  close(room: string): void;
-  /** Lets outstanding calls finish (within the timeout), then disconnects. */
-  stop(): Promise<void>;
-}
-
-/** The default: one process, every event delivered at once. */
-export class LocalBackplane implements Backplane {
-  readonly shared = false;
-  readonly up = true;
-  readonly instance = "local";
-  readonly started = Promise.resolve();
-
-  constructor(readonly handlers: Pick<BackplaneHandlers, "deliver">) {}
-
-  publish(room: string, event: RoomEvent): void {
-    this.handlers.deliver(room, event, {});
-  }
-  claim(): Promise<"unknown"> {
-    return Promise.resolve("unknown");
-  }
-  release(room: string, _name: string, left?: RoomEvent): void {
-    if (left) this.handlers.deliver(room, left, {});
-  }
-  taken(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-  who(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-  history(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-  open(): Promise<void> {
-    return Promise.resolve();
-  }
-  close(): void {}
-  stop(): Promise<void> {
-    return Promise.resolve();
-  }
-}
+import type { Backplane, BackplaneReceiver, History, RoomEvent } from "./backplane.ts";
+import { Backoff } from "../lib/backoff.ts";
+import { errorText } from "../lib/errors.ts";
 
 /** How long a member stays in Redis's presence without a refresh from its instance. */
 export const PRESENCE_TTL_MS = 15_000;
@@ -198,7 +91,7 @@ if op == 'claim' then -- name, instance, ttl, limit
   prune(tonumber(ARGV[5]))
   if hold(ARGV[2], ARGV[3], tonumber(ARGV[4])) then return 1 end
   return 0
-elseif op == 'post' then -- json, presence, limit, history line, history size
+elseif op == 'post' then -- json, presence, limit, history entry, history size
   local seq = post(ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]))
   local size = tonumber(ARGV[6])
   if ARGV[5] ~= '' and size > 0 then
@@ -262,7 +155,7 @@ interface Client {
 }
 type State = "connecting" | "up" | "down" | "stopped";
 
-/** The room's name from its path (`/` is the default room, `""`). */
+/** The room's path, as its keys name it: `/` for the default room (`""`), `/rust` for `rust`. */
 function roomPath(room: string): string {
   return `/${room}`;
 }
@@ -285,7 +178,7 @@ export class RedisBackplane implements Backplane {
   readonly instance = crypto.randomUUID();
   readonly started: Promise<void>;
   readonly #options: RedisBackplaneOptions;
-  readonly #handlers: BackplaneHandlers;
+  readonly #receiver: BackplaneReceiver;
   #state: State = "connecting";
   /** Bumped on every (re)connect: callbacks of older connections are ignored. */
   #generation = 0;
@@ -297,7 +190,9 @@ export class RedisBackplane implements Backplane {
   /** Own events on their way through Redis, by id, in publish order. */
   readonly #inFlight = new Map<number, InFlight>();
   #nextId = 0;
-  #retries = 0;
+  readonly #backoff = new Backoff(FIRST_RETRY_MS, MAX_RETRY_MS);
+  /** True from a failure until the backplane is up again. */
+  #failing = false;
   #retryTimer?: ReturnType<typeof setTimeout>;
   #heartbeat?: ReturnType<typeof setInterval>;
   #beats = 0;
@@ -305,9 +200,9 @@ export class RedisBackplane implements Backplane {
   readonly #listener = (message: string, channel: string) =>
     this.#received(message, channel);
 
-  constructor(options: RedisBackplaneOptions, handlers: BackplaneHandlers) {
+  constructor(options: RedisBackplaneOptions, receiver: BackplaneReceiver) {
     this.#options = options;
-    this.#handlers = handlers;
+    this.#receiver = receiver;
     this.#channelPrefix = `${this.#options.prefix}room:`;
     this.started = this.#connect();
   }
@@ -317,15 +212,17 @@ export class RedisBackplane implements Backplane {
   }
 
   publish(room: string, event: RoomEvent): void {
-    if (this.#state !== "up") return this.#handlers.deliver(room, event, {});
+    if (this.#state !== "up") return this.#receiver.deliver(room, event, {});
     const { id, json } = this.#track(room, event);
-    const line = event.kind === "message" ? chatLine(event.from, event.text) : "";
+    const entry = event.kind === "message"
+      ? JSON.stringify({ from: event.from, text: event.text, time: event.time })
+      : "";
     void this.#eval(room, [
       "post",
       json,
       event.kind === "message" ? "0" : "1",
       String(this.#options.namesLimit),
-      line,
+      entry,
       String(this.#options.historySize),
     ]).then(() => {
       // Nobody here receives the room any more: it will not come back.
@@ -351,7 +248,7 @@ export class RedisBackplane implements Backplane {
 
   release(room: string, name: string, left?: RoomEvent): void {
     if (this.#state !== "up") {
-      if (left) this.#handlers.deliver(room, left, {});
+      if (left) this.#receiver.deliver(room, left, {});
       return;
     }
     void this.#eval(room, [
@@ -387,7 +284,7 @@ export class RedisBackplane implements Backplane {
     }
   }
 
-  async history(room: string): Promise<{ lines: string[]; last: number } | undefined> {
+  async history(room: string): Promise<History | undefined> {
     if (this.#state !== "up" || this.#options.historySize === 0) return undefined;
     const command = this.#command!;
     try {
@@ -395,12 +292,12 @@ export class RedisBackplane implements Backplane {
         command.sendCommand(["LRANGE", this.#key("history", room), "0", "-1"]),
       ) as string[];
       let last = 0;
-      const lines = entries.map((entry) => {
+      const messages = entries.map((entry) => {
         const space = entry.indexOf(" ");
         last = Number(entry.slice(0, space));
-        return entry.slice(space + 1);
+        return JSON.parse(entry.slice(space + 1));
       });
-      return { lines, last };
+      return { messages, last };
     } catch {
       return undefined;
     }
@@ -532,10 +429,11 @@ export class RedisBackplane implements Backplane {
       if (generation !== this.#generation || this.#state === "stopped") return;
       const wasDown = this.#state === "down";
       this.#state = "up";
-      this.#retries = 0;
-      this.#handlers.log(`Backplane up: ${redactedUrl(this.#options.url)}`);
+      this.#backoff.reset();
+      this.#failing = false;
+      this.#receiver.log(`Backplane up: ${redactedUrl(this.#options.url)}`);
       this.#heartbeat = setInterval(() => this.#beat(), HEARTBEAT_MS);
-      if (wasDown) this.#handlers.changed(true);
+      if (wasDown) this.#receiver.changed(true);
     } catch (error) {
       this.#failed(generation, error);
     }
@@ -557,7 +455,7 @@ export class RedisBackplane implements Backplane {
 
   /** Writes every member here into Redis's presence again, `PRESENCE_TTL_MS` ahead. */
   async #refresh(): Promise<void> {
-    const rooms = [...this.#handlers.presence()];
+    const rooms = [...this.#receiver.presence()];
     const taken = await Promise.all(rooms.map(([room, names]) =>
       this.#eval(room, [
         "refresh",
@@ -569,7 +467,7 @@ export class RedisBackplane implements Backplane {
     ));
     taken.forEach((names, i) => {
       for (const name of names) {
-        this.#handlers.log(
+        this.#receiver.log(
           `Backplane: ${name} in ${roomPath(rooms[i][0])} is held by another instance`,
         );
       }
@@ -591,13 +489,13 @@ export class RedisBackplane implements Backplane {
         id?: number;
       };
       if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
-      this.#handlers.deliver(room, event, {
+      this.#receiver.deliver(room, event, {
         seq,
         online: online === "" ? undefined : Number(online),
         names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
       });
     } catch (error) {
-      this.#handlers.log(`Backplane: unreadable event on ${channel}: ${error}`);
+      this.#receiver.log(`Backplane: unreadable event on ${channel}: ${error}`);
     }
   }
 
@@ -612,21 +510,18 @@ export class RedisBackplane implements Backplane {
     this.#state = "down";
     clearInterval(this.#heartbeat);
     this.#disconnect();
-    const why = error instanceof Error ? error.message : String(error);
-    if (wasUp || this.#retries === 0) {
-      this.#handlers.log(`Backplane down: ${why || "connection failed"}`);
+    // Logged once an outage: when it starts, or when the first attempt fails.
+    if (!this.#failing) {
+      this.#failing = true;
+      this.#receiver.log(`Backplane down: ${errorText(error) || "connection failed"}`);
     }
     // What Redis took and did not bring back reaches this instance's members
     // at least; the other instances may or may not have it.
     const stranded = [...this.#inFlight.values()];
     this.#inFlight.clear();
-    for (const { room, event } of stranded) this.#handlers.deliver(room, event, {});
-    if (wasUp) this.#handlers.changed(false);
-    const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** this.#retries++);
-    this.#retryTimer = setTimeout(
-      () => void this.#connect(),
-      delay * (0.5 + Math.random() / 2),
-    );
+    for (const { room, event } of stranded) this.#receiver.deliver(room, event, {});
+    if (wasUp) this.#receiver.changed(false);
+    this.#retryTimer = setTimeout(() => void this.#connect(), this.#backoff.delay());
   }
 
   #disconnect(): void {

@@ -12,16 +12,9 @@ export type Log = (line: string) => void;
 /** A log that discards everything. */
 export const silentLog: Log = () => {};
 
-const encoder = new TextEncoder();
+import { writeAllSync } from "../lib/io.ts";
 
-/** Writes all of `bytes` to a file, looping over short writes. */
-export function writeAllSync(
-  file: { writeSync(p: Uint8Array): number },
-  bytes: Uint8Array,
-) {
-  let written = 0;
-  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
-}
+const encoder = new TextEncoder();
 
 /** A log to stdout that writes once per event-loop turn; `flush()` writes now. */
 export function stdoutLog(): Log & { flush(): void } {

@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { errorText } from "./errors.ts";
 
 /** One flag of a command. */
 export interface FlagSpec {
@@ -81,7 +82,7 @@ export function parseFlags(command: CommandSpec, args: string[]): FlagValues {
 
 /** Rewrites `parseArgs` errors, which are written for node, in this tool's words. */
 function describeParseError(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorText(error);
   const code = (error as { code?: string }).code;
   const quoted = message.match(/'(-[^' ]*)/)?.[1] ?? message.match(/'([^']*)'/)?.[1];
   switch (code) {
@@ -158,4 +159,38 @@ export async function runCommand(
     }
     throw error;
   }
+}
+
+/**
+ * Reads the PEM file a flag names (`--cert`, `--key`, `--ca`), or throws a
+ * `UsageError` saying why it cannot: missing, unreadable, or holding no PEM
+ * block of the `expected` kind (`CERTIFICATE`, or any with none given).
+ */
+export function pemFlag(
+  command: string,
+  flag: string,
+  file: string,
+  expected?: "CERTIFICATE",
+): string {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (error) {
+    const why = error instanceof Deno.errors.NotFound
+      ? "no such file"
+      : error instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : errorText(error);
+    throw new UsageError(
+      `cannot read --${flag} ${JSON.stringify(file)}: ${why}`,
+      command,
+    );
+  }
+  if (expected && !text.includes(`-----BEGIN ${expected}-----`)) {
+    throw new UsageError(
+      `--${flag} ${JSON.stringify(file)} holds no PEM ${expected.toLowerCase()}`,
+      command,
+    );
+  }
+  return text;
 }

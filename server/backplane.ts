@@ -1,0 +1,121 @@
+/**
+ * Backplanes fix the order of a room's events (chat messages, joins and
+ * leaves) and bring them to the room's members on every instance. In
+ * process (the default, `LocalBackplane`) an event is delivered at once, in
+ * the order it happened; `RedisBackplane` (redis.ts) spans instances.
+ *
+ * @module
+ */
+
+import type { ChatMessage } from "./codec.ts";
+
+/** Something that happened in a room, as instances tell each other. */
+export type RoomEvent =
+  | ChatMessage & {
+    kind: "message";
+    /** The instance whose client sent it. */
+    origin: string;
+    /** That client's session number on its instance. */
+    conn: number;
+  }
+  | {
+    kind: "joined" | "left";
+    name: string;
+    /** Absent for members whose instance stopped refreshing them. */
+    origin?: string;
+    conn?: number;
+  };
+
+/** What a backplane knows about an event beyond the event itself. */
+export interface Delivery {
+  /** The event's place in the room's order in Redis; absent in process. */
+  seq?: number;
+  /** For joins and leaves: how many are in the room on all instances. */
+  online?: number;
+  /** For joins and leaves in rooms small enough: every member's name. */
+  names?: string[];
+}
+
+/** A room's recent messages as the backplane holds them. */
+export interface History {
+  messages: ChatMessage[];
+  /** The `seq` of the last of them (0 for none). */
+  last: number;
+}
+
+/** Where a backplane delivers: the chat, which routes each event to its room. */
+export interface BackplaneReceiver {
+  /** An event for this instance's members of `room`, in the room's order. Must not throw. */
+  deliver(room: string, event: RoomEvent, delivery: Delivery): void;
+  /** The backplane went down (`false`) or came back (`true`). */
+  changed(up: boolean): void;
+  /** Each room with members here, and their names: written to Redis again. */
+  presence(): Map<string, string[]>;
+  log(line: string): void;
+}
+
+/** How instances share rooms. */
+export interface Backplane {
+  /** True when events travel through a shared backplane (presence, history and names too). */
+  readonly shared: boolean;
+  /** True while events reach every instance (always, in process). */
+  readonly up: boolean;
+  /** This instance's identity in events it publishes. */
+  readonly instance: string;
+  /** Settles once the first attempt to reach the backplane has ended, either way. */
+  readonly started: Promise<void>;
+  /** Sends an event to the room's members on every instance. */
+  publish(room: string, event: RoomEvent): void;
+  /** Takes `name` in `room` for this instance: `unknown` when the backplane cannot say. */
+  claim(room: string, name: string): Promise<"claimed" | "taken" | "unknown">;
+  /** Gives `name` back (if this instance holds it), announcing `left` if given. */
+  release(room: string, name: string, left?: RoomEvent): void;
+  /** Whether `name` is taken in `room` anywhere; `undefined` when unknown. */
+  taken(room: string, name: string): Promise<boolean | undefined>;
+  /** The room's members on every instance, by name; `undefined` when unknown. */
+  who(room: string): Promise<string[] | undefined>;
+  /** The room's recent messages; `undefined` when unknown (or kept in process). */
+  history(room: string): Promise<History | undefined>;
+  /** Starts receiving the room's events (resolves once they flow). */
+  open(room: string): Promise<void>;
+  /** Stops receiving the room's events. */
+  close(room: string): void;
+  /** Lets outstanding calls finish (within the timeout), then disconnects. */
+  stop(): Promise<void>;
+}
+
+/** The default: one process, every event delivered at once. */
+export class LocalBackplane implements Backplane {
+  readonly shared = false;
+  readonly up = true;
+  readonly instance = "local";
+  readonly started = Promise.resolve();
+
+  constructor(readonly receiver: Pick<BackplaneReceiver, "deliver">) {}
+
+  publish(room: string, event: RoomEvent): void {
+    this.receiver.deliver(room, event, {});
+  }
+  claim(): Promise<"unknown"> {
+    return Promise.resolve("unknown");
+  }
+  release(room: string, _name: string, left?: RoomEvent): void {
+    if (left) this.receiver.deliver(room, left, {});
+  }
+  taken(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  who(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  history(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  open(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {}
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * The chat: its rooms, its live sessions and its backplane. HTTP hands it
+ * upgrades (`reserve`, then `attach`); the backplane hands it every room's
+ * events in order (`deliver`), which it routes to the room. It knows nothing
+ * of HTTP and nothing of how a client speaks.
+ *
+ * @module
+ */
+
+import { BACKPLANE_BACK, BACKPLANE_DOWN } from "../lib/protocol.ts";
+import type { AdmissionLimits } from "./admission.ts";
+import {
+  type Backplane,
+  type BackplaneReceiver,
+  type Delivery,
+  LocalBackplane,
+  type RoomEvent,
+} from "./backplane.ts";
+import { RedisBackplane } from "./redis.ts";
+import type { Log } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import { TurnChecks } from "./outbox.ts";
+import { type HttpRefusal, Refusals } from "./refusals.ts";
+import { Room, type RoomOptions } from "./room.ts";
+import { Session, type SessionHost } from "./session.ts";
+
+/** What a chat is told; the server's options, resolved (see `ServerOptions`). */
+export interface ChatSettings {
+  echo: boolean;
+  history: number;
+  presenceLimit: number;
+  quiet: boolean;
+  limits: AdmissionLimits;
+  maxBufferedBytes: number;
+  maxClients: number;
+  /** Share rooms through this Redis; in process without it. */
+  redis?: { url: string; prefix: string; timeoutMs: number };
+  log: Log;
+}
+
+/** A name held in a room for an upgrade about to happen. */
+export interface Reservation {
+  readonly room: Room<Session>;
+  /** The name the URL gave, if any (else the address is held). */
+  readonly name?: string;
+  readonly address: string;
+}
+
+/** Rooms, sessions and the backplane of one server. */
+export class Chat implements SessionHost, BackplaneReceiver {
+  readonly metrics = new Metrics();
+  readonly turns = new TurnChecks();
+  readonly backplane: Backplane;
+  readonly log: Log;
+  readonly limits: AdmissionLimits;
+  readonly maxBufferedBytes: number;
+  readonly quiet: boolean;
+  readonly #settings: ChatSettings;
+  readonly #roomOptions: RoomOptions;
+  readonly #rooms = new Map<string, Room<Session>>();
+  /** Every upgraded socket until its close event: each holds a `maxClients` slot. */
+  readonly #sessions = new Set<Session>();
+  /** Upgrades waiting on the backplane: each will hold a `maxClients` slot. */
+  #reserving = 0;
+  #lastId = 0;
+  #shuttingDown = false;
+  #allEnded?: () => void;
+
+  constructor(settings: ChatSettings) {
+    this.#settings = settings;
+    this.log = settings.log;
+    this.limits = settings.limits;
+    this.maxBufferedBytes = settings.maxBufferedBytes;
+    this.quiet = settings.quiet;
+    this.backplane = settings.redis === undefined
+      ? new LocalBackplane(this)
+      : new RedisBackplane({
+        ...settings.redis,
+        historySize: settings.history,
+        namesLimit: settings.presenceLimit,
+      }, this);
+    this.#roomOptions = {
+      backplane: this.backplane,
+      history: settings.history,
+      presenceLimit: settings.presenceLimit,
+      echo: settings.echo,
+    };
+  }
+
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
+  }
+
+  /** Clients in a room, over all rooms. */
+  get members(): number {
+    let count = 0;
+    for (const room of this.#rooms.values()) count += room.size;
+    return count;
+  }
+
+  /** Rooms with someone in them. */
+  get occupiedRooms(): number {
+    let count = 0;
+    for (const room of this.#rooms.values()) if (room.size > 0) count++;
+    return count;
+  }
+
+  /** True when `name` is held in the room called `room` here or on another instance. */
+  async nameTaken(room: string, name: string): Promise<boolean> {
+    return this.#rooms.get(room)?.has(name) === true ||
+      await this.backplane.taken(room, name) === true;
+  }
+
+  /**
+   * Holds a slot and the client's name (its address without one) for an
+   * upgrade; a refusal when the server is full, the name is taken, or the
+   * server began shutting down meanwhile.
+   */
+  async reserve(
+    request: { room: string; name?: string; address: string },
+  ): Promise<Reservation | HttpRefusal> {
+    if (this.#sessions.size + this.#reserving >= this.#settings.maxClients) {
+      return Refusals.full(this.#settings.maxClients);
+    }
+    const room = this.#room(request.room);
+    const wanted = request.name ?? request.address;
+    this.#reserving++;
+    let held: boolean;
+    try {
+      // An address is unique here; on another instance it does not matter.
+      held = await room.hold(wanted, { exclusive: request.name !== undefined });
+    } finally {
+      this.#reserving--;
+    }
+    if (held && !this.#shuttingDown) {
+      return { room, name: request.name, address: request.address };
+    }
+    if (held) room.release(wanted);
+    this.tidy(room);
+    return this.#shuttingDown ? Refusals.shuttingDown() : Refusals.nameTaken(wanted);
+  }
+
+  /** Gives back what `reserve` held, for an upgrade that did not happen. */
+  cancel(reservation: Reservation): void {
+    reservation.room.release(reservation.name ?? reservation.address);
+    this.tidy(reservation.room);
+  }
+
+  /** A session for an upgraded socket; it joins its room once the socket opens. */
+  attach(reservation: Reservation, socket: WebSocket, batching: boolean): void {
+    this.#sessions.add(
+      new Session({
+        id: ++this.#lastId,
+        socket,
+        address: reservation.address,
+        name: reservation.name,
+        room: reservation.room,
+        batching,
+        host: this,
+      }),
+    );
+  }
+
+  /** The room called `name`, created if needed. */
+  #room(name: string): Room<Session> {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      room = new Room(name, this.#roomOptions);
+      this.#rooms.set(name, room);
+    }
+    return room;
+  }
+
+  /** Drops `room` (and its history) once nobody is in it or about to join it. */
+  tidy(room: Room<Session>): void {
+    if (!room.empty || this.#rooms.get(room.name) !== room) return;
+    this.#rooms.delete(room.name);
+    this.backplane.close(room.name);
+  }
+
+  ended(session: Session): void {
+    this.tidy(session.room);
+    this.#sessions.delete(session);
+    if (this.#sessions.size === 0) this.#allEnded?.();
+  }
+
+  /** A room's event, in the backplane's order, to its members here. */
+  deliver(room: string, event: RoomEvent, delivery: Delivery): void {
+    const delivered = this.#rooms.get(room)?.deliver(event, delivery) ?? 0;
+    this.metrics.messagesDelivered += delivered;
+  }
+
+  changed(up: boolean): void {
+    for (const room of this.#rooms.values()) {
+      room.notify(up ? BACKPLANE_BACK : BACKPLANE_DOWN);
+    }
+  }
+
+  presence(): Map<string, string[]> {
+    const rooms = new Map<string, string[]>();
+    for (const room of this.#rooms.values()) {
+      if (room.size > 0) rooms.set(room.name, room.who());
+    }
+    return rooms;
+  }
+
+  /**
+   * Refuses new clients, lets every client that reads take what it was
+   * owed, closes each with 1001, then lets the backplane go; by `deadline`
+   * even if some client never reads.
+   */
+  async shutdown(deadline: Promise<void>): Promise<void> {
+    this.#shuttingDown = true;
+    const ended = new Promise<void>((resolve) => {
+      this.#allEnded = resolve;
+      if (this.#sessions.size === 0) resolve();
+    });
+    for (const session of this.#sessions) void session.shutdown(deadline);
+    await Promise.race([ended, deadline]);
+    this.turns.stop();
+    await this.backplane.stop();
+  }
+}

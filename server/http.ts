@@ -1,0 +1,204 @@
+/**
+ * The chat's HTTP front: the page, `/healthz`, `/readyz`, `/metrics`, and
+ * the gate every upgrade passes (shutdown, origin, room, name, capacity)
+ * before the chat gets the socket. Every refusal goes through
+ * `abortHandshake`, with its text and metric from the refusal table.
+ *
+ * @module
+ */
+
+import {
+  BATCH_PROTOCOL,
+  formatAddress,
+  nameProblem,
+  roomFromPath,
+} from "../lib/protocol.ts";
+import { errorText } from "../lib/errors.ts";
+import type { Chat } from "./chat.ts";
+import type { Metrics } from "./metrics.ts";
+import { chatPage } from "./page.ts";
+import { type HttpRefusal, Refusals } from "./refusals.ts";
+
+/** What the HTTP front is told (from the server's options). */
+export interface HttpOptions {
+  /** Origins allowed besides the server's own. */
+  allowOrigins: readonly string[];
+  /** Seconds without a pong before the runtime closes a socket; `0` never. */
+  idleTimeout: number;
+  /** The largest message, shown by the page as its input's limit. */
+  maxMessageBytes: number;
+}
+
+/** Answers one request; mountable in any `Deno.serve` app. */
+export type ChatRequestHandler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
+
+/** The one-line hint a plain HTTP request gets, with status 426. */
+export function upgradeHint(url: string): string {
+  return `This is a WebSocket chat server: connect with a WebSocket client, e.g. chat client --url ${url}`;
+}
+
+/** The chat page's headers: all of it is inline, so nothing may load from elsewhere. */
+const PAGE_HEADERS = {
+  "content-type": "text/html; charset=utf-8",
+  "cache-control": "no-cache",
+  "content-security-policy":
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+};
+
+/** A one-line plain-text response. */
+export function plainResponse(
+  status: number,
+  text: string,
+  headers?: HeadersInit,
+): Response {
+  const response = new Response(text + "\n", { status, headers });
+  response.headers.set("content-type", "text/plain; charset=utf-8");
+  return response;
+}
+
+/** Every refusal's response: counted, then answered with its status and line. */
+export function abortHandshake(metrics: Metrics, refusal: HttpRefusal): Response {
+  if (refusal.metric) metrics.refuse(refusal.metric);
+  return plainResponse(refusal.status, refusal.text, refusal.headers);
+}
+
+/** Reads the optional `name` query parameter: a name, none, or a problem. */
+function nameFromQuery(url: URL): { name?: string; problem?: string } {
+  const names = url.searchParams.getAll("name");
+  if (names.length > 1) return { problem: "repeated name parameter: give one name" };
+  if (names.length === 0 || names[0] === "") return {};
+  const problem = nameProblem(names[0]);
+  return problem ? { problem } : { name: names[0] };
+}
+
+/** True when the upgrade offers the `chat.batch` subprotocol. */
+function offersBatching(request: Request): boolean {
+  const offered = request.headers.get("sec-websocket-protocol");
+  return offered !== null && offered.split(",").some((p) => p.trim() === BATCH_PROTOCOL);
+}
+
+function isUpgrade(request: Request): boolean {
+  return request.headers.get("upgrade")?.toLowerCase() === "websocket";
+}
+
+/**
+ * Says why an upgrade's `Origin` is refused, or `undefined` to allow it:
+ * allowed are no `Origin` (not a browser), the server's own (its host:port
+ * is the request's `Host`), and the listed ones.
+ */
+function refusedOrigin(
+  request: Request,
+  allowed: ReadonlySet<string>,
+): string | undefined {
+  const origin = request.headers.get("origin");
+  if (origin === null) return undefined;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(origin);
+  } catch {
+    // "null" and garbage are refused below.
+  }
+  if (parsed && parsed.host === request.headers.get("host")) return undefined;
+  if (parsed && allowed.has(parsed.origin)) return undefined;
+  return origin;
+}
+
+/** The chat's routes and upgrade gate as one request handler. */
+export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler {
+  const allowedOrigins = new Set(options.allowOrigins.map((o) => new URL(o).origin));
+  const refuse = (refusal: HttpRefusal) => abortHandshake(chat.metrics, refusal);
+
+  /** `/healthz`, `/readyz` and `/metrics`; `undefined` for any other path. */
+  function statusResponse(path: string): Response | undefined {
+    const backplane = chat.backplane;
+    const backplaneState = !backplane.shared ? "none" : backplane.up ? "up" : "down";
+    switch (path) {
+      case "/healthz":
+        // Alive while it serves; the backplane's state is information here.
+        return Response.json({
+          status: chat.shuttingDown ? "shutting down" : "ok",
+          backplane: backplaneState,
+        });
+      case "/readyz": {
+        // Not ready while shutting down, or while the backplane is down.
+        const reason = chat.shuttingDown
+          ? "shutting down"
+          : backplaneState === "down"
+          ? "backplane down"
+          : undefined;
+        return reason
+          ? Response.json({ ready: false, reason }, { status: 503 })
+          : Response.json({ ready: true });
+      }
+      case "/metrics":
+        return new Response(
+          chat.metrics.render({
+            clients: chat.members,
+            rooms: chat.occupiedRooms,
+            backplaneUp: backplane.shared ? backplane.up : undefined,
+          }),
+          { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
+        );
+    }
+    return undefined;
+  }
+
+  /** A request that is not an upgrade: status, the page, or a hint to upgrade. */
+  async function plainRequest(request: Request, url: URL): Promise<Response> {
+    const reading = request.method === "GET" || request.method === "HEAD";
+    const status = reading ? statusResponse(url.pathname) : undefined;
+    if (status) return status;
+    const room = roomFromPath(url.pathname);
+    if (room === undefined) return refuse(Refusals.notFound());
+    if (reading) {
+      // The page for joining under a name that is taken: the page asks
+      // this first, since a browser cannot see a refused upgrade's status.
+      const wanted = url.searchParams.get("name");
+      if (wanted && await chat.nameTaken(room, wanted)) {
+        return plainResponse(409, Refusals.nameTaken(wanted).text);
+      }
+      const page = chatPage(room, { maxMessageBytes: options.maxMessageBytes });
+      return new Response(page, { headers: PAGE_HEADERS });
+    }
+    const host = request.headers.get("host") ?? url.host;
+    return plainResponse(
+      426,
+      upgradeHint(`${url.protocol === "https:" ? "wss" : "ws"}://${host}`),
+      {
+        upgrade: "websocket",
+      },
+    );
+  }
+
+  return async (request, info) => {
+    const url = new URL(request.url);
+    if (!isUpgrade(request)) return await plainRequest(request, url);
+    if (chat.shuttingDown) return refuse(Refusals.shuttingDown());
+    const origin = refusedOrigin(request, allowedOrigins);
+    if (origin !== undefined) return refuse(Refusals.origin(origin));
+    const room = roomFromPath(url.pathname);
+    if (room === undefined) return refuse(Refusals.noRoom(url.pathname));
+    const { name, problem } = nameFromQuery(url);
+    if (problem) return refuse(Refusals.badName(problem));
+    const batching = offersBatching(request);
+    // Read before the upgrade: afterwards the request is closed and so is `info`.
+    const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
+    const reservation = await chat.reserve({ room, name, address });
+    if ("status" in reservation) return refuse(reservation);
+    let upgrade: Deno.WebSocketUpgrade;
+    try {
+      upgrade = Deno.upgradeWebSocket(request, {
+        idleTimeout: options.idleTimeout,
+        protocol: batching ? BATCH_PROTOCOL : undefined,
+      });
+    } catch (error) {
+      chat.cancel(reservation);
+      return refuse(Refusals.badUpgrade(errorText(error)));
+    }
+    chat.attach(reservation, upgrade.socket, batching);
+    return upgrade.response;
+  };
+}

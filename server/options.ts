@@ -1,0 +1,390 @@
+/**
+ * The server's options: the `ServerOptions` interface (each default in its
+ * JSDoc), `SERVER_DEFAULTS`, and one schema, `SERVER_FLAGS`, from which the
+ * flag table (`SERVER_COMMAND`, so `chat server --help` and the README),
+ * and `serverOptions` (flags → options) both come.
+ *
+ * @module
+ */
+
+import {
+  type CommandSpec,
+  type FlagSpec,
+  type FlagValues,
+  integerFlag,
+  pemFlag,
+  UsageError,
+} from "../lib/flags.ts";
+import type { Log } from "./log.ts";
+
+/** What the server can be told; every field is optional. */
+export interface ServerOptions {
+  /** The address to listen on. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** The port to listen on; `0` picks a free one. @default {8080} */
+  port?: number;
+  /** Send each message back to its sender too, as the original does. @default {true} */
+  echo?: boolean;
+  /** Recent messages per room a newcomer receives after the welcome; `0` none. @default {50} */
+  history?: number;
+  /**
+   * Joined/left notices go out while a room has at most this many members;
+   * past it they stop (each would cost a line to everyone). @default {200}
+   */
+  presenceLimit?: number;
+  /** Log no line per message (`From client ...`); connections and refusals still are. @default {false} */
+  quiet?: boolean;
+  /**
+   * The largest text message, in UTF-8 bytes; a larger one closes its sender
+   * with 1009 and is not broadcast. @default {65536}
+   */
+  maxMessageBytes?: number;
+  /**
+   * Messages per second per client (token bucket); over it, messages are
+   * not broadcast and the sender gets a notice. `0` turns off this limit and
+   * the flood rule. @default {20}
+   */
+  rateLimit?: number;
+  /** Messages a client may send at once before the rate applies (at least 1). @default {40} */
+  rateBurst?: number;
+  /**
+   * The unsent backlog (`bufferedAmount`) a client may have after an
+   * event-loop turn (four times this at any moment); past it the client is a
+   * slow consumer, closed with 1008. @default {1048576}
+   */
+  maxBufferedBytes?: number;
+  /** Connections at once; beyond it upgrades get HTTP 503. @default {10000} */
+  maxClients?: number;
+  /**
+   * Seconds without an answer to the server's pings before a client is
+   * closed with 1001; `0` never. @default {30}
+   */
+  idleTimeout?: number;
+  /**
+   * Origins (`https://example.com`) allowed besides the server's own. An
+   * upgrade whose `Origin` is neither gets HTTP 403; one without `Origin`
+   * (not a browser) is allowed. @default {[]}
+   */
+  allowOrigins?: string[];
+  /** Seconds shutdown waits for clients to take their last messages. @default {5} */
+  shutdownTimeout?: number;
+  /** TLS certificate chain, PEM; with `key`, the server speaks `wss://`. @default {none} */
+  cert?: string;
+  /** TLS private key, PEM, matching `cert`. @default {none} */
+  key?: string;
+  /**
+   * A Redis server (`redis://[user:password@]host[:port][/db]`, `rediss://`
+   * for TLS) through which several instances serve the same rooms, presence
+   * and history; without it, the server stands alone. @default {none}
+   */
+  redis?: string;
+  /** What the backplane's Redis keys and channels start with. @default {"chat:"} */
+  redisPrefix?: string;
+  /**
+   * Milliseconds any Redis call may take; a later answer counts as Redis
+   * being down. @default {1000}
+   */
+  redisTimeout?: number;
+  /** Where log lines go. @default {each line to stdout} */
+  log?: Log;
+}
+
+/** The defaults of every option, the single source for `--help` and the README. */
+export const SERVER_DEFAULTS = {
+  hostname: "127.0.0.1",
+  port: 8080,
+  echo: true,
+  history: 50,
+  presenceLimit: 200,
+  quiet: false,
+  maxMessageBytes: 65536,
+  rateLimit: 20,
+  rateBurst: 40,
+  maxBufferedBytes: 1048576,
+  maxClients: 10000,
+  idleTimeout: 30,
+  allowOrigins: [] as string[],
+  shutdownTimeout: 5,
+  redisPrefix: "chat:",
+  redisTimeout: 1000,
+};
+
+/** The server's options with every default filled in. */
+export type ServerSettings = typeof SERVER_DEFAULTS & ServerOptions;
+
+const COMMAND = "server";
+
+/** One flag of the server and the option it sets. */
+interface ServerFlag {
+  /** The flag's name, without dashes. */
+  flag: string;
+  /** The option it sets. */
+  option: keyof ServerOptions;
+  /** A whole number in `[min, max]`, a switch, or text (checked by `parse`). */
+  kind: "integer" | "switch" | "text";
+  valueName?: string;
+  help: string;
+  min?: number;
+  max?: number;
+  /** May be given more than once: the option is a list. */
+  multiple?: boolean;
+  /** A switch that turns its option off (`--no-echo`). */
+  negates?: boolean;
+  /** Turns one text value into the option's value, or throws a `UsageError`. */
+  parse?: (value: string) => unknown;
+}
+
+/** The server's flags, in `--help` order: the one schema of the command line. */
+export const SERVER_FLAGS: readonly ServerFlag[] = [
+  {
+    flag: "host",
+    option: "hostname",
+    kind: "text",
+    valueName: "HOST",
+    help: "address to listen on (0.0.0.0 or :: for every interface)",
+    parse(value) {
+      if (value.trim() === "") throw new UsageError("--host needs an address", COMMAND);
+      return value;
+    },
+  },
+  {
+    flag: "port",
+    option: "port",
+    kind: "integer",
+    valueName: "PORT",
+    min: 0,
+    max: 65535,
+    help: "port to listen on; 0 picks a free port",
+  },
+  {
+    flag: "no-echo",
+    option: "echo",
+    kind: "switch",
+    negates: true,
+    help: "do not send a message back to its sender",
+  },
+  {
+    flag: "history",
+    option: "history",
+    kind: "integer",
+    valueName: "N",
+    min: 0,
+    max: 100_000,
+    help: "recent messages per room a newcomer receives; 0 = none",
+  },
+  {
+    flag: "presence-limit",
+    option: "presenceLimit",
+    kind: "integer",
+    valueName: "N",
+    min: 0,
+    max: 10_000_000,
+    help: "announce joins and leaves while a room has at most N members",
+  },
+  {
+    flag: "quiet",
+    option: "quiet",
+    kind: "switch",
+    help: "log no line per message (connections still are)",
+  },
+  {
+    flag: "max-message-bytes",
+    option: "maxMessageBytes",
+    kind: "integer",
+    valueName: "N",
+    min: 1,
+    max: 64 * 1024 * 1024,
+    help: "largest message in UTF-8 bytes; larger closes the client with 1009",
+  },
+  {
+    flag: "rate-limit",
+    option: "rateLimit",
+    kind: "integer",
+    valueName: "N",
+    min: 0,
+    max: 1_000_000,
+    help: "messages per second per client; 0 turns off this and the flood rule",
+  },
+  {
+    flag: "rate-burst",
+    option: "rateBurst",
+    kind: "integer",
+    valueName: "N",
+    min: 1,
+    max: 1_000_000,
+    help: "messages a client may send at once (at least 1)",
+  },
+  {
+    flag: "max-buffered-bytes",
+    option: "maxBufferedBytes",
+    kind: "integer",
+    valueName: "N",
+    min: 1,
+    max: 2 ** 40,
+    help: "unsent bytes per client before it is closed as too slow (1008)",
+  },
+  {
+    flag: "max-clients",
+    option: "maxClients",
+    kind: "integer",
+    valueName: "N",
+    min: 1,
+    max: 10_000_000,
+    help: "connections at once; more get HTTP 503",
+  },
+  {
+    flag: "idle-timeout",
+    option: "idleTimeout",
+    kind: "integer",
+    valueName: "SECONDS",
+    min: 0,
+    max: 86_400,
+    help: "close a client that answers no ping for this long (1001); 0 = never",
+  },
+  {
+    flag: "allow-origin",
+    option: "allowOrigins",
+    kind: "text",
+    valueName: "URL",
+    multiple: true,
+    help: "also accept browser upgrades from this origin (others get HTTP 403)",
+    parse(value) {
+      try {
+        const url = new URL(value);
+        if (url.protocol === "http:" || url.protocol === "https:") return url.origin;
+      } catch {
+        // Reported below.
+      }
+      throw new UsageError(
+        `invalid --allow-origin ${
+          JSON.stringify(value)
+        }: expected http:// or https:// and a host`,
+        COMMAND,
+      );
+    },
+  },
+  {
+    flag: "shutdown-timeout",
+    option: "shutdownTimeout",
+    kind: "integer",
+    valueName: "SECONDS",
+    min: 0,
+    max: 86_400,
+    help: "on SIGINT/SIGTERM, exit within this long even if a client never reads",
+  },
+  {
+    flag: "cert",
+    option: "cert",
+    kind: "text",
+    valueName: "FILE",
+    help: "TLS certificate chain (PEM); with --key, serve wss://",
+    parse: (file) => pemFlag(COMMAND, "cert", file),
+  },
+  {
+    flag: "key",
+    option: "key",
+    kind: "text",
+    valueName: "FILE",
+    help: "TLS private key (PEM) for --cert",
+    parse: (file) => pemFlag(COMMAND, "key", file),
+  },
+  {
+    flag: "redis",
+    option: "redis",
+    kind: "text",
+    valueName: "URL",
+    help: "share rooms with every instance on this Redis (redis://HOST:PORT)",
+    parse(value) {
+      let url: URL | undefined;
+      try {
+        url = new URL(value);
+      } catch {
+        // Reported below.
+      }
+      if (
+        url && (url.protocol === "redis:" || url.protocol === "rediss:") && url.hostname
+      ) {
+        return value;
+      }
+      throw new UsageError(
+        `invalid --redis ${
+          JSON.stringify(value)
+        }: expected redis://HOST[:PORT] or rediss://`,
+        COMMAND,
+      );
+    },
+  },
+  {
+    flag: "redis-prefix",
+    option: "redisPrefix",
+    kind: "text",
+    valueName: "PREFIX",
+    help: "what the Redis keys and channels start with",
+    parse(value) {
+      if (/\s/.test(value)) {
+        throw new UsageError("--redis-prefix cannot contain spaces", COMMAND);
+      }
+      return value;
+    },
+  },
+  {
+    flag: "redis-timeout",
+    option: "redisTimeout",
+    kind: "integer",
+    valueName: "MS",
+    min: 1,
+    max: 600_000,
+    help: "a Redis call answered later than this counts as Redis down",
+  },
+];
+
+/** The default a flag shows in `--help`, from `SERVER_DEFAULTS`. */
+function shownDefault(flag: ServerFlag): string | undefined {
+  if (flag.kind === "switch" || flag.multiple) return undefined;
+  const value = SERVER_DEFAULTS[flag.option as keyof typeof SERVER_DEFAULTS];
+  return value === undefined ? undefined : String(value);
+}
+
+/** The server command's flags: the source of `chat server --help` and the README table. */
+export const SERVER_COMMAND: CommandSpec = {
+  name: COMMAND,
+  summary: "run the broadcast chat server",
+  flags: SERVER_FLAGS.map((flag): FlagSpec => ({
+    name: flag.flag,
+    type: flag.kind === "switch" ? "boolean" : "string",
+    valueName: flag.valueName,
+    default: shownDefault(flag),
+    multiple: flag.multiple,
+    help: flag.help,
+  })),
+};
+
+/**
+ * Turns parsed flags into server options (reading `--cert` and `--key`),
+ * or throws a `UsageError`. Flags not given stay `undefined`, so the
+ * defaults apply.
+ */
+export function serverOptions(values: FlagValues): ServerOptions {
+  if ((values.cert === undefined) !== (values.key === undefined)) {
+    throw new UsageError("--cert and --key go together: give both or neither", COMMAND);
+  }
+  const options: Record<string, unknown> = {};
+  for (const flag of SERVER_FLAGS) {
+    const given = values[flag.flag];
+    if (flag.kind === "switch") {
+      options[flag.option] = flag.negates ? given !== true : given === true;
+      continue;
+    }
+    if (given === undefined) continue;
+    const one = (value: string) =>
+      flag.kind === "integer"
+        ? integerFlag(COMMAND, flag.flag, value, flag.min!, flag.max!)
+        : flag.parse
+        ? flag.parse(value)
+        : value;
+    options[flag.option] = flag.multiple
+      ? (given as string[]).map(one)
+      : one(given as string);
+  }
+  return options as ServerOptions;
+}

@@ -1,0 +1,230 @@
+/**
+ * The chat page's script, written as a real function so that it is linted
+ * and type-checked with the rest. `page.ts` embeds its source
+ * (`pageScript.toString()`) and calls it with a `PageConfig` made from the
+ * server's own constants, so the page restates no rule and no text.
+ *
+ * The function may refer to nothing outside itself but the browser's
+ * globals, its config, and `Backoff`, whose source the page embeds too.
+ *
+ * @module
+ */
+
+import { Backoff } from "../lib/backoff.ts";
+
+// The parts of the DOM the page uses. Deno's types have no DOM, and the
+// DOM's own types conflict with Deno's in one program; WebSocket, fetch,
+// location and localStorage are typed by Deno as browsers have them.
+interface PageNode {
+  textContent: string | null;
+}
+interface PageElement extends PageNode, EventTarget {
+  className: string;
+  hidden: boolean;
+  readonly classList: { toggle(token: string, force?: boolean): boolean };
+  readonly scrollHeight: number;
+  scrollTop: number;
+  readonly clientHeight: number;
+  append(...nodes: PageNode[]): void;
+  focus(): void;
+}
+interface PageInput extends PageElement {
+  value: string;
+}
+declare const document: {
+  getElementById(id: string): PageElement | null;
+  createElement(tag: string): PageElement;
+  createTextNode(text: string): PageNode;
+  readonly activeElement: PageElement | null;
+};
+
+/** What the page is told by the server: its room and the protocol's rules and texts. */
+export interface PageConfig {
+  /** The room's name; `""` for the default room. */
+  room: string;
+  /** The name rule as a regular expression's source. */
+  namePattern: string;
+  /** The name rule in words. */
+  nameRule: string;
+  /** The first line every client receives. */
+  welcome: string;
+  /** Matches a joined or left notice: the name, then `joined` or `left`. */
+  presencePattern: string;
+  /** What the answer to `/who` starts with. */
+  whoPrefix: string;
+  /** The batching subprotocol the page offers, and its separator. */
+  batchProtocol: string;
+  batchSeparator: string;
+}
+
+/** Runs the page: the join form, the connection and its reconnects, the log. */
+export function pageScript(config: PageConfig): void {
+  const path = "/" + config.room;
+  const NAME = new RegExp(config.namePattern);
+  const PRESENCE = new RegExp(config.presencePattern);
+  const $ = <T extends PageElement>(id: string) => document.getElementById(id) as T;
+  const log = $("log"), status = $("status"), online = $("online");
+  const text = $<PageInput>("text"), nameInput = $<PageInput>("name");
+  $("title").textContent = config.room ? "#" + config.room : "chat";
+
+  let name = "";
+  let socket: WebSocket | null = null;
+  let members: string[] = [];
+  let awaitingWho = false;
+  const backoff = new Backoff();
+
+  function show(kind: string, from: string | null, body: string) {
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    const line = document.createElement("div");
+    line.className = "message " + kind;
+    if (from !== null) {
+      const who = document.createElement("span");
+      who.className = "from";
+      who.textContent = from;
+      line.append(who);
+    }
+    // Peers' text is only ever text: never parsed as HTML.
+    line.append(document.createTextNode(body));
+    log.append(line);
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  function setStatus(textContent: string, down: boolean) {
+    status.textContent = textContent;
+    status.classList.toggle("down", down);
+  }
+
+  function showMembers() {
+    online.textContent = members.length
+      ? "online (" + members.length + "): " + members.join(", ")
+      : "";
+  }
+
+  // Presence lines keep the list current without asking again.
+  function presence(line: string) {
+    const m = PRESENCE.exec(line);
+    if (!m) return;
+    if (m[2] === "joined") {
+      if (!members.includes(m[1])) members.push(m[1]);
+    } else {
+      members = members.filter((n) => n !== m[1]);
+    }
+    showMembers();
+  }
+
+  function receive(line: string) {
+    if (awaitingWho && line.startsWith(config.whoPrefix)) {
+      awaitingWho = false;
+      const list = line.slice(line.indexOf("): ") + 3);
+      members = list ? list.split(", ") : [];
+      showMembers();
+      return;
+    }
+    if (line.startsWith("* ")) {
+      presence(line);
+      show("notice", null, line.slice(2));
+      return;
+    }
+    const colon = line.indexOf(": ");
+    if (colon > 0 && !line.startsWith(config.welcome)) {
+      show("chat", line.slice(0, colon), line.slice(colon + 2));
+    } else {
+      show("notice", null, line);
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const url = scheme + location.host + path + "?name=" + encodeURIComponent(name);
+    setStatus("connecting…", false);
+    // Batched: what the page is owed in one server turn comes as one frame.
+    const ws = new WebSocket(url, [config.batchProtocol]);
+    socket = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      backoff.reset();
+      setStatus("connected as " + name, false);
+      awaitingWho = true;
+      ws.send("/who");
+      text.focus();
+    };
+    ws.onmessage = (event) => {
+      if (typeof event.data !== "string") return;
+      if (ws.protocol === config.batchProtocol) {
+        for (const line of event.data.split(config.batchSeparator)) receive(line);
+      } else {
+        receive(event.data);
+      }
+      if (document.activeElement !== text) text.focus();
+    };
+    ws.onclose = (event) => {
+      if (socket !== ws) return;
+      socket = null;
+      members = [];
+      showMembers();
+      const wait = backoff.delay();
+      const why = opened
+        ? "disconnected" +
+          (event.code
+            ? " (" + event.code + (event.reason ? " " + event.reason : "") + ")"
+            : "")
+        : "cannot connect";
+      setStatus(why + ", reconnecting in " + (wait / 1000).toFixed(1) + " s", true);
+      if (opened) show("notice", null, why + "; reconnecting…");
+      // A 409 now means the old connection has not timed out yet: retry all the same.
+      setTimeout(connect, wait);
+    };
+  }
+
+  $("join").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const wanted = nameInput.value.trim();
+    const error = $("join-error");
+    if (!NAME.test(wanted)) {
+      error.textContent = "Use " + config.nameRule + ".";
+      return;
+    }
+    // The browser hides a refused upgrade's status: ask first whether the name is free.
+    try {
+      const answer = await fetch(path + "?name=" + encodeURIComponent(wanted), {
+        method: "HEAD",
+      });
+      if (answer.status === 409) {
+        error.textContent = "That name is taken here: choose another.";
+        nameInput.focus();
+        return;
+      }
+    } catch {
+      // Offline: connect() will say so and retry.
+    }
+    name = wanted;
+    try {
+      localStorage.setItem("chat-name", name);
+    } catch {
+      // Storage may be off: the name is asked for again next time.
+    }
+    $("join").hidden = true;
+    log.hidden = false;
+    $("send").hidden = false;
+    connect();
+    text.focus();
+  });
+
+  $("send").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const message = text.value;
+    if (message.trim() && socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(message);
+      text.value = "";
+    }
+    text.focus();
+  });
+
+  try {
+    nameInput.value = localStorage.getItem("chat-name") || "";
+  } catch {
+    // Storage may be off.
+  }
+  nameInput.focus();
+}

@@ -1,0 +1,118 @@
+/**
+ * Every refusal the server makes, in one table: for each reason, the HTTP
+ * status (for an upgrade refused before it happens) or the close code (for
+ * a client closed after), the text the client gets, the metric it counts
+ * in, and the log line. `http.ts` answers the first kind through
+ * `abortHandshake`, a session the second through `Session.refuse`.
+ *
+ * @module
+ */
+
+import { CloseCode, CloseReason } from "../lib/protocol.ts";
+import type { RefusalReason } from "./metrics.ts";
+
+/** An upgrade refused with an HTTP status and a one-line body. */
+export interface HttpRefusal {
+  readonly status: number;
+  readonly text: string;
+  /** Counted in `chat_refusals_total`, when it is a refusal of a client's doing. */
+  readonly metric?: RefusalReason;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** A client closed for what it did: close code and reason, metric, log line. */
+export interface CloseRefusal {
+  readonly code: number;
+  readonly reason: string;
+  readonly metric: RefusalReason;
+  /** Why, for the server's log: `Dropped ADDRESS: LOG`. */
+  readonly log: string;
+}
+
+/** The refusals, by reason; each builds the refusal from its details. */
+export const Refusals = {
+  /** A plain request for a path that is no room. */
+  notFound: (): HttpRefusal => ({ status: 404, text: "not found" }),
+  /** An upgrade while the server shuts down. */
+  shuttingDown: (): HttpRefusal => ({
+    status: 503,
+    text: CloseReason.SHUTTING_DOWN,
+    headers: { "retry-after": "5" },
+  }),
+  /** A browser upgrade from an origin that is not allowed. */
+  origin: (origin: string): HttpRefusal => ({
+    status: 403,
+    text: `origin not allowed: ${origin}`,
+    metric: "origin",
+  }),
+  /** An upgrade to a path that names no room. */
+  noRoom: (path: string): HttpRefusal => ({
+    status: 400,
+    text: `no room at ${JSON.stringify(path)}: use / or /ROOM`,
+  }),
+  /** A `?name=` that breaks the name rule (or is given twice). */
+  badName: (problem: string): HttpRefusal => ({
+    status: 400,
+    text: problem,
+    metric: "bad_name",
+  }),
+  /** `--max-clients` reached. */
+  full: (maxClients: number): HttpRefusal => ({
+    status: 503,
+    text: `server full: ${maxClients} clients`,
+    metric: "max_clients",
+    headers: { "retry-after": "10" },
+  }),
+  /** A name someone in the room holds (on any instance). */
+  nameTaken: (name: string): HttpRefusal => ({
+    status: 409,
+    text: `name taken: ${name}`,
+    metric: "bad_name",
+  }),
+  /** An upgrade the runtime rejects. */
+  badUpgrade: (why: string): HttpRefusal => ({
+    status: 400,
+    text: `bad WebSocket upgrade: ${why}`,
+  }),
+
+  /** A binary message: the chat is text only. */
+  binary: (): CloseRefusal => ({
+    code: CloseCode.UNSUPPORTED_DATA,
+    reason: CloseReason.TEXT_ONLY,
+    metric: "binary",
+    log: "binary message",
+  }),
+  /** A message over `--max-message-bytes`. */
+  tooBig: (maxMessageBytes: number): CloseRefusal => ({
+    code: CloseCode.MESSAGE_TOO_BIG,
+    reason: CloseReason.TOO_BIG,
+    metric: "too_big",
+    log: `message over ${maxMessageBytes} bytes`,
+  }),
+  /** More messages in the flood window than the flood rule allows. */
+  flooding: (limit: number, windowSeconds: number): CloseRefusal => ({
+    code: CloseCode.POLICY_VIOLATION,
+    reason: CloseReason.FLOODING,
+    metric: "rate_limited",
+    log: `more than ${limit} messages in ${windowSeconds} s`,
+  }),
+  /** A consumer whose unsent backlog passed `--max-buffered-bytes`. */
+  tooSlow: (maxBufferedBytes: number): CloseRefusal => ({
+    code: CloseCode.POLICY_VIOLATION,
+    reason: CloseReason.TOO_SLOW,
+    metric: "slow_consumer",
+    log: `slow consumer, over ${maxBufferedBytes} bytes unsent`,
+  }),
+  /** A YewChat NICK that breaks the name rule or is taken. */
+  badNick: (problem: string): CloseRefusal => ({
+    code: CloseCode.POLICY_VIOLATION,
+    reason: problem,
+    metric: "bad_name",
+    log: problem,
+  }),
+} as const;
+
+/** The text of a refused NICK that someone holds: the same words as the HTTP 409. */
+export function nameTakenText(name: string): string {
+  return Refusals.nameTaken(name).text;
+}

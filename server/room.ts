@@ -1,0 +1,237 @@
+/**
+ * A room: the members that receive each other's messages, the names held in
+ * it, its recent history and who is online. A room never touches sockets.
+ * It sends its events through the backplane (`publish`), which fixes their
+ * order, and takes them back from it (`deliver`) to hand each member a frame
+ * encoded once per codec, not once per member.
+ *
+ * @module
+ */
+
+import { joinedNotice, leftNotice } from "../lib/protocol.ts";
+import type { Backplane, Delivery, RoomEvent } from "./backplane.ts";
+import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
+
+/** Someone who receives a room's events. */
+export interface Member {
+  /** Tells members of one instance apart (events name their sender by it). */
+  readonly id: number;
+  /** How others see this member: its name, or its address without one. */
+  readonly name: string;
+  /** How its frames are encoded. */
+  readonly codec: Codec;
+  /**
+   * Queues one encoded frame for this member; `seq` is a chat message's
+   * place in the backplane's order, when it has one. Must not throw.
+   */
+  deliver(frame: Frame, seq?: number): void;
+}
+
+/** What every room of a chat is told. */
+export interface RoomOptions {
+  /** Carries the room's events, in order, to every instance. */
+  backplane: Backplane;
+  /** Recent messages a newcomer receives; `0` keeps none. */
+  history: number;
+  /** Joined/left notices go out while a room has at most this many members. */
+  presenceLimit: number;
+  /** Chat messages go back to their sender too. */
+  echo: boolean;
+}
+
+/** Members who receive each other's events, in the backplane's order. */
+export class Room<M extends Member = Member> {
+  readonly #members = new Set<M>();
+  /** Members whose codec carries user lists: they get one on every change. */
+  #listeners = 0;
+  /** Names held by members and by upgrades about to join: each name once. */
+  readonly #names = new Set<string>();
+  readonly #history: ChatMessage[] = [];
+  /** One encoded frame per codec for the event being delivered. */
+  readonly #frames: (Frame | undefined)[] = new Array(CODEC_SLOTS);
+
+  constructor(
+    /** The room's name; `""` is the default room at `/`. */
+    readonly name: string,
+    readonly options: RoomOptions,
+  ) {}
+
+  /** How many members the room has. */
+  get size(): number {
+    return this.#members.size;
+  }
+
+  /** True while nobody is in the room or about to join it. */
+  get empty(): boolean {
+    return this.#members.size === 0 && this.#names.size === 0;
+  }
+
+  /** True when `name` is held here. */
+  has(name: string): boolean {
+    return this.#names.has(name);
+  }
+
+  /**
+   * Holds `name` on this instance at once, then on every instance: false
+   * (and nothing held) when it is taken here, or, with `exclusive`, taken
+   * on another instance. The room's events flow here once this resolves.
+   */
+  async hold(name: string, options: { exclusive: boolean }): Promise<boolean> {
+    if (this.#names.has(name)) return false;
+    this.#names.add(name);
+    const backplane = this.options.backplane;
+    if (!backplane.shared) return true;
+    const [answer] = await backplane.started.then(() =>
+      Promise.all([backplane.claim(this.name, name), backplane.open(this.name)])
+    );
+    if (answer === "taken" && options.exclusive) {
+      this.#names.delete(name);
+      return false;
+    }
+    return true;
+  }
+
+  /** Gives a held name back, here and on the backplane. */
+  release(name: string): void {
+    this.#names.delete(name);
+    this.options.backplane.release(this.name, name);
+  }
+
+  /** Adds a member (holding its name) and announces it to the room. */
+  join(member: M): void {
+    this.#members.add(member);
+    if (member.codec.listsMembers) this.#listeners++;
+    this.publish({
+      kind: "joined",
+      name: member.name,
+      origin: this.options.backplane.instance,
+      conn: member.id,
+    });
+  }
+
+  /**
+   * Takes a member out and gives its name back, announcing that it left;
+   * for a name held by an upgrade that never joined, just gives it back.
+   */
+  leave(member: M): void {
+    this.#names.delete(member.name);
+    const wasMember = this.#members.delete(member);
+    if (wasMember && member.codec.listsMembers) this.#listeners--;
+    const backplane = this.options.backplane;
+    backplane.release(
+      this.name,
+      member.name,
+      wasMember
+        ? { kind: "left", name: member.name, origin: backplane.instance, conn: member.id }
+        : undefined,
+    );
+  }
+
+  /** A member's chat message, to the room's members on every instance. */
+  post(member: M, text: string): void {
+    this.publish({
+      kind: "message",
+      from: member.name,
+      text,
+      time: Date.now(),
+      origin: this.options.backplane.instance,
+      conn: member.id,
+    });
+  }
+
+  /** Sends an event to the room's members on every instance, through the backplane. */
+  publish(event: RoomEvent): void {
+    this.options.backplane.publish(this.name, event);
+  }
+
+  /** The members' names here, in the order they joined. */
+  who(): string[] {
+    return [...this.#members].map((member) => member.name);
+  }
+
+  /** The members' names on every instance (sorted when the backplane answers). */
+  async everyone(): Promise<string[]> {
+    const backplane = this.options.backplane;
+    if (!backplane.shared) return this.who();
+    // This instance's members alone while the backplane is down.
+    return (await backplane.who(this.name)) ?? this.who().sort();
+  }
+
+  /** This instance's recent messages, oldest first. */
+  history(): readonly ChatMessage[] {
+    return this.#history;
+  }
+
+  /**
+   * An event in the backplane's order, to this instance's members: a chat
+   * message to every member (but its sender without echo), a join or leave
+   * as a notice and a user list. Returns how many chat messages it handed out.
+   */
+  deliver(event: RoomEvent, delivery: Delivery): number {
+    const backplane = this.options.backplane;
+    const subject = event.origin === backplane.instance ? event.conn : undefined;
+    this.#frames.fill(undefined);
+    if (event.kind === "message") {
+      if (this.options.history > 0) {
+        this.#history.push({ from: event.from, text: event.text, time: event.time });
+        if (this.#history.length > this.options.history) this.#history.shift();
+      }
+      return this.#send((codec) => codec.message(event), {
+        except: this.options.echo ? undefined : subject,
+        seq: delivery.seq,
+      });
+    }
+    const online = delivery.online ?? this.#members.size;
+    if (online <= this.options.presenceLimit) {
+      const notice = event.kind === "joined"
+        ? joinedNotice(event.name, online)
+        : leftNotice(event.name, online);
+      this.#send((codec) => codec.notice(notice), { except: subject });
+    }
+    if (this.#listeners === 0) return 0;
+    // Through Redis, a large room's events do not list names: ask for them.
+    const names = delivery.names ?? (delivery.seq === undefined ? this.who() : undefined);
+    if (names) this.users(names);
+    else void this.everyone().then((everyone) => this.users(everyone));
+    return 0;
+  }
+
+  /**
+   * A notice to every member, whatever the room's size (codecs without
+   * notices get nothing).
+   */
+  notify(notice: string): void {
+    this.#frames.fill(undefined);
+    this.#send((codec) => codec.notice(notice), {});
+  }
+
+  /** Sends the user list to the members whose codec carries one. */
+  users(names: readonly string[]): void {
+    this.#frames.fill(undefined);
+    this.#send((codec) => codec.users(names), {});
+  }
+
+  /**
+   * Hands each member but `except` its codec's frame, encoded once per
+   * codec; returns how many members got one. Delivery is synchronous, so
+   * every member sees events in the order they were delivered.
+   */
+  #send(
+    encode: (codec: Codec) => Frame | undefined,
+    { except, seq }: { except?: number; seq?: number },
+  ): number {
+    let recipients = 0;
+    for (const member of this.#members) {
+      if (member.id === except) continue;
+      const slot = member.codec.slot;
+      const frame = this.#frames[slot] ??= encode(member.codec) ?? NOTHING;
+      if (frame === NOTHING) continue;
+      member.deliver(frame, seq);
+      recipients++;
+    }
+    return recipients;
+  }
+}
+
+/** Stands in the frame cache for "this codec carries nothing for this event". */
+const NOTHING: Frame = { text: "", bytes: 0 };

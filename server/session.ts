@@ -1,0 +1,397 @@
+/**
+ * One client's life, from its upgrade to its close, as one object with one
+ * private state:
+ *
+ * ```
+ * connecting ─open─▶ held ─(name, first frame, or 500 ms)─▶ joined ─▶ leaving ─▶ gone
+ *                      └──────────── refused or closed ──────────────────┘
+ * ```
+ *
+ * - `connecting`: upgraded; the socket is not open yet, so nothing can be sent.
+ * - `held`: open, not yet in its room. A client that gave no name may be a
+ *   YewChat client: its first frame tells (a `register` takes a NICK, whose
+ *   claim may wait on the backplane while later frames queue).
+ * - `joined`: in the room: its frames are admitted, decoded by its codec and
+ *   published; the room's events come back through `deliver`.
+ * - `leaving`: out of the room, sending nothing more, its socket closing.
+ * - `gone`: its socket closed; the chat forgets it.
+ *
+ * @module
+ */
+
+import {
+  BACKPLANE_DOWN,
+  BATCH_SEPARATOR,
+  CloseCode,
+  CloseReason,
+  HELP_LINE,
+  nameProblem,
+  rateLimitNotice,
+  REGISTER_WAIT_MS,
+  SEPARATOR_REFUSED,
+  unknownCommandLine,
+  WELCOME,
+  whoLine,
+} from "../lib/protocol.ts";
+import { errorText } from "../lib/errors.ts";
+import {
+  Admission,
+  type AdmissionLimits,
+  FLOOD_WINDOW_MS,
+  messageBytes,
+} from "./admission.ts";
+import type { History } from "./backplane.ts";
+import { type Codec, type Frame, PLAIN, registration } from "./codec.ts";
+import type { Log } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
+import { Outbox, type TurnChecks } from "./outbox.ts";
+import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
+import type { Member, Room } from "./room.ts";
+
+/** Where a session is in its life. */
+export type SessionState = "connecting" | "held" | "joined" | "leaving" | "gone";
+
+/** What a session needs of the chat it belongs to. */
+export interface SessionHost {
+  readonly metrics: Metrics;
+  readonly log: Log;
+  readonly turns: TurnChecks;
+  /** What one client may send. */
+  readonly limits: AdmissionLimits;
+  /** The unsent backlog a client may have before it is closed as too slow. */
+  readonly maxBufferedBytes: number;
+  /** No line per message in the log. */
+  readonly quiet: boolean;
+  /** True once the server is shutting down: nothing more is accepted. */
+  readonly shuttingDown: boolean;
+  /** The session's socket closed: it is out of the chat. */
+  ended(session: Session): void;
+  /** Drops `room` if nobody is in it or about to join it. */
+  tidy(room: Room<Session>): void;
+}
+
+/** What a session starts from. */
+export interface SessionOptions {
+  /** Tells sessions of one instance apart. */
+  id: number;
+  socket: WebSocket;
+  /** `IP:PORT` as the server sees it. */
+  address: string;
+  /** The name the URL gave, held in `room`; without one, the address is held. */
+  name?: string;
+  room: Room<Session>;
+  /** The client speaks `chat.batch`: a turn's frames go out as one. */
+  batching: boolean;
+  host: SessionHost;
+}
+
+/** One connected client. */
+export class Session implements Member {
+  readonly id: number;
+  readonly address: string;
+  #name: string;
+  #codec: Codec = PLAIN;
+  #state: SessionState = "connecting";
+  readonly #named: boolean;
+  readonly #socket: WebSocket;
+  readonly #room: Room<Session>;
+  readonly #host: SessionHost;
+  readonly #admission: Admission;
+  readonly #outbox: Outbox;
+  /** The wait for an unnamed client's first frame. */
+  #registerTimer?: ReturnType<typeof setTimeout>;
+  /** Frames that arrived while the backplane decides on a NICK. */
+  #pendingInput?: string[];
+  /**
+   * While a newcomer waits for the room's history from the backplane, what
+   * the room sends it waits here, with each chat message's `seq`.
+   */
+  #catchUp?: [frame: Frame, seq: number | undefined][];
+
+  constructor(options: SessionOptions) {
+    this.id = options.id;
+    this.address = options.address;
+    this.#name = options.name ?? options.address;
+    this.#named = options.name !== undefined;
+    this.#socket = options.socket;
+    this.#room = options.room;
+    this.#host = options.host;
+    this.#admission = new Admission(options.host.limits);
+    this.#outbox = new Outbox({
+      socket: options.socket,
+      maxBufferedBytes: options.host.maxBufferedBytes,
+      turns: options.host.turns,
+      owner: this,
+      batching: options.batching,
+    });
+    for (const type of ["open", "message", "error", "close"]) {
+      options.socket.addEventListener(type, this);
+    }
+  }
+
+  /** How others see it: its name, its NICK, or its address. */
+  get name(): string {
+    return this.#name;
+  }
+
+  get codec(): Codec {
+    return this.#codec;
+  }
+
+  /** The room it joins, or joined. */
+  get room(): Room<Session> {
+    return this.#room;
+  }
+
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  /**
+   * The socket's events, all to this one listener object. A throw while
+   * handling one costs this client, never the process.
+   */
+  handleEvent(event: Event): void {
+    try {
+      switch (event.type) {
+        case "open":
+          return this.#opened();
+        case "message":
+          return this.#received((event as MessageEvent).data);
+        case "error":
+          // Invalid UTF-8, a bad frame, a reset: the close event that
+          // follows cleans up; the error is worth its one log line.
+          if ((event as ErrorEvent).message) {
+            this.#host.log(`Error ${this.address}: ${(event as ErrorEvent).message}`);
+          }
+          return;
+        case "close":
+          return this.#closed();
+      }
+    } catch (error) {
+      this.#failed(event.type, error);
+    }
+  }
+
+  #opened(): void {
+    this.#host.log(`New connection from ${this.address}`);
+    if (this.#host.shuttingDown) {
+      return this.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
+    }
+    if (this.#state !== "connecting") return;
+    this.#state = "held";
+    // Joining only once open: a socket still connecting cannot be sent to.
+    if (this.#named) return this.#join(PLAIN);
+    // Without a name it may be a YewChat client: its first frame tells.
+    this.#registerTimer = setTimeout(() => {
+      try {
+        this.#join(PLAIN);
+      } catch (error) {
+        this.#failed("open", error);
+      }
+    }, REGISTER_WAIT_MS);
+  }
+
+  /**
+   * Into the room: the welcome and the room's recent messages first (as the
+   * codec carries them), then the others are told. With a shared backplane
+   * the history comes from it, and what the room sends meanwhile waits.
+   */
+  #join(codec: Codec): void {
+    clearTimeout(this.#registerTimer);
+    this.#codec = codec;
+    this.#state = "joined";
+    this.#notify(WELCOME);
+    const backplane = this.#room.options.backplane;
+    if (backplane.shared && backplane.up) {
+      this.#catchUpFrom(backplane.history(this.#room.name));
+    } else {
+      for (const frame of codec.recent(this.#room.history())) this.deliver(frame);
+      if (backplane.shared) this.#notify(BACKPLANE_DOWN);
+    }
+    this.#room.join(this);
+  }
+
+  /** Sends the backplane's history, then what waited, without what the history held. */
+  #catchUpFrom(history: Promise<History | undefined>): void {
+    this.#catchUp = [];
+    void history.then((recent) => {
+      const waiting = this.#catchUp ?? [];
+      this.#catchUp = undefined;
+      for (const frame of this.#codec.recent(recent?.messages ?? [])) this.deliver(frame);
+      for (const [frame, seq] of waiting) {
+        if (seq === undefined || recent === undefined || seq > recent.last) {
+          this.deliver(frame);
+        }
+      }
+    });
+  }
+
+  /** One frame from the client: admitted (size, rate, flooding), then handled. */
+  #received(data: unknown): void {
+    if (this.#host.shuttingDown || this.#state === "leaving" || this.#state === "gone") {
+      return;
+    }
+    if (typeof data !== "string") return this.refuse(Refusals.binary());
+    const limits = this.#host.limits;
+    const bytes = messageBytes(data, limits.maxMessageBytes);
+    this.#host.metrics.bytesReceived += bytes;
+    switch (this.#admission.judge(bytes)) {
+      case "too_big":
+        return this.refuse(Refusals.tooBig(limits.maxMessageBytes));
+      case "flooding":
+        return this.refuse(
+          Refusals.flooding(this.#admission.floodLimit, FLOOD_WINDOW_MS / 1000),
+        );
+      case "rate_limited":
+        this.#host.metrics.refuse("rate_limited");
+        if (this.#admission.mayNotify()) this.#notify(rateLimitNotice(limits.rateLimit));
+        return;
+    }
+    if (this.#pendingInput) return void this.#pendingInput.push(data);
+    this.#handle(data);
+  }
+
+  /** An admitted frame: a YewChat register, a command, or a message for the room. */
+  #handle(data: string): void {
+    if (this.#state === "held") {
+      const yew = registration(data);
+      if (yew) return this.#register(yew.codec, yew.nick);
+      this.#join(PLAIN);
+    }
+    const input = this.#codec.decode(data);
+    switch (input.kind) {
+      case "command":
+        return this.#command(input.line);
+      case "message":
+        // Batched frames separate messages with it: no message may hold one.
+        if (input.text.includes(BATCH_SEPARATOR)) return this.#notify(SEPARATOR_REFUSED);
+        if (!this.#host.quiet) {
+          this.#host.log(`From client ${this.address} ${JSON.stringify(input.text)}`);
+        }
+        this.#host.metrics.messagesReceived++;
+        this.#room.post(this, input.text);
+    }
+  }
+
+  /**
+   * A YewChat client takes its NICK instead of its address, once the room
+   * (on every instance) lets it hold the name; its frames wait until then.
+   */
+  #register(codec: Codec, nick: string): void {
+    clearTimeout(this.#registerTimer);
+    const problem = nameProblem(nick);
+    if (problem) return this.refuse(Refusals.badNick(problem));
+    this.#pendingInput = [];
+    void this.#room.hold(nick, { exclusive: true }).then((held) => {
+      const pending = this.#pendingInput ?? [];
+      this.#pendingInput = undefined;
+      if (this.#state !== "held") {
+        // Gone (or refused) meanwhile: the NICK goes back.
+        if (held) this.#room.release(nick);
+        return this.#host.tidy(this.#room);
+      }
+      if (!held) return this.refuse(Refusals.badNick(nameTakenText(nick)));
+      this.#room.release(this.#name);
+      this.#name = nick;
+      this.#join(codec);
+      for (const data of pending) this.#handle(data);
+    }).catch((error) => this.#failed("register", error));
+  }
+
+  /** A line starting with `/`: answered to the sender alone, never broadcast. */
+  #command(line: string): void {
+    const command = line.split(/\s/, 1)[0];
+    switch (command) {
+      case "/who":
+        // Everyone on every instance (this instance's alone while Redis is down).
+        return void this.#room.everyone().then((names) => this.#notify(whoLine(names)));
+      case "/help":
+        return this.#notify(HELP_LINE);
+      default:
+        return this.#notify(unknownCommandLine(command));
+    }
+  }
+
+  /**
+   * Queues one of the room's frames for the client (held while it catches
+   * up on history); `seq` is a chat message's place in the backplane's order.
+   */
+  deliver(frame: Frame, seq?: number): void {
+    if (this.#outbox.stopped) return;
+    if (this.#catchUp) return void this.#catchUp.push([frame, seq]);
+    this.#host.metrics.bytesSent += frame.bytes;
+    this.#outbox.send(frame.text);
+  }
+
+  /** A notice to this client alone, if its codec carries notices. */
+  #notify(text: string): void {
+    const frame = this.#codec.notice(text);
+    if (frame) this.deliver(frame);
+  }
+
+  /** Called by the outbox when the backlog passed the limit. */
+  slow(): void {
+    // Called from within a send, maybe a broadcast: close once it is over.
+    queueMicrotask(() => this.refuse(Refusals.tooSlow(this.#host.maxBufferedBytes)));
+  }
+
+  /** Closes the client for what it did: counted, logged, out of the room at once. */
+  refuse(refusal: CloseRefusal): void {
+    if (this.#state === "leaving" || this.#state === "gone") return;
+    this.#host.metrics.refuse(refusal.metric);
+    this.#host.log(`Dropped ${this.address}: ${refusal.log}`);
+    this.close(refusal.code, refusal.reason);
+  }
+
+  /**
+   * Takes the client out of its room (announced, if it was in), sends it
+   * nothing more, and closes its socket; it is gone once the close event
+   * comes, which a client that stops reading may delay.
+   */
+  close(code: number, reason: string): void {
+    if (this.#state !== "leaving" && this.#state !== "gone") this.#leave("leaving");
+    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.close(code, reason);
+  }
+
+  /**
+   * At shutdown: once the client has taken what it was owed (or at
+   * `deadline`), it is closed with 1001.
+   */
+  async shutdown(deadline: Promise<void>): Promise<void> {
+    clearTimeout(this.#registerTimer);
+    let late = false;
+    void deadline.then(() => late = true);
+    // No event says the backlog is written: look again every few milliseconds.
+    while (
+      !late && this.#socket.readyState === WebSocket.OPEN &&
+      this.#socket.bufferedAmount > 0
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    this.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
+  }
+
+  #closed(): void {
+    // The close event may come twice.
+    if (this.#state === "gone") return;
+    if (this.#state !== "leaving") this.#leave("gone");
+    this.#state = "gone";
+    this.#host.log(`Disconnected ${this.address}`);
+    this.#host.ended(this);
+  }
+
+  /** Out of the room and its name given back; nothing more is sent. */
+  #leave(next: "leaving" | "gone"): void {
+    clearTimeout(this.#registerTimer);
+    this.#state = next;
+    this.#outbox.stop();
+    this.#room.leave(this);
+  }
+
+  /** A throw while handling this client: logged, and the client closed with 1011. */
+  #failed(what: string, error: unknown): void {
+    this.#host.log(`Error ${this.address} in ${what}: ${errorText(error)}`);
+    this.close(CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR);
+  }
+}

@@ -1,0 +1,290 @@
+/** The server's parts on their own: codecs, a room, an outbox, a session. */
+import assert from "node:assert/strict";
+import { setImmediate } from "node:timers";
+import {
+  BATCH_SEPARATOR,
+  CloseCode,
+  CloseReason,
+  joinedNotice,
+  leftNotice,
+  WELCOME,
+  yewMessage,
+  yewUsers,
+} from "../lib/protocol.ts";
+import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backplane.ts";
+import { type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
+import { Metrics } from "../server/metrics.ts";
+import { Outbox, TurnChecks } from "../server/outbox.ts";
+import { type Member, Room } from "../server/room.ts";
+import { Session, type SessionHost } from "../server/session.ts";
+
+/** Resolves once the current turn's end-of-turn work (flushes) has run. */
+const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** A room on an in-process backplane, as the chat wires one. */
+function localRoom<M extends Member>(
+  options: { history?: number; presenceLimit?: number; echo?: boolean } = {},
+): Room<M> {
+  const backplane = new LocalBackplane({
+    deliver: (_name: string, event: RoomEvent, delivery: Delivery) =>
+      room.deliver(event, delivery),
+  });
+  const room: Room<M> = new Room<M>("r", {
+    backplane,
+    history: options.history ?? 50,
+    presenceLimit: options.presenceLimit ?? Infinity,
+    echo: options.echo ?? true,
+  });
+  return room;
+}
+
+/** A member that records the frames it is handed. */
+function recorder(id: number, name: string, codec = PLAIN) {
+  const frames: Frame[] = [];
+  const member = { id, name, codec, deliver: (frame: Frame) => void frames.push(frame) };
+  return { member, frames, texts: () => frames.map((frame) => frame.text) };
+}
+
+Deno.test("plain frames: a line is a message, / a command, // a message starting with /", () => {
+  assert.deepEqual(PLAIN.decode("hi"), { kind: "message", text: "hi" });
+  assert.deepEqual(PLAIN.decode("/who"), { kind: "command", line: "/who" });
+  assert.deepEqual(PLAIN.decode("//who"), { kind: "message", text: "/who" });
+  assert.deepEqual(PLAIN.message({ from: "a", text: "é", time: 1 }), {
+    text: "a: é",
+    bytes: 5,
+  });
+  assert.deepEqual(PLAIN.notice(WELCOME)?.text, WELCOME);
+  assert.equal(PLAIN.users(["a"]), undefined);
+});
+
+Deno.test("YewChat frames: messages and user lists only, never commands or notices", () => {
+  const message = JSON.stringify({ messageType: "message", data: "/who" });
+  assert.deepEqual(YEW.decode(message), { kind: "message", text: "/who" });
+  assert.deepEqual(YEW.decode("plain text"), { kind: "nothing" });
+  assert.equal(YEW.notice(WELCOME), undefined);
+  assert.deepEqual(YEW.recent([{ from: "a", text: "old", time: 1 }]), []);
+  assert.equal(YEW.users(["a", "b"])?.text, yewUsers(["a", "b"]));
+  assert.equal(
+    YEW.message({ from: "a", text: "three", time: 7 }).text,
+    '{"messageType":"message","data":"{\\"from\\":\\"a\\",\\"message\\":\\"three\\",\\"time\\":7}"}',
+  );
+  assert.deepEqual(
+    registration(JSON.stringify({ messageType: "register", data: "ann" })),
+    { codec: YEW, nick: "ann" },
+  );
+  assert.equal(registration("hello"), undefined);
+});
+
+Deno.test("a room encodes an event once per codec, keeps the last N, and announces", async () => {
+  const room = localRoom<ReturnType<typeof recorder>["member"]>({ history: 2 });
+  const [a, b, y] = [recorder(1, "a"), recorder(2, "b"), recorder(3, "y", YEW)];
+  for (const m of [a, b, y]) {
+    assert.ok(await room.hold(m.member.name, { exclusive: true }));
+    room.join(m.member);
+  }
+  assert.equal(await room.hold("a", { exclusive: true }), false);
+  // Everyone but the newcomer hears of it.
+  assert.deepEqual(a.texts(), [joinedNotice("b", 2), joinedNotice("y", 3)]);
+  assert.deepEqual(b.texts(), [joinedNotice("y", 3)]);
+  assert.deepEqual(y.texts(), [yewUsers(["a", "b", "y"])]);
+  for (const text of ["one", "two", "three"]) room.post(a.member, text);
+  assert.deepEqual(b.texts().slice(-3), ["a: one", "a: two", "a: three"]);
+  // One frame object for every member of a codec: encoded once.
+  assert.equal(a.frames.at(-1), b.frames.at(-1));
+  const { time } = JSON.parse(JSON.parse(y.texts().at(-1)!).data);
+  assert.equal(y.texts().at(-1), yewMessage({ from: "a", text: "three", time }));
+  assert.deepEqual(room.history().map((m) => m.text), ["two", "three"]);
+  room.leave(b.member);
+  assert.equal(a.texts().at(-1), leftNotice("b", 2));
+  assert.equal(y.texts().at(-1), yewUsers(["a", "y"]));
+  for (const m of [a, y]) room.leave(m.member);
+  assert.ok(room.empty);
+});
+
+Deno.test("a room without echo leaves the sender out; past the presence limit, no notices", () => {
+  const room = localRoom<ReturnType<typeof recorder>["member"]>({
+    echo: false,
+    presenceLimit: 1,
+  });
+  const [a, b, y] = [recorder(1, "a"), recorder(2, "b"), recorder(3, "y", YEW)];
+  for (const m of [a, b, y]) room.join(m.member);
+  // b joined as the second member: over the limit of 1, so a heard nothing.
+  assert.deepEqual(a.texts(), []);
+  assert.deepEqual(y.texts(), [yewUsers(["a", "b", "y"])]);
+  room.post(a.member, "hi");
+  assert.deepEqual(a.texts(), []);
+  assert.equal(b.texts().at(-1), "a: hi");
+});
+
+/** A socket that records what is sent, with a backlog the test sets. */
+class FakeSocket extends EventTarget {
+  readyState: number = WebSocket.OPEN;
+  bufferedAmount = 0;
+  readonly sent: string[] = [];
+  closed?: { code: number; reason: string };
+  send(data: string): void {
+    this.sent.push(data);
+  }
+  close(code: number, reason: string): void {
+    this.closed = { code, reason };
+    this.readyState = WebSocket.CLOSING;
+  }
+}
+
+Deno.test("an outbox sends a turn's first frame at once and batches the rest", async () => {
+  const socket = new FakeSocket();
+  const turns = new TurnChecks();
+  const outbox = new Outbox({
+    socket: socket as unknown as WebSocket,
+    maxBufferedBytes: 1024,
+    turns,
+    owner: { slow: () => assert.fail("not slow") },
+    batching: true,
+  });
+  outbox.send("one");
+  outbox.send("two");
+  outbox.send("three");
+  assert.deepEqual(socket.sent, ["one"]);
+  await endOfTurn();
+  assert.deepEqual(socket.sent, ["one", `two${BATCH_SEPARATOR}three`]);
+  turns.stop();
+});
+
+Deno.test("an outbox gives up on a consumer at four times the backlog limit, once", () => {
+  const socket = new FakeSocket();
+  const turns = new TurnChecks();
+  let slow = 0;
+  const outbox = new Outbox({
+    socket: socket as unknown as WebSocket,
+    maxBufferedBytes: 10,
+    turns,
+    owner: { slow: () => slow++ },
+    batching: false,
+  });
+  socket.bufferedAmount = 45;
+  outbox.send("x".repeat(41));
+  outbox.send("more");
+  assert.equal(slow, 1);
+  assert.ok(outbox.stopped);
+  assert.equal(socket.sent.length, 1);
+  turns.stop();
+});
+
+/** A session's host with real metrics and turns, recording the log and the end. */
+function host(): SessionHost & { lines: string[]; endings: number } {
+  const lines: string[] = [];
+  const result = {
+    metrics: new Metrics(),
+    log: (line: string) => void lines.push(line),
+    turns: new TurnChecks(),
+    limits: { maxMessageBytes: 100, rateLimit: 0, rateBurst: 1 },
+    maxBufferedBytes: 1024,
+    quiet: false,
+    shuttingDown: false,
+    lines,
+    endings: 0,
+    ended: () => void result.endings++,
+    tidy: () => {},
+  };
+  return result;
+}
+
+Deno.test("a session's life: held, joined, refused, gone once", async () => {
+  const room = localRoom<Session>({ history: 5 });
+  const socket = new FakeSocket();
+  const chat = host();
+  assert.ok(await room.hold("ann", { exclusive: true }));
+  const session = new Session({
+    id: 1,
+    socket: socket as unknown as WebSocket,
+    address: "127.0.0.1:5000",
+    name: "ann",
+    room,
+    batching: false,
+    host: chat,
+  });
+  assert.equal(session.state, "connecting");
+  socket.dispatchEvent(new Event("open"));
+  assert.equal(session.state, "joined");
+  assert.deepEqual(socket.sent, [WELCOME]);
+  socket.dispatchEvent(new MessageEvent("message", { data: "hello" }));
+  assert.equal(socket.sent.at(-1), "ann: hello");
+  assert.equal(chat.lines.at(-1), 'From client 127.0.0.1:5000 "hello"');
+  socket.dispatchEvent(new MessageEvent("message", { data: "x".repeat(101) }));
+  assert.equal(session.state, "leaving");
+  assert.deepEqual(socket.closed, {
+    code: CloseCode.MESSAGE_TOO_BIG,
+    reason: CloseReason.TOO_BIG,
+  });
+  assert.equal(chat.metrics.refusals.too_big, 1);
+  assert.ok(room.empty);
+  socket.dispatchEvent(new Event("close"));
+  socket.dispatchEvent(new Event("close"));
+  assert.equal(session.state, "gone");
+  assert.equal(chat.endings, 1);
+  assert.equal(chat.lines.at(-1), "Disconnected 127.0.0.1:5000");
+  chat.turns.stop();
+});
+
+Deno.test("a session without a name becomes a YewChat client by its register", async () => {
+  const room = localRoom<Session>();
+  const socket = new FakeSocket();
+  const chat = host();
+  assert.ok(await room.hold("127.0.0.1:5001", { exclusive: false }));
+  const session = new Session({
+    id: 2,
+    socket: socket as unknown as WebSocket,
+    address: "127.0.0.1:5001",
+    room,
+    batching: false,
+    host: chat,
+  });
+  socket.dispatchEvent(new Event("open"));
+  assert.equal(session.state, "held");
+  socket.dispatchEvent(
+    new MessageEvent("message", {
+      data: JSON.stringify({ messageType: "register", data: "yuri" }),
+    }),
+  );
+  // The NICK's claim settles on the backplane's answer.
+  await Promise.resolve();
+  assert.equal(session.state, "joined");
+  assert.equal(session.name, "yuri");
+  assert.equal(session.codec, YEW);
+  assert.ok(!room.has("127.0.0.1:5001"));
+  assert.deepEqual(socket.sent, [yewUsers(["yuri"])]);
+  session.close(CloseCode.NORMAL, "bye");
+  socket.dispatchEvent(new Event("close"));
+  assert.ok(room.empty);
+  chat.turns.stop();
+});
+
+Deno.test("a slow consumer is one call from its outbox to its session", async () => {
+  const room = localRoom<Session>();
+  const socket = new FakeSocket();
+  const chat = host();
+  assert.ok(await room.hold("sam", { exclusive: true }));
+  const session = new Session({
+    id: 3,
+    socket: socket as unknown as WebSocket,
+    address: "127.0.0.1:5002",
+    name: "sam",
+    room,
+    batching: false,
+    host: chat,
+  });
+  socket.dispatchEvent(new Event("open"));
+  socket.bufferedAmount = 5000;
+  session.deliver(PLAIN.notice("x".repeat(5000))!);
+  await Promise.resolve();
+  assert.deepEqual(socket.closed, {
+    code: CloseCode.POLICY_VIOLATION,
+    reason: CloseReason.TOO_SLOW,
+  });
+  assert.equal(
+    chat.lines.at(-1),
+    "Dropped 127.0.0.1:5002: slow consumer, over 1024 bytes unsent",
+  );
+  socket.dispatchEvent(new Event("close"));
+  chat.turns.stop();
+});
