@@ -491,16 +491,19 @@ export function clientOptions(values: FlagValues): ClientOptions {
   const caFile = values.ca as string | undefined;
   const ca = caFile === undefined
     ? undefined
-    : pemFlag(command, "ca", caFile, "CERTIFICATE");
+    : pemFlag(caFile, { command, flag: "ca", expected: "CERTIFICATE" });
   return {
     url,
     name,
     room,
     ca,
     reconnect: values.reconnect === true,
-    rate: values.rate === undefined
-      ? undefined
-      : integerFlag(command, "rate", values.rate as string, 0, 1_000_000),
+    rate: values.rate === undefined ? undefined : integerFlag(values.rate as string, {
+      command,
+      flag: "rate",
+      min: 0,
+      max: 1_000_000,
+    }),
   };
 }
 

@@ -46,10 +46,10 @@ export interface ChatHandler extends ChatRequestHandler {
   /**
    * Refuses new upgrades (503), lets every client that reads take what was
    * already accepted, closes every client with 1001 ("server shutting
-   * down"), and lets the backplane go; by `deadline` even if some client
-   * never reads.
+   * down"), and lets the backplane go; within `shutdownTimeout` seconds
+   * even if some client never reads.
    */
-  shutdown(deadline: Promise<void>): Promise<void>;
+  shutdown(): Promise<void>;
 }
 
 /** A running chat server. */
@@ -106,8 +106,26 @@ export function chatHandler(options: ServerOptions = {}): ChatHandler {
   });
   return Object.defineProperties(routes, {
     clients: { get: () => chat.members },
-    shutdown: { value: (deadline: Promise<void>) => chat.shutdown(deadline) },
+    shutdown: {
+      value: () => withDeadline(settings.shutdownTimeout, (d) => chat.shutdown(d)),
+    },
   }) as ChatHandler;
+}
+
+/** Runs `work` with a promise that resolves `seconds` from now, cleared when it ends. */
+async function withDeadline(
+  seconds: number,
+  work: (deadline: Promise<void>) => Promise<void>,
+): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<void>((resolve) =>
+    timer = setTimeout(resolve, seconds * 1000)
+  );
+  try {
+    await work(deadline);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Starts a chat server. It listens as soon as this returns. */
@@ -130,18 +148,14 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   const stopped = Promise.withResolvers<void>();
   void httpServer.finished.then(() => stopped.resolve());
 
-  async function shutdown(): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<void>((resolve) =>
-      timer = setTimeout(resolve, settings.shutdownTimeout * 1000)
-    );
-    await handler.shutdown(deadline);
-    // A client that never reads cannot be closed by the native API: past the
-    // deadline, the caller exits the process rather than wait for it.
-    await Promise.race([httpServer.shutdown(), deadline]);
-    clearTimeout(timer);
-    stopped.resolve();
-  }
+  const shutdown = () =>
+    withDeadline(settings.shutdownTimeout, async (deadline) => {
+      await handler.shutdown();
+      // A client that never reads cannot be closed by the native API: past
+      // the deadline, the caller exits the process rather than wait for it.
+      await Promise.race([httpServer.shutdown(), deadline]);
+      stopped.resolve();
+    });
 
   let stopping: Promise<void> | undefined;
   return {

@@ -122,21 +122,26 @@ export function usage(command: CommandSpec): string {
   ].join("\n");
 }
 
+/** Which flag of which command a value came from, for its usage error. */
+export interface FlagSource {
+  /** The command: `server` or `client`. */
+  command: string;
+  /** The flag's name, without dashes. */
+  flag: string;
+}
+
 /**
  * Reads a whole number between `min` and `max` from a flag's value, or
  * throws a `UsageError` naming the flag.
  */
 export function integerFlag(
-  command: string,
-  name: string,
   value: string,
-  min: number,
-  max: number,
+  { command, flag, min, max }: FlagSource & { min: number; max: number },
 ): number {
   const number = /^\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
   if (!Number.isSafeInteger(number) || number < min || number > max) {
     throw new UsageError(
-      `invalid --${name} ${
+      `invalid --${flag} ${
         JSON.stringify(value)
       }: expected a whole number from ${min} to ${max}`,
       command,
@@ -167,10 +172,8 @@ export async function runCommand(
  * block of the `expected` kind (`CERTIFICATE`, or any with none given).
  */
 export function pemFlag(
-  command: string,
-  flag: string,
   file: string,
-  expected?: "CERTIFICATE",
+  { command, flag, expected }: FlagSource & { expected?: "CERTIFICATE" },
 ): string {
   let text: string;
   try {

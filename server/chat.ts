@@ -44,6 +44,8 @@ export interface Reservation {
   /** The name the URL gave, if any (else the address is held). */
   readonly name?: string;
   readonly address: string;
+  /** The client speaks `chat.batch`. */
+  readonly batching: boolean;
 }
 
 /** Rooms, sessions and the backplane of one server. */
@@ -117,7 +119,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
    * server began shutting down meanwhile.
    */
   async reserve(
-    request: { room: string; name?: string; address: string },
+    request: Omit<Reservation, "room"> & { room: string },
   ): Promise<Reservation | HttpRefusal> {
     if (this.#sessions.size + this.#reserving >= this.#settings.maxClients) {
       return Refusals.full(this.#settings.maxClients);
@@ -133,7 +135,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
       this.#reserving--;
     }
     if (held && !this.#shuttingDown) {
-      return { room, name: request.name, address: request.address };
+      return { ...request, room };
     }
     if (held) room.release(wanted);
     this.tidy(room);
@@ -147,7 +149,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
   }
 
   /** A session for an upgraded socket; it joins its room once the socket opens. */
-  attach(reservation: Reservation, socket: WebSocket, batching: boolean): void {
+  attach(reservation: Reservation, socket: WebSocket): void {
     this.#sessions.add(
       new Session({
         id: ++this.#lastId,
@@ -155,7 +157,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
         address: reservation.address,
         name: reservation.name,
         room: reservation.room,
-        batching,
+        batching: reservation.batching,
         host: this,
       }),
     );

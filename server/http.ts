@@ -186,19 +186,19 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
     const batching = offersBatching(request);
     // Read before the upgrade: afterwards the request is closed and so is `info`.
     const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
-    const reservation = await chat.reserve({ room, name, address });
+    const reservation = await chat.reserve({ room, name, address, batching });
     if ("status" in reservation) return refuse(reservation);
     let upgrade: Deno.WebSocketUpgrade;
     try {
       upgrade = Deno.upgradeWebSocket(request, {
         idleTimeout: options.idleTimeout,
-        protocol: batching ? BATCH_PROTOCOL : undefined,
+        protocol: reservation.batching ? BATCH_PROTOCOL : undefined,
       });
     } catch (error) {
       chat.cancel(reservation);
       return refuse(Refusals.badUpgrade(errorText(error)));
     }
-    chat.attach(reservation, upgrade.socket, batching);
+    chat.attach(reservation, upgrade.socket);
     return upgrade.response;
   };
 }

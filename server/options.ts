@@ -278,7 +278,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     kind: "text",
     valueName: "FILE",
     help: "TLS certificate chain (PEM); with --key, serve wss://",
-    parse: (file) => pemFlag(COMMAND, "cert", file),
+    parse: (file) => pemFlag(file, { command: COMMAND, flag: "cert" }),
   },
   {
     flag: "key",
@@ -286,7 +286,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     kind: "text",
     valueName: "FILE",
     help: "TLS private key (PEM) for --cert",
-    parse: (file) => pemFlag(COMMAND, "key", file),
+    parse: (file) => pemFlag(file, { command: COMMAND, flag: "key" }),
   },
   {
     flag: "redis",
@@ -378,7 +378,12 @@ export function serverOptions(values: FlagValues): ServerOptions {
     if (given === undefined) continue;
     const one = (value: string) =>
       flag.kind === "integer"
-        ? integerFlag(COMMAND, flag.flag, value, flag.min!, flag.max!)
+        ? integerFlag(value, {
+          command: COMMAND,
+          flag: flag.flag,
+          min: flag.min!,
+          max: flag.max!,
+        })
         : flag.parse
         ? flag.parse(value)
         : value;

@@ -18,6 +18,7 @@ import {
   type Cli,
   closedPort,
   HAS_REDIS,
+  type Joinable,
   RedisServer,
   startServerProcess,
   TestClient,
@@ -37,12 +38,13 @@ async function instance(
   redis: string,
   args: string[] = [],
   expect: "up" | "down" = "up",
-): Promise<{ cli: Cli; url: string; http: string } & AsyncDisposable> {
-  const { cli, url } = await startServerProcess(["--redis", redis, ...args]);
+): Promise<Joinable & { cli: Cli; http: string } & AsyncDisposable> {
+  const { cli, url, join } = await startServerProcess(["--redis", redis, ...args]);
   await cli.stdout.take((line) => line.startsWith(`Backplane ${expect}`));
   return {
     cli,
     url,
+    join,
     http: url.replace("ws:", "http:"),
     [Symbol.asyncDispose]: async () => void await cli.stop(),
   };
@@ -91,9 +93,9 @@ async function metrics(http: string): Promise<Map<string, number>> {
 redisTest("two instances: every member sees every message, in one order", async () => {
   await using cluster = await twoInstances();
   const { a, b } = cluster;
-  await using a1 = await TestClient.join(`${a.url}/?name=a1`);
-  await using a2 = await TestClient.join(`${a.url}/?name=a2`);
-  await using b1 = await TestClient.join(`${b.url}/?name=b1`);
+  await using a1 = await a.join("a1");
+  await using a2 = await a.join("a2");
+  await using b1 = await b.join("b1");
   await a1.presence.take((line) => line === joinedNotice("b1", 3));
   const clients = [a1, a2, b1];
   const names = ["a1", "a2", "b1"];
@@ -119,7 +121,7 @@ redisTest("two instances: every member sees every message, in one order", async 
 redisTest("presence, history and names span instances", async () => {
   await using cluster = await twoInstances();
   const { a, b } = cluster;
-  await using alice = await TestClient.join(`${a.url}/rust?name=alice`);
+  await using alice = await a.join("alice", "rust");
   alice.send("first");
   alice.send("second");
   assert.equal(await alice.messages.next(), "alice: first");
@@ -168,8 +170,8 @@ redisTest(
   async () => {
     await using cluster = await twoInstances(["--redis-timeout", "300"]);
     const { redis, a, b } = cluster;
-    await using alice = await TestClient.join(`${a.url}/?name=alice`);
-    await using bob = await TestClient.join(`${b.url}/?name=bob`);
+    await using alice = await a.join("alice");
+    await using bob = await b.join("bob");
     await alice.presence.take((line) => line === joinedNotice("bob", 2));
     alice.send("before");
     assert.equal(await bob.messages.next(), "alice: before");
@@ -227,7 +229,7 @@ redisTest(
 redisTest("a hung Redis counts as down, and is back when it answers again", async () => {
   await using redis = await RedisServer.start();
   await using a = await instance(redis.url, ["--redis-timeout", "300"]);
-  await using alice = await TestClient.join(`${a.url}/?name=alice`);
+  await using alice = await a.join("alice");
   redis.signal("SIGSTOP");
   try {
     assert.equal(await alice.messages.next(), BACKPLANE_DOWN);
@@ -260,7 +262,7 @@ redisTest(
     assert.equal(await alice.messages.next(), BACKPLANE_BACK);
     assert.equal((await json(`${a.http}/readyz`)).status, 200);
     await using b = await instance(`redis://127.0.0.1:${port}`);
-    await using _bob = await TestClient.join(`${b.url}/?name=bob`);
+    await using _bob = await b.join("bob");
     assert.equal(await alice.presence.next(), joinedNotice("bob", 2));
   },
 );
@@ -270,8 +272,8 @@ redisTest(
   async () => {
     await using cluster = await twoInstances();
     const { a, b } = cluster;
-    await using alice = await TestClient.join(`${a.url}/?name=alice`);
-    await using bob = await TestClient.join(`${b.url}/?name=bob`);
+    await using alice = await a.join("alice");
+    await using bob = await b.join("bob");
     await alice.presence.take((line) => line === joinedNotice("bob", 2));
     const killed = Date.now();
     await a.cli.stop("SIGKILL");
@@ -282,7 +284,7 @@ redisTest(
     bob.send("/who");
     assert.equal(await bob.messages.next(), whoLine(["bob"]));
     // Her name is free again.
-    await using _again = await TestClient.join(`${b.url}/?name=alice`);
+    await using _again = await b.join("alice");
     assert.equal(await bob.presence.next(), joinedNotice("alice", 2));
   },
 );
@@ -290,9 +292,9 @@ redisTest(
 redisTest("each instance's metrics count its own traffic", async () => {
   await using cluster = await twoInstances();
   const { a, b } = cluster;
-  await using alice = await TestClient.join(`${a.url}/?name=alice`);
-  await using amy = await TestClient.join(`${a.url}/?name=amy`);
-  await using bob = await TestClient.join(`${b.url}/?name=bob`);
+  await using alice = await a.join("alice");
+  await using amy = await a.join("amy");
+  await using bob = await b.join("bob");
   await alice.presence.take((line) => line === joinedNotice("bob", 3));
   for (const text of ["one", "two", "three"]) alice.send(text);
   for (const text of ["four", "five"]) bob.send(text);
@@ -324,7 +326,7 @@ redisTest(
   async () => {
     await using cluster = await twoInstances();
     const { a, b } = cluster;
-    await using alice = await TestClient.join(`${a.url}/?name=alice`);
+    await using alice = await a.join("alice");
     await using taken = new TestClient(b.url);
     await taken.opened;
     taken.send(JSON.stringify({ messageType: "register", data: "alice" }));
@@ -344,8 +346,8 @@ redisTest(
 redisTest("--no-echo and a graceful shutdown work across instances", async () => {
   await using cluster = await twoInstances(["--no-echo"]);
   const { a, b } = cluster;
-  await using alice = await TestClient.join(`${a.url}/?name=alice`);
-  await using bob = await TestClient.join(`${b.url}/?name=bob`);
+  await using alice = await a.join("alice");
+  await using bob = await b.join("bob");
   await alice.presence.take((line) => line === joinedNotice("bob", 2));
   alice.send("not to me");
   assert.equal(await bob.messages.next(), "alice: not to me");
@@ -364,7 +366,7 @@ redisTest("--no-echo and a graceful shutdown work across instances", async () =>
 redisTest("past --presence-limit, YewChat lists still span instances", async () => {
   await using cluster = await twoInstances(["--presence-limit", "1"]);
   const { a, b } = cluster;
-  await using alice = await TestClient.join(`${a.url}/?name=alice`);
+  await using alice = await a.join("alice");
   await using yew = new TestClient(b.url);
   await yew.opened;
   yew.send(JSON.stringify({ messageType: "register", data: "yui" }));

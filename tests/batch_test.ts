@@ -14,7 +14,7 @@ Deno.test("a chat.batch client gets a burst in few frames, every message in orde
   await batched.opened;
   assert.equal(batched.socket.protocol, BATCH_PROTOCOL);
   assert.equal(await batched.messages.next(), WELCOME);
-  await using plain = await TestClient.join(`${server.url}/?name=plain`);
+  await using plain = await server.join("plain");
   assert.equal(plain.socket.protocol, "");
   const count = 500;
   for (let i = 0; i < count; i++) plain.send(`m${i}`);
@@ -41,8 +41,8 @@ Deno.test("with no backlog, a message to a chat.batch client leaves at once, alo
 
 Deno.test("a message holding the record separator is refused, to the sender alone", async () => {
   await using server = startServer();
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
-  await using sender = await TestClient.join(`${server.url}/?name=sender`);
+  await using watcher = await server.join("watcher");
+  await using sender = await server.join("sender");
   sender.send(`split${BATCH_SEPARATOR}here`);
   assert.equal(await sender.messages.next(), SEPARATOR_REFUSED);
   sender.send("fine");

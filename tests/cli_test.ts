@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import { Cli, closedPort, runCli, startServerProcess, TestClient } from "./helpers.ts";
+import { Cli, closedPort, join, runCli, startServerProcess } from "./helpers.ts";
 import { WELCOME } from "../lib/protocol.ts";
 
 Deno.test("--help for chat, server and client prints usage and exits 0", async () => {
@@ -127,7 +127,7 @@ Deno.test("one server, three `deno task client`s: each sees the others' lines", 
 
 Deno.test("a piped client sends every non-blank line, then exits 0 at EOF", async () => {
   const { cli: server, url } = await startServerProcess();
-  await using watcher = await TestClient.join(`${url}/?name=watcher`);
+  await using watcher = await join(url, "watcher");
   const result = await runCli(
     ["client", "--url", url, "--name", "piper"],
     "first\r\n\n   \nsecond\nlast without newline",
@@ -151,7 +151,7 @@ Deno.test("the client escapes control characters, one message per line", async (
   const { cli: server, url } = await startServerProcess();
   const client = new Cli(["client", "--url", url]);
   assert.equal(await client.chat.next(), WELCOME);
-  await using peer = await TestClient.join(`${url}/?name=peer`);
+  await using peer = await join(url, "peer");
   peer.send("two\nlines \x1b[2J\rgone\u009b");
   assert.equal(await client.chat.next(), "peer: two\\x0alines \\x1b[2J\\x0dgone\\x9b");
   await client.finished();
@@ -186,7 +186,7 @@ Deno.test("a refused upgrade reports the HTTP status and the server's reason", a
 Deno.test("SIGTERM and SIGINT: clients are closed with 1001, the server exits 0", async () => {
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     const { cli: server, url } = await startServerProcess();
-    const client = await TestClient.join(`${url}/?name=alice`);
+    const client = await join(url, "alice");
     // A terminal client with stdin still open exits at once when the server closes.
     const terminal = new Cli(["client", "--url", url, "--name", "bob"]);
     assert.equal(await terminal.chat.next(), WELCOME);
@@ -203,8 +203,8 @@ Deno.test("SIGTERM and SIGINT: clients are closed with 1001, the server exits 0"
 
 Deno.test("--room joins that room: its messages stay there", async () => {
   const { cli: server, url } = await startServerProcess();
-  await using lobby = await TestClient.join(`${url}/?name=lobby`);
-  await using rustacean = await TestClient.join(`${url}/rust?name=ferris`);
+  await using lobby = await join(url, "lobby");
+  await using rustacean = await join(url, "ferris", "rust");
   const result = await runCli(
     ["client", "--url", url, "--room", "rust", "--name", "crab"],
     "hello rust\n",

@@ -33,6 +33,8 @@ function problem(args: string[]): string {
   throw new Error("no usage error");
 }
 
+const PORT = { command: "demo", flag: "port", min: 0, max: 65535 };
+
 Deno.test("flags parse into values", () => {
   const values = parseFlags(COMMAND, [
     "--port",
@@ -64,11 +66,11 @@ Deno.test("usage errors name the problem and the help command", () => {
 });
 
 Deno.test("whole-number flags are checked against their range", () => {
-  assert.equal(integerFlag("demo", "port", "0", 0, 65535), 0);
-  assert.equal(integerFlag("demo", "port", "65535", 0, 65535), 65535);
+  assert.equal(integerFlag("0", PORT), 0);
+  assert.equal(integerFlag("65535", PORT), 65535);
   for (const bad of ["abc", "70000", "-1", "1.5", "", "0x10", "1e3"]) {
     assert.throws(
-      () => integerFlag("demo", "port", bad, 0, 65535),
+      () => integerFlag(bad, PORT),
       (error: unknown) =>
         error instanceof UsageError &&
         error.line() ===

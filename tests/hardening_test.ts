@@ -3,14 +3,14 @@
  * client costs only its own connection, and the others keep every message.
  */
 import assert from "node:assert/strict";
-import { pump, startServer, TestClient } from "./helpers.ts";
+import { join, pump, startServer, type TestClient } from "./helpers.ts";
 import { Opcode, RawSocket } from "./raw.ts";
 import { rateLimitNotice, WELCOME } from "../lib/protocol.ts";
 import { Admission, messageBytes, utf8Length } from "../server/admission.ts";
 
 /** Proves the chat still works: a fresh client's message reaches `client`. */
 async function stillServes(url: string, client: TestClient) {
-  await using probe = await TestClient.join(`${url}/?name=probe`);
+  await using probe = await join(url, "probe");
   probe.send("ok");
   assert.equal(await client.messages.take((m) => m.startsWith("probe: ")), "probe: ok");
 }
@@ -55,8 +55,8 @@ Deno.test("admission: size, then burst and rate, then the flood rule", () => {
 
 Deno.test("a message over --max-message-bytes closes its sender with 1009, unbroadcast", async () => {
   await using server = startServer({ maxMessageBytes: 10 });
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
-  await using sender = await TestClient.join(`${server.url}/?name=sender`);
+  await using watcher = await server.join("watcher");
+  await using sender = await server.join("sender");
   sender.send("✓✓✓"); // 9 bytes: fits
   assert.equal(await watcher.messages.next(), "sender: ✓✓✓");
   sender.send("✓✓✓✓"); // 12 bytes: too big
@@ -69,7 +69,7 @@ Deno.test("a message over --max-message-bytes closes its sender with 1009, unbro
 
 Deno.test("a fragmented message is judged whole, after Deno reassembles it", async () => {
   await using server = startServer({ maxMessageBytes: 1000 });
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
+  await using watcher = await server.join("watcher");
   const raw = await RawSocket.open(server.addr.port);
   assert.equal(await raw.readText(), WELCOME);
   for (let i = 0; i < 3; i++) {
@@ -85,8 +85,8 @@ Deno.test("a fragmented message is judged whole, after Deno reassembles it", asy
 
 Deno.test("over the rate limit: not broadcast, one notice to the sender alone", async () => {
   await using server = startServer({ rateLimit: 1, rateBurst: 3 });
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
-  await using sender = await TestClient.join(`${server.url}/?name=sender`);
+  await using watcher = await server.join("watcher");
+  await using sender = await server.join("sender");
   for (let i = 0; i < 10; i++) sender.send(`m${i}`);
   // The three of the burst, then one notice; the refused ones go nowhere.
   assert.deepEqual(await sender.messages.many(4), [
@@ -107,8 +107,8 @@ Deno.test("over the rate limit: not broadcast, one notice to the sender alone", 
 
 Deno.test("a flood (over 10 x rate x 5 messages in 5 s) is closed with 1008", async () => {
   await using server = startServer({ rateLimit: 1, rateBurst: 1 });
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
-  await using flooder = await TestClient.join(`${server.url}/?name=flooder`);
+  await using watcher = await server.join("watcher");
+  await using flooder = await server.join("flooder");
   // One accepted, then 51 refused in the window: 50 allowed, the 51st floods.
   // (Exactly that many, so the close is not answered by a reset: a client
   // that goes on sending after the 1008 may see its connection reset.)
@@ -127,8 +127,8 @@ Deno.test("a flood (over 10 x rate x 5 messages in 5 s) is closed with 1008", as
 
 Deno.test("a client that never reads is dropped as too slow; the others get everything", async () => {
   await using server = startServer({ rateLimit: 0 });
-  await using reader = await TestClient.join(`${server.url}/?name=reader`);
-  await using sender = await TestClient.join(`${server.url}/?name=sender`);
+  await using reader = await server.join("reader");
+  await using sender = await server.join("sender");
   const stalled = await RawSocket.open(server.addr.port, { path: "/?name=stalled" });
   // 64 MiB: enough to fill the kernel's buffers both ways and then some.
   const count = 16_384;
@@ -155,8 +155,8 @@ Deno.test("a client that never reads is dropped as too slow; the others get ever
 
 Deno.test("--max-clients: one more gets HTTP 503 with Retry-After; a freed slot is reusable", async () => {
   await using server = startServer({ maxClients: 2 });
-  const a = await TestClient.join(`${server.url}/?name=a`);
-  await using b = await TestClient.join(`${server.url}/?name=b`);
+  const a = await server.join("a");
+  await using b = await server.join("b");
   const refused = await RawSocket.open(server.addr.port, { path: "/?name=c" });
   assert.equal(refused.status, 503);
   assert.ok(Number(refused.headers.get("retry-after")) > 0);
@@ -164,7 +164,7 @@ Deno.test("--max-clients: one more gets HTTP 503 with Retry-After; a freed slot 
   refused.close();
   await a.close();
   await server.log.take((line) => line.startsWith("Disconnected "));
-  await using c = await TestClient.join(`${server.url}/?name=c`);
+  await using c = await server.join("c");
   c.send("in");
   assert.equal(await b.messages.next(), "c: in");
 });
@@ -199,7 +199,7 @@ Deno.test("a foreign Origin gets HTTP 403; no Origin, the own one and allowed on
 
 Deno.test("malformed frames, invalid UTF-8 and resets cost only that connection", async () => {
   await using server = startServer();
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
+  await using watcher = await server.join("watcher");
   const attacks: [string, (raw: RawSocket) => Promise<void>][] = [
     ["invalid UTF-8", (raw) => raw.sendFrame(Opcode.TEXT, new Uint8Array([0xff, 0xfe]))],
     ["reserved opcode", (raw) => raw.sendFrame(0x3, "?")],
@@ -225,7 +225,7 @@ Deno.test("malformed frames, invalid UTF-8 and resets cost only that connection"
 
 Deno.test("garbage HTTP and huge headers get Deno's own answer; the server goes on", async () => {
   await using server = startServer();
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
+  await using watcher = await server.join("watcher");
   for (
     const request of [
       "NOT HTTP AT ALL\r\n\r\n",
@@ -254,8 +254,8 @@ Deno.test("a throw while handling a message costs that client 1011, not the serv
       lines.push(line);
     },
   });
-  await using watcher = await TestClient.join(`${server.url}/?name=watcher`);
-  await using victim = await TestClient.join(`${server.url}/?name=victim`);
+  await using watcher = await server.join("watcher");
+  await using victim = await server.join("victim");
   victim.send("boom");
   const closed = await victim.closed;
   assert.equal(closed.code, 1011);
@@ -271,7 +271,7 @@ Deno.test("upgrades during shutdown get HTTP 503", async () => {
   const server = startServer({ shutdownTimeout: 10 });
   // A client that never reads and never answers keeps the shutdown waiting.
   const stalled = await RawSocket.open(server.addr.port);
-  const reader = await TestClient.join(`${server.url}/?name=reader`);
+  const reader = await server.join("reader");
   const stopping = server.shutdown();
   assert.equal((await reader.closed).code, 1001);
   const late = await RawSocket.open(server.addr.port);

@@ -72,10 +72,29 @@ export class Inbox<T> {
   }
 }
 
+/**
+ * Joins the chat at `url` as `name` (without one, the server shows the
+ * client's address) in `room` (the default room without one), and waits
+ * for the welcome.
+ */
+export function join(url: string, name?: string, room = ""): Promise<TestClient> {
+  return TestClient.join(`${url}/${room}${name === undefined ? "" : `?name=${name}`}`);
+}
+
+/** Something that serves the chat at `url`, joined by name. */
+export interface Joinable {
+  readonly url: string;
+  /** Joins as `name` (none: the address shows) in `room` (the default room). */
+  join(name?: string, room?: string): Promise<TestClient>;
+}
+
 /** A server on a free port whose log lines land in an inbox. */
 export function startServer(
   options: ServerOptions = {},
-): ChatServer & { log: Inbox<string>; [Symbol.asyncDispose](): Promise<void> } {
+): ChatServer & Joinable & {
+  log: Inbox<string>;
+  [Symbol.asyncDispose](): Promise<void>;
+} {
   const log = new Inbox<string>();
   const server = serveChat({
     port: 0,
@@ -87,6 +106,7 @@ export function startServer(
   });
   return Object.assign(server, {
     log,
+    join: (name?: string, room?: string) => join(server.url, name, room),
     [Symbol.asyncDispose]: () => server.shutdown(),
   });
 }
@@ -306,12 +326,18 @@ export function runCli(args: string[], stdin = "") {
 /** Starts `chat server ARGS --port 0` and waits for its `listening on` line. */
 export async function startServerProcess(
   args: string[] = [],
-): Promise<{ cli: Cli; url: string; port: number }> {
+): Promise<Joinable & { cli: Cli; port: number }> {
   const cli = new Cli(["server", "--port", "0", ...args]);
   const first = await cli.stdout.next();
   const match = first.match(/^listening on (wss?:\/\/.+):(\d+)$/);
   if (!match) throw new Error(`unexpected first line: ${first}`);
-  return { cli, url: `${match[1]}:${match[2]}`, port: Number(match[2]) };
+  const url = `${match[1]}:${match[2]}`;
+  return {
+    cli,
+    url,
+    port: Number(match[2]),
+    join: (name?: string, room?: string) => join(url, name, room),
+  };
 }
 
 /** A loopback port that nothing listens on (bound, then released). */

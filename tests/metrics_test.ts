@@ -1,7 +1,7 @@
 /** /healthz, /readyz and /metrics, with values checked against the traffic sent. */
 import assert from "node:assert/strict";
 import { RawSocket } from "./raw.ts";
-import { startServer, TestClient } from "./helpers.ts";
+import { startServer } from "./helpers.ts";
 
 async function scrape(url: string): Promise<Map<string, number>> {
   const response = await fetch(url.replace("ws:", "http:") + "/metrics");
@@ -53,9 +53,9 @@ Deno.test("/metrics: every metric with HELP and TYPE, and no backplane metric wi
 
 Deno.test("/metrics counts what the test sent and what was refused", async () => {
   await using server = startServer({ maxMessageBytes: 100, maxClients: 3 });
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  await using bob = await TestClient.join(`${server.url}/rust?name=bob`);
-  await using carol = await TestClient.join(`${server.url}/rust?name=carol`);
+  await using alice = await server.join("alice");
+  await using bob = await server.join("bob", "rust");
+  await using carol = await server.join("carol", "rust");
   let values = await scrape(server.url);
   assert.equal(values.get("chat_clients"), 3);
   assert.equal(values.get("chat_rooms"), 2);
@@ -78,7 +78,7 @@ Deno.test("/metrics counts what the test sent and what was refused", async () =>
   assert.deepEqual(refused.map((r) => r.status), [409, 400, 403]);
   for (const r of refused) r.close();
   await server.log.take((line) => line.startsWith("Disconnected "));
-  await using dave = await TestClient.join(`${server.url}/?name=dave`);
+  await using dave = await server.join("dave");
   const full = await RawSocket.open(server.addr.port, { path: "/?name=erin" });
   assert.equal(full.status, 503);
   full.close();

@@ -189,27 +189,39 @@ function host(): SessionHost & { lines: string[]; endings: number } {
   return result;
 }
 
-Deno.test("a session's life: held, joined, refused, gone once", async () => {
-  const room = localRoom<Session>({ history: 5 });
+let sessions = 0;
+
+/**
+ * A session on a fake socket in a room of its own, its name (the address
+ * without one) held as the upgrade gate holds it.
+ */
+async function sessionFor(name?: string) {
+  const room = localRoom<Session>();
   const socket = new FakeSocket();
   const chat = host();
-  assert.ok(await room.hold("ann", { exclusive: true }));
+  const address = `127.0.0.1:${5000 + ++sessions}`;
+  assert.ok(await room.hold(name ?? address, { exclusive: name !== undefined }));
   const session = new Session({
-    id: 1,
+    id: sessions,
     socket: socket as unknown as WebSocket,
-    address: "127.0.0.1:5000",
-    name: "ann",
+    address,
+    name,
     room,
     batching: false,
     host: chat,
   });
+  return { room, socket, chat, address, session };
+}
+
+Deno.test("a session's life: held, joined, refused, gone once", async () => {
+  const { room, socket, chat, address, session } = await sessionFor("ann");
   assert.equal(session.state, "connecting");
   socket.dispatchEvent(new Event("open"));
   assert.equal(session.state, "joined");
   assert.deepEqual(socket.sent, [WELCOME]);
   socket.dispatchEvent(new MessageEvent("message", { data: "hello" }));
   assert.equal(socket.sent.at(-1), "ann: hello");
-  assert.equal(chat.lines.at(-1), 'From client 127.0.0.1:5000 "hello"');
+  assert.equal(chat.lines.at(-1), `From client ${address} "hello"`);
   socket.dispatchEvent(new MessageEvent("message", { data: "x".repeat(101) }));
   assert.equal(session.state, "leaving");
   assert.deepEqual(socket.closed, {
@@ -222,23 +234,12 @@ Deno.test("a session's life: held, joined, refused, gone once", async () => {
   socket.dispatchEvent(new Event("close"));
   assert.equal(session.state, "gone");
   assert.equal(chat.endings, 1);
-  assert.equal(chat.lines.at(-1), "Disconnected 127.0.0.1:5000");
+  assert.equal(chat.lines.at(-1), `Disconnected ${address}`);
   chat.turns.stop();
 });
 
 Deno.test("a session without a name becomes a YewChat client by its register", async () => {
-  const room = localRoom<Session>();
-  const socket = new FakeSocket();
-  const chat = host();
-  assert.ok(await room.hold("127.0.0.1:5001", { exclusive: false }));
-  const session = new Session({
-    id: 2,
-    socket: socket as unknown as WebSocket,
-    address: "127.0.0.1:5001",
-    room,
-    batching: false,
-    host: chat,
-  });
+  const { room, socket, chat, address, session } = await sessionFor();
   socket.dispatchEvent(new Event("open"));
   assert.equal(session.state, "held");
   socket.dispatchEvent(
@@ -251,7 +252,7 @@ Deno.test("a session without a name becomes a YewChat client by its register", a
   assert.equal(session.state, "joined");
   assert.equal(session.name, "yuri");
   assert.equal(session.codec, YEW);
-  assert.ok(!room.has("127.0.0.1:5001"));
+  assert.ok(!room.has(address));
   assert.deepEqual(socket.sent, [yewUsers(["yuri"])]);
   session.close(CloseCode.NORMAL, "bye");
   socket.dispatchEvent(new Event("close"));
@@ -260,19 +261,7 @@ Deno.test("a session without a name becomes a YewChat client by its register", a
 });
 
 Deno.test("a slow consumer is one call from its outbox to its session", async () => {
-  const room = localRoom<Session>();
-  const socket = new FakeSocket();
-  const chat = host();
-  assert.ok(await room.hold("sam", { exclusive: true }));
-  const session = new Session({
-    id: 3,
-    socket: socket as unknown as WebSocket,
-    address: "127.0.0.1:5002",
-    name: "sam",
-    room,
-    batching: false,
-    host: chat,
-  });
+  const { socket, chat, address, session } = await sessionFor("sam");
   socket.dispatchEvent(new Event("open"));
   socket.bufferedAmount = 5000;
   session.deliver(PLAIN.notice("x".repeat(5000))!);
@@ -283,7 +272,7 @@ Deno.test("a slow consumer is one call from its outbox to its session", async ()
   });
   assert.equal(
     chat.lines.at(-1),
-    "Dropped 127.0.0.1:5002: slow consumer, over 1024 bytes unsent",
+    `Dropped ${address}: slow consumer, over 1024 bytes unsent`,
   );
   socket.dispatchEvent(new Event("close"));
   chat.turns.stop();

@@ -18,9 +18,9 @@ Deno.test("room paths: / is the default room, /NAME a room, anything else none",
 
 Deno.test("messages never cross rooms", async () => {
   await using server = startServer();
-  await using lobby = await TestClient.join(`${server.url}/?name=lobby`);
-  await using rust = await TestClient.join(`${server.url}/rust?name=ferris`);
-  await using rust2 = await TestClient.join(`${server.url}/rust?name=crab`);
+  await using lobby = await server.join("lobby");
+  await using rust = await server.join("ferris", "rust");
+  await using rust2 = await server.join("crab", "rust");
   rust.send("in rust");
   assert.equal(await rust2.messages.next(), "ferris: in rust");
   lobby.send("in the lobby");
@@ -51,10 +51,10 @@ Deno.test("bad room paths: 400 for an upgrade, 404 for a page", async () => {
 
 Deno.test("presence: joined and left, with the count, to the others only", async () => {
   await using server = startServer();
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  const bob = await TestClient.join(`${server.url}/?name=bob`);
+  await using alice = await server.join("alice");
+  const bob = await server.join("bob");
   assert.equal(await alice.presence.next(), "* bob joined (2 online)");
-  await using anonymous = await TestClient.join(server.url);
+  await using anonymous = await server.join();
   const address = (await alice.presence.next()).match(/^\* (\S+) joined \(3 online\)$/)
     ?.[1];
   assert.match(address ?? "", /^127\.0\.0\.1:\d+$/);
@@ -67,14 +67,14 @@ Deno.test("presence: joined and left, with the count, to the others only", async
 
 Deno.test("a name already in the room gets 409; the same name elsewhere is fine", async () => {
   await using server = startServer();
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  await using alice = await server.join("alice");
   const taken = await RawSocket.open(server.addr.port, { path: "/?name=alice" });
   assert.equal(taken.status, 409);
   assert.equal(await taken.body(), "name taken: alice\n");
   taken.close();
   // The refused one never joined: alice heard of nobody.
   assert.deepEqual(alice.presence.queued, []);
-  await using elsewhere = await TestClient.join(`${server.url}/other?name=alice`);
+  await using elsewhere = await server.join("alice", "other");
   elsewhere.send("hi");
   assert.equal(await elsewhere.messages.next(), "alice: hi");
   // The page asks first, with the same answer.
@@ -89,8 +89,8 @@ Deno.test("a name already in the room gets 409; the same name elsewhere is fine"
 
 Deno.test("commands answer the sender alone: /who, /help, unknown, and // escapes", async () => {
   await using server = startServer();
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  await using bob = await TestClient.join(`${server.url}/?name=bob`);
+  await using alice = await server.join("alice");
+  await using bob = await server.join("bob");
   alice.send("/who");
   assert.equal(await alice.messages.next(), whoLine(["alice", "bob"]));
   assert.equal(whoLine(["alice", "bob"]), "* online (2): alice, bob");
@@ -106,7 +106,7 @@ Deno.test("commands answer the sender alone: /who, /help, unknown, and // escape
 
 Deno.test("history: a newcomer gets the last --history messages after the welcome", async () => {
   await using server = startServer({ history: 3 });
-  const alice = await TestClient.join(`${server.url}/?name=alice`);
+  const alice = await server.join("alice");
   for (const text of ["one", "two", "three", "four"]) alice.send(text);
   await alice.messages.many(4);
   const bob = new TestClient(`${server.url}/?name=bob`);
@@ -130,7 +130,7 @@ Deno.test("history: a newcomer gets the last --history messages after the welcom
 
 Deno.test("--history 0 keeps none", async () => {
   await using server = startServer({ history: 0 });
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  await using alice = await server.join("alice");
   alice.send("gone");
   await alice.messages.next();
   await using bob = new TestClient(`${server.url}/?name=bob`);
@@ -170,7 +170,7 @@ Deno.test("GET and HEAD of a room serve the self-contained chat page", async () 
 
 Deno.test("YewChat: register, user lists and JSON messages, mixed with plain clients", async () => {
   await using server = startServer();
-  await using plain = await TestClient.join(`${server.url}/?name=plain`);
+  await using plain = await server.join("plain");
   const yew = new TestClient(server.url);
   await yew.opened;
   yew.send(JSON.stringify({ messageType: "register", data: "yewser" }));
@@ -198,7 +198,7 @@ Deno.test("YewChat: register, user lists and JSON messages, mixed with plain cli
 
 Deno.test("YewChat: an invalid or taken NICK is closed with 1008 and the reason", async () => {
   await using server = startServer();
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  await using alice = await server.join("alice");
   for (
     const [nick, reason] of [["alice", "name taken: alice"], [
       "bad nick",
@@ -232,10 +232,10 @@ Deno.test("without a name: the welcome comes after the first message or 500 ms o
 
 Deno.test("past --presence-limit members, joins and leaves are not announced", async () => {
   await using server = startServer({ presenceLimit: 2 });
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  const bob = await TestClient.join(`${server.url}/?name=bob`);
+  await using alice = await server.join("alice");
+  const bob = await server.join("bob");
   assert.equal(await alice.presence.next(), "* bob joined (2 online)");
-  const carol = await TestClient.join(`${server.url}/?name=carol`);
+  const carol = await server.join("carol");
   await carol.close();
   // Back at two members: announced again.
   assert.equal(await alice.presence.next(), "* carol left (2 online)");

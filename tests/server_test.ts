@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./helpers.ts";
+import { join, startServer, TestClient } from "./helpers.ts";
 import { WELCOME } from "../lib/protocol.ts";
-import { upgradeHint } from "../server.ts";
+import { chatHandler, upgradeHint } from "../server.ts";
 
 Deno.test("a new client's first message is the welcome, to it alone", async () => {
   await using server = startServer();
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
+  await using alice = await server.join("alice");
   await using bob = new TestClient(`${server.url}/?name=bob`);
   assert.equal(await bob.messages.next(), WELCOME);
   alice.send("after bob");
@@ -15,9 +15,9 @@ Deno.test("a new client's first message is the welcome, to it alone", async () =
 
 Deno.test("every message reaches every client, the sender too, as SENDER: TEXT", async () => {
   await using server = startServer();
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  await using bob = await TestClient.join(`${server.url}/?name=bob`);
-  await using anonymous = await TestClient.join(server.url);
+  await using alice = await server.join("alice");
+  await using bob = await server.join("bob");
+  await using anonymous = await server.join();
   bob.send("hello, all");
   for (const client of [alice, bob, anonymous]) {
     assert.equal(await client.messages.next(), "bob: hello, all");
@@ -31,7 +31,7 @@ Deno.test("every message reaches every client, the sender too, as SENDER: TEXT",
 
 Deno.test("an empty name means the address; a repeated or bad name gets 400", async () => {
   await using server = startServer();
-  await using blank = await TestClient.join(`${server.url}/?name=`);
+  await using blank = await server.join("");
   blank.send("x");
   assert.match(await blank.messages.next(), /^127\.0\.0\.1:\d+: x$/);
 
@@ -74,8 +74,8 @@ Deno.test("a plain request that is not GET or HEAD gets 426 and a hint", async (
 
 Deno.test("--no-echo: the sender does not get its own message, the others do", async () => {
   await using server = startServer({ echo: false });
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  await using bob = await TestClient.join(`${server.url}/?name=bob`);
+  await using alice = await server.join("alice");
+  await using bob = await server.join("bob");
   // Each waits for the other's message before answering, so an echo, had
   // there been one, would arrive first on the same socket.
   alice.send("one");
@@ -88,7 +88,7 @@ Deno.test("--no-echo: the sender does not get its own message, the others do", a
 
 Deno.test("the log has connect, each message as a JSON string, and disconnect", async () => {
   await using server = startServer();
-  const client = await TestClient.join(`${server.url}/?name=alice`);
+  const client = await server.join("alice");
   const connected = await server.log.next();
   const address = connected.match(/^New connection from (127\.0\.0\.1:\d+)$/)?.[1];
   assert.ok(address, connected);
@@ -104,9 +104,9 @@ Deno.test("the log has connect, each message as a JSON string, and disconnect", 
 
 Deno.test("all clients see two busy senders' messages in one order, each sender's in order", async () => {
   await using server = startServer({ rateLimit: 0 });
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  await using bob = await TestClient.join(`${server.url}/?name=bob`);
-  await using carol = await TestClient.join(`${server.url}/?name=carol`);
+  await using alice = await server.join("alice");
+  await using bob = await server.join("bob");
+  await using carol = await server.join("carol");
   const count = 500;
   for (let i = 0; i < count; i++) {
     alice.send(`a${i}`);
@@ -125,8 +125,8 @@ Deno.test("all clients see two busy senders' messages in one order, each sender'
 
 Deno.test("a binary message closes its sender with 1003 and is not broadcast", async () => {
   await using server = startServer();
-  await using alice = await TestClient.join(`${server.url}/?name=alice`);
-  await using bob = await TestClient.join(`${server.url}/?name=bob`);
+  await using alice = await server.join("alice");
+  await using bob = await server.join("bob");
   bob.send(new Uint8Array([1, 2, 3]));
   const closed = await bob.closed;
   assert.equal(closed.code, 1003);
@@ -138,8 +138,8 @@ Deno.test("a binary message closes its sender with 1003 and is not broadcast", a
 
 Deno.test("shutdown closes every client with 1001 and stops listening", async () => {
   const server = startServer();
-  const alice = await TestClient.join(`${server.url}/?name=alice`);
-  const bob = await TestClient.join(`${server.url}/?name=bob`);
+  const alice = await server.join("alice");
+  const bob = await server.join("bob");
   await server.shutdown();
   for (const client of [alice, bob]) {
     const closed = await client.closed;
@@ -157,7 +157,29 @@ Deno.test("shutdown closes every client with 1001 and stops listening", async ()
 Deno.test("an IPv6 server brackets its host and its clients' addresses", async () => {
   await using server = startServer({ hostname: "::1" });
   assert.equal(server.url, `ws://[::1]:${server.addr.port}`);
-  await using client = await TestClient.join(server.url);
+  await using client = await server.join();
   client.send("v6");
   assert.match(await client.messages.next(), /^\[::1\]:\d+: v6$/);
+});
+
+Deno.test("the chat mounts in another Deno.serve app, beside the app's own routes", async () => {
+  const chat = chatHandler({ log: () => {} });
+  const app = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (request, info) =>
+      new URL(request.url).pathname === "/hello"
+        ? new Response("hello from my app\n")
+        : chat(request, info),
+  );
+  const url = `ws://127.0.0.1:${app.addr.port}`;
+  const http = url.replace("ws:", "http:");
+  assert.equal(await (await fetch(`${http}/hello`)).text(), "hello from my app\n");
+  assert.deepEqual(await (await fetch(`${http}/readyz`)).json(), { ready: true });
+  await using alice = await join(url, "alice", "rust");
+  assert.equal(chat.clients, 1);
+  alice.send("mounted");
+  assert.equal(await alice.messages.next(), "alice: mounted");
+  await chat.shutdown();
+  assert.equal((await alice.closed).code, 1001);
+  await app.shutdown();
 });
