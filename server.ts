@@ -26,8 +26,15 @@ import { formatAddress } from "./lib/protocol.ts";
 import { parseFlags, runCommand, usage, UsageError } from "./lib/flags.ts";
 import { errorText } from "./lib/errors.ts";
 import { Chat } from "./server/chat.ts";
-import { type ChatRequestHandler, chatRoutes, plainResponse } from "./server/http.ts";
+import {
+  type ChatRequestHandler,
+  chatRoutes,
+  isLoopback,
+  plainResponse,
+} from "./server/http.ts";
+import { ChatListener } from "./server/listener.ts";
 import { stdoutLog } from "./server/log.ts";
+import { descriptorShortfall, guardProcess } from "./server/process.ts";
 import {
   SERVER_COMMAND,
   SERVER_DEFAULTS,
@@ -89,7 +96,11 @@ export function chatHandler(options: ServerOptions = {}): ChatHandler {
       maxMessageBytes: settings.maxMessageBytes,
       rateLimit: settings.rateLimit,
       rateBurst: Math.max(1, settings.rateBurst),
+      rateBytes: settings.rateBytes,
+      rateBytesBurst: Math.max(1, settings.rateBytesBurst),
     },
+    historyBytes: settings.historyBytes,
+    maxClientsPerIp: settings.maxClientsPerIp,
     maxBufferedBytes: settings.maxBufferedBytes,
     maxClients: settings.maxClients,
     redis: settings.redis === undefined ? undefined : {
@@ -101,6 +112,8 @@ export function chatHandler(options: ServerOptions = {}): ChatHandler {
   });
   const routes = chatRoutes(chat, {
     allowOrigins: settings.allowOrigins,
+    publicUrls: settings.publicUrls,
+    loopback: isLoopback(settings.hostname),
     idleTimeout: settings.idleTimeout,
     maxMessageBytes: settings.maxMessageBytes,
   });
@@ -134,32 +147,33 @@ export function serveChat(options: ServerOptions = {}): ChatServer {
   const log = settings.log ?? stdoutLog();
   const handler = chatHandler({ ...options, log });
   const tls = settings.cert !== undefined && settings.key !== undefined;
-  const httpServer = Deno.serve({
+  const listener = new ChatListener({
     hostname: settings.hostname,
     port: settings.port,
-    ...(tls ? { cert: settings.cert, key: settings.key } : {}),
-    onListen() {},
+    cert: settings.cert,
+    key: settings.key,
+    handler,
     onError(error) {
       log(`Error handling a request: ${errorText(error)}`);
       return plainResponse(500, "internal error");
     },
-  }, handler);
-  const where = formatAddress(httpServer.addr.hostname, httpServer.addr.port);
+    log,
+  });
+  const where = formatAddress(listener.addr.hostname, listener.addr.port);
   const stopped = Promise.withResolvers<void>();
-  void httpServer.finished.then(() => stopped.resolve());
 
   const shutdown = () =>
     withDeadline(settings.shutdownTimeout, async (deadline) => {
       await handler.shutdown();
       // A client that never reads cannot be closed by the native API: past
       // the deadline, the caller exits the process rather than wait for it.
-      await Promise.race([httpServer.shutdown(), deadline]);
+      await Promise.race([listener.shutdown(), deadline]);
       stopped.resolve();
     });
 
   let stopping: Promise<void> | undefined;
   return {
-    addr: httpServer.addr,
+    addr: listener.addr,
     url: `${tls ? "wss" : "ws"}://${where}`,
     pageUrl: `${tls ? "https" : "http"}://${where}/`,
     get clients() {
@@ -197,6 +211,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`chat: cannot listen on ${where}: ${listenProblem(error)}`);
     return 1;
   }
+  const unguard = guardProcess(log);
   // Signals are caught before anyone can know the address and send one.
   const stop = () => void server.shutdown();
   Deno.addSignalListener("SIGINT", stop);
@@ -204,11 +219,15 @@ export async function main(args: string[]): Promise<number> {
   // Scripts wait for this line: it is always the first one, written at once.
   log(`listening on ${server.url}`);
   log(`chat page at ${server.pageUrl}`);
-  log.flush();
+  const short = descriptorShortfall(options.maxClients ?? SERVER_DEFAULTS.maxClients);
+  if (short) log(short);
+  await log.flush();
   await server.finished;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
-  log.flush();
+  unguard();
+  // What the log holds goes out, unless stdout stopped taking it.
+  await Promise.race([log.flush(), new Promise((resolve) => setTimeout(resolve, 1000))]);
   return 0;
 }
 

@@ -34,6 +34,8 @@ export interface LoadOptions {
    * is the same line the chat server would make.
    */
   relay: boolean;
+  /** The server's process id: its CPU time over the measured window is reported. */
+  serverPid?: number;
 }
 
 const DEFAULTS: LoadOptions = {
@@ -379,10 +381,12 @@ async function closedLoop(opts: LoadOptions) {
   await delay(500); // warm-up
   const before = stats.deliveries;
   stats.latencies = [];
+  const window = serverCpuWindow(opts);
   const t0 = performance.now();
   await delay(opts.seconds * 1000);
   const elapsed = (performance.now() - t0) / 1000;
   const delivered = stats.deliveries - before;
+  const cpuPerDelivery = window.microsecondsPer(delivered);
   const latencies = stats.latencies.sort((a, b) => a - b);
   measuring = false;
   for (const c of clients) c.close();
@@ -391,6 +395,22 @@ async function closedLoop(opts: LoadOptions) {
     deliveriesPerSecond: delivered / elapsed,
     p50: percentile(latencies, 50) / 1000,
     p99: percentile(latencies, 99) / 1000,
+    cpuPerDelivery,
+  };
+}
+
+/**
+ * The server's CPU time (user + system, from /proc) from now on: per
+ * delivery, in microseconds; `NaN` without the server's pid.
+ */
+function serverCpuWindow(opts: LoadOptions) {
+  const pid = opts.serverPid;
+  const start = pid === undefined ? NaN : cpuSeconds(pid);
+  return {
+    microsecondsPer(deliveries: number): number {
+      if (pid === undefined || deliveries === 0) return NaN;
+      return ((cpuSeconds(pid) - start) * 1e6) / deliveries;
+    },
   };
 }
 
@@ -402,7 +422,7 @@ async function openLoop(opts: LoadOptions) {
   if (opts.stalled) {
     stalled = await Deno.connect({ hostname: "127.0.0.1", port: opts.port });
     await stalled.write(encoder.encode(
-      `GET /?name=stalled HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      `GET /?name=stalled HTTP/1.1\r\nHost: 127.0.0.1:${opts.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
     ));
   }
   await delay(300);
@@ -412,6 +432,7 @@ async function openLoop(opts: LoadOptions) {
   const perSecond = opts.rate / opts.clients;
   const tick = 5; // ms
   let sent = 0;
+  const window = serverCpuWindow(opts);
   const t0 = performance.now();
   while (performance.now() - t0 < opts.seconds * 1000) {
     const due = Math.floor(((performance.now() - t0) / 1000) * perSecond);
@@ -432,6 +453,7 @@ async function openLoop(opts: LoadOptions) {
   }
   const latencies = stats.latencies.sort((a, b) => a - b);
   const received = stats.deliveries - before;
+  const cpuPerDelivery = window.microsecondsPer(received);
   for (const c of clients) c.close();
   stalled?.close();
   await Promise.all(readers);
@@ -441,6 +463,7 @@ async function openLoop(opts: LoadOptions) {
     p99: percentile(latencies, 99) / 1000,
     p999: percentile(latencies, 99.9) / 1000,
     loss: expected === 0 ? 0 : Math.max(0, expected - received) / expected,
+    cpuPerDelivery,
   };
 }
 

@@ -58,6 +58,12 @@ const chat = (extra: string[] = []) => (port: number, redis?: string) => [
   "0",
   "--max-clients",
   "100000",
+  // The load comes from one address and fans out wide: the per-address
+  // cap and the byte rate are raised like the message rate.
+  "--max-clients-per-ip",
+  "100000",
+  "--rate-bytes",
+  "0",
   ...(redis ? ["--redis", redis] : []),
   ...extra,
 ];
@@ -307,6 +313,7 @@ async function measure(
       {
         ...scenario.load,
         port: started.port,
+        serverPid: started.pid,
         batch: !!server.batch,
         relay: !!server.relay,
       },
@@ -436,9 +443,9 @@ if (import.meta.main) {
       ? "RSS per connection"
       : "p99";
     console.log(
-      `| server | result | ${headline} vs baseline | server CPU | generator CPU |`,
+      `| server | result | ${headline} vs baseline | server CPU | server µs per delivery | generator CPU |`,
     );
-    console.log("| --- | --- | --- | --- | --- |");
+    console.log("| --- | --- | --- | --- | --- | --- |");
     let baseline: number | undefined;
     const taking = servers.filter((server) =>
       !server.name.includes("logging") || scenario.key === "closed100"
@@ -451,7 +458,7 @@ if (import.meta.main) {
       for (const server of taking) {
         const measured = await measure(server, scenario);
         if (typeof measured === "string") {
-          console.log(`| ${server.name} | failed: ${measured} | | | |`);
+          console.log(`| ${server.name} | failed: ${measured} | | | | |`);
         } else {
           runs.get(server)!.push(measured);
         }
@@ -473,6 +480,10 @@ if (import.meta.main) {
         `| ${server.name} | ${
           scenario.report(m.result, m.extra)
         }${bound}${of} | ${ratio} | ${(m.serverCpu * 100).toFixed(0)}% | ${
+          Number.isFinite(m.result.cpuPerDelivery)
+            ? m.result.cpuPerDelivery.toFixed(3)
+            : "–"
+        } | ${
           Number.isFinite(m.generatorCpu) ? `${(m.generatorCpu * 100).toFixed(0)}%` : "–"
         } |`,
       );

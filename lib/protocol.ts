@@ -37,9 +37,32 @@ export const CloseReason = {
   INTERNAL_ERROR: "internal error",
 } as const;
 
+/** The longest close reason RFC 6455 allows, in UTF-8 bytes (a close frame's payload is 125). */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** `reason` cut to `MAX_CLOSE_REASON_BYTES` at a character boundary, so a close never fails. */
+export function closeReason(reason: string): string {
+  const bytes = new TextEncoder().encode(reason);
+  if (bytes.length <= MAX_CLOSE_REASON_BYTES) return reason;
+  let end = MAX_CLOSE_REASON_BYTES;
+  // Back up over continuation bytes (10xxxxxx) to the start of a character.
+  while ((bytes[end] & 0xc0) === 0x80) end--;
+  return new TextDecoder().decode(bytes.subarray(0, end));
+}
+
+/** The key a name is held under: names are unique in a room whatever their case. */
+export function nameKey(name: string): string {
+  return name.toLowerCase();
+}
+
 /** What a sender alone is told, at most once a second, when it is over the rate limit. */
 export function rateLimitNotice(perSecond: number): string {
   return `* rate limit: ${perSecond} messages per second`;
+}
+
+/** The same for the byte rate, which counts each message once per recipient. */
+export function byteRateNotice(bytesPerSecond: number): string {
+  return `* rate limit: ${bytesPerSecond} bytes per second (size x recipients)`;
 }
 
 /** The longest name a client may take. */
@@ -90,7 +113,10 @@ export function roomFromPath(pathname: string): string | undefined {
   if (pathname === "/") return "";
   const name = pathname.slice(1);
   if (!pathname.startsWith("/") || nameProblem(name) !== undefined) return undefined;
-  return (RESERVED_PATHS as readonly string[]).includes(name) ? undefined : name;
+  // Matched in any case: `/HEALTHZ` is no room either.
+  return (RESERVED_PATHS as readonly string[]).includes(name.toLowerCase())
+    ? undefined
+    : name;
 }
 
 /** To the others when someone joins a room. */
@@ -117,6 +143,9 @@ export function whoLine(names: readonly string[]): string {
 /** To every member of this instance when the backplane goes, and to each joining while it is gone. */
 export const BACKPLANE_DOWN =
   "* backplane down: messages reach only this server's members until it is back";
+
+/** To a room's members here when events from other instances were lost on the way. */
+export const MESSAGES_LOST = "* some messages from other servers were lost";
 
 /** To every member of this instance when the backplane is back. */
 export const BACKPLANE_BACK = "* backplane back: messages reach every server again";

@@ -29,11 +29,12 @@ export class TokenBucket {
     this.#last = now;
   }
 
-  /** Takes a token if there is one; says whether it did. */
-  take(now: number = performance.now()): boolean {
+  /** Takes `cost` tokens (at most `burst`) if there are as many; says whether it did. */
+  take(now: number = performance.now(), cost = 1): boolean {
     this.#refill(now);
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    const wanted = Math.min(cost, this.burst);
+    if (this.#tokens < wanted) return false;
+    this.#tokens -= wanted;
     return true;
   }
 

@@ -11,10 +11,17 @@ import { TokenBucket } from "../lib/rate.ts";
 export interface AdmissionLimits {
   /** The largest message, in UTF-8 bytes. */
   maxMessageBytes: number;
-  /** Messages per second; `0` turns off both the rate limit and the flood rule. */
+  /** Messages per second; `0` turns off every rate limit (bytes too) and the flood rule. */
   rateLimit: number;
   /** Messages that may come at once before the rate applies (at least 1). */
   rateBurst: number;
+  /**
+   * Bytes per second, counted as each message's size times its recipients
+   * (its fan-out cost); `0` turns this limit off.
+   */
+  rateBytes: number;
+  /** The fan-out bytes that may come at once; one message never costs more. */
+  rateBytesBurst: number;
 }
 
 /** The flood rule's window. */
@@ -25,7 +32,12 @@ export const FLOOD_FACTOR = 10;
 export const NOTICE_INTERVAL_MS = 1000;
 
 /** The verdict on one message. */
-export type Verdict = "accept" | "too_big" | "rate_limited" | "flooding";
+export type Verdict =
+  | "accept"
+  | "too_big"
+  | "rate_limited"
+  | "bytes_limited"
+  | "flooding";
 
 /** The UTF-8 length of a string, counted without encoding it. */
 export function utf8Length(text: string): number {
@@ -56,6 +68,7 @@ export function messageBytes(text: string, limit: number): number {
 export class Admission {
   readonly #limits: AdmissionLimits;
   readonly #bucket?: TokenBucket;
+  readonly #bytes?: TokenBucket;
   /** Arrival times of the latest messages, allocated at the first refusal. */
   #arrivals?: Float64Array;
   #next = 0;
@@ -66,6 +79,10 @@ export class Admission {
     if (limits.rateLimit > 0) {
       this.#bucket = new TokenBucket(limits.rateLimit, limits.rateBurst, now);
     }
+    // `rateLimit` 0 turns every rate limit off, the byte rate too.
+    if (limits.rateBytes > 0 && limits.rateLimit > 0) {
+      this.#bytes = new TokenBucket(limits.rateBytes, limits.rateBytesBurst, now);
+    }
   }
 
   /** The most messages allowed in any flood window. */
@@ -73,12 +90,20 @@ export class Admission {
     return FLOOD_FACTOR * this.#limits.rateLimit * (FLOOD_WINDOW_MS / 1000);
   }
 
-  /** Says what to do with a message of `bytes` (see `messageBytes`) arriving at `now`. */
-  judge(bytes: number, now: number = performance.now()): Verdict {
+  /**
+   * Says what to do with a message of `bytes` (see `messageBytes`) for
+   * `recipients`, arriving at `now`.
+   */
+  judge(bytes: number, recipients = 1, now: number = performance.now()): Verdict {
     if (bytes > this.#limits.maxMessageBytes) return "too_big";
-    if (!this.#bucket) return "accept";
-    if (this.#flooding(now)) return "flooding";
-    return this.#bucket.take(now) ? "accept" : "rate_limited";
+    if (this.#bucket) {
+      if (this.#flooding(now)) return "flooding";
+      if (!this.#bucket.take(now)) return "rate_limited";
+    }
+    if (this.#bytes && !this.#bytes.take(now, bytes * Math.max(1, recipients))) {
+      return "bytes_limited";
+    }
+    return "accept";
   }
 
   /**

@@ -49,6 +49,8 @@ export interface BackplaneReceiver {
   deliver(room: string, event: RoomEvent, delivery: Delivery): void;
   /** The backplane went down (`false`) or came back (`true`). */
   changed(up: boolean): void;
+  /** Events of `room` from other instances were lost on the way here. */
+  missed(room: string): void;
   /** Each room with members here, and their names: written to Redis again. */
   presence(): Map<string, string[]>;
   log(line: string): void;

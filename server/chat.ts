@@ -7,7 +7,7 @@
  * @module
  */
 
-import { BACKPLANE_BACK, BACKPLANE_DOWN } from "../lib/protocol.ts";
+import { BACKPLANE_BACK, BACKPLANE_DOWN, MESSAGES_LOST } from "../lib/protocol.ts";
 import type { AdmissionLimits } from "./admission.ts";
 import {
   type Backplane,
@@ -17,22 +17,25 @@ import {
   type RoomEvent,
 } from "./backplane.ts";
 import { RedisBackplane } from "./redis.ts";
-import type { Log } from "./log.ts";
+import type { CountingLog, Log } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { TurnChecks } from "./outbox.ts";
 import { type HttpRefusal, Refusals } from "./refusals.ts";
 import { Room, type RoomOptions } from "./room.ts";
+import { HistoryBudget } from "./history.ts";
 import { Session, type SessionHost } from "./session.ts";
 
 /** What a chat is told; the server's options, resolved (see `ServerOptions`). */
 export interface ChatSettings {
   echo: boolean;
   history: number;
+  historyBytes: number;
   presenceLimit: number;
   quiet: boolean;
   limits: AdmissionLimits;
   maxBufferedBytes: number;
   maxClients: number;
+  maxClientsPerIp: number;
   /** Share rooms through this Redis; in process without it. */
   redis?: { url: string; prefix: string; timeoutMs: number };
   log: Log;
@@ -46,6 +49,11 @@ export interface Reservation {
   readonly address: string;
   /** The client speaks `chat.batch`. */
   readonly batching: boolean;
+}
+
+/** The IP address of an `IP:PORT` (`[::1]:5000` gives `::1`). */
+function ipOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
 }
 
 /** Rooms, sessions and the backplane of one server. */
@@ -64,6 +72,8 @@ export class Chat implements SessionHost, BackplaneReceiver {
   readonly #sessions = new Set<Session>();
   /** Upgrades waiting on the backplane: each will hold a `maxClients` slot. */
   #reserving = 0;
+  /** Sessions and reservations by IP address, for `maxClientsPerIp`. */
+  readonly #perIp = new Map<string, number>();
   #lastId = 0;
   #shuttingDown = false;
   #allEnded?: () => void;
@@ -84,9 +94,20 @@ export class Chat implements SessionHost, BackplaneReceiver {
     this.#roomOptions = {
       backplane: this.backplane,
       history: settings.history,
+      historyBudget: new HistoryBudget(settings.historyBytes),
       presenceLimit: settings.presenceLimit,
       echo: settings.echo,
     };
+  }
+
+  /** Log lines dropped because the log's output could not keep up (when it counts them). */
+  get logDropped(): number {
+    return (this.log as Partial<CountingLog>).dropped ?? 0;
+  }
+
+  /** The bytes all rooms' history holds. */
+  get historyBytes(): number {
+    return this.#roomOptions.historyBudget.total;
   }
 
   get shuttingDown(): boolean {
@@ -124,6 +145,12 @@ export class Chat implements SessionHost, BackplaneReceiver {
     if (this.#sessions.size + this.#reserving >= this.#settings.maxClients) {
       return Refusals.full(this.#settings.maxClients);
     }
+    const ip = ipOf(request.address);
+    const fromIp = this.#perIp.get(ip) ?? 0;
+    if (fromIp >= this.#settings.maxClientsPerIp) {
+      return Refusals.fullForIp(ip, this.#settings.maxClientsPerIp);
+    }
+    this.#perIp.set(ip, fromIp + 1);
     const room = this.#room(request.room);
     const wanted = request.name ?? request.address;
     this.#reserving++;
@@ -139,6 +166,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
     }
     if (held) room.release(wanted);
     this.tidy(room);
+    this.#leftIp(request.address);
     return this.#shuttingDown ? Refusals.shuttingDown() : Refusals.nameTaken(wanted);
   }
 
@@ -146,6 +174,15 @@ export class Chat implements SessionHost, BackplaneReceiver {
   cancel(reservation: Reservation): void {
     reservation.room.release(reservation.name ?? reservation.address);
     this.tidy(reservation.room);
+    this.#leftIp(reservation.address);
+  }
+
+  /** A session or reservation from `address` is over. */
+  #leftIp(address: string): void {
+    const ip = ipOf(address);
+    const count = (this.#perIp.get(ip) ?? 1) - 1;
+    if (count > 0) this.#perIp.set(ip, count);
+    else this.#perIp.delete(ip);
   }
 
   /** A session for an upgraded socket; it joins its room once the socket opens. */
@@ -177,11 +214,13 @@ export class Chat implements SessionHost, BackplaneReceiver {
   tidy(room: Room<Session>): void {
     if (!room.empty || this.#rooms.get(room.name) !== room) return;
     this.#rooms.delete(room.name);
+    room.close();
     this.backplane.close(room.name);
   }
 
   ended(session: Session): void {
     this.tidy(session.room);
+    this.#leftIp(session.address);
     this.#sessions.delete(session);
     if (this.#sessions.size === 0) this.#allEnded?.();
   }
@@ -196,6 +235,10 @@ export class Chat implements SessionHost, BackplaneReceiver {
     for (const room of this.#rooms.values()) {
       room.notify(up ? BACKPLANE_BACK : BACKPLANE_DOWN);
     }
+  }
+
+  missed(room: string): void {
+    this.#rooms.get(room)?.notify(MESSAGES_LOST);
   }
 
   presence(): Map<string, string[]> {
@@ -220,6 +263,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
     for (const session of this.#sessions) void session.shutdown(deadline);
     await Promise.race([ended, deadline]);
     this.turns.stop();
+    for (const room of this.#rooms.values()) room.close();
     await this.backplane.stop();
   }
 }

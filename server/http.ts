@@ -23,6 +23,13 @@ import { type HttpRefusal, Refusals } from "./refusals.ts";
 export interface HttpOptions {
   /** Origins allowed besides the server's own. */
   allowOrigins: readonly string[];
+  /**
+   * The URLs browsers reach the server by: when given, a browser's `Origin`
+   * must be one of them (or allowed), and `Host` is not trusted for it.
+   */
+  publicUrls: readonly string[];
+  /** The server listens on loopback only: upgrades must name a loopback `Host`. */
+  loopback: boolean;
   /** Seconds without a pong before the runtime closes a socket; `0` never. */
   idleTimeout: number;
   /** The largest message, shown by the page as its input's limit. */
@@ -84,14 +91,46 @@ function isUpgrade(request: Request): boolean {
   return request.headers.get("upgrade")?.toLowerCase() === "websocket";
 }
 
+/** The names a loopback server answers to in `Host`. */
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+/** True when `hostname` (a listening address) accepts connections from this machine only. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || hostname.startsWith("127.");
+}
+
+/** The `Host` header's name without its port (`[::1]` keeps its brackets). */
+function hostName(host: string): string {
+  return host.replace(/:\d*$/, "");
+}
+
+/**
+ * Why an upgrade breaks RFC 6455's opening handshake (4.2.1), or
+ * `undefined`: a GET, version 13, a key of 16 bytes in base64.
+ */
+function malformedUpgrade(request: Request): HttpRefusal | undefined {
+  if (request.method !== "GET") {
+    return Refusals.badUpgrade(`method ${request.method}: use GET`);
+  }
+  const version = request.headers.get("sec-websocket-version") ?? "";
+  if (version !== "13") return Refusals.badVersion(version);
+  const key = request.headers.get("sec-websocket-key") ?? "";
+  if (!/^[A-Za-z0-9+/]{22}==$/.test(key)) {
+    return Refusals.badUpgrade("Sec-WebSocket-Key must be 16 bytes in base64");
+  }
+  return undefined;
+}
+
 /**
  * Says why an upgrade's `Origin` is refused, or `undefined` to allow it:
- * allowed are no `Origin` (not a browser), the server's own (its host:port
- * is the request's `Host`), and the listed ones.
+ * allowed are no `Origin` (not a browser), the listed ones, and the
+ * server's own: one of the public URLs when given, else the request's
+ * `Host` (on a loopback server, checked to be loopback first: DNS
+ * rebinding can make any name point there).
  */
 function refusedOrigin(
   request: Request,
-  allowed: ReadonlySet<string>,
+  origins: { allowed: ReadonlySet<string>; publicOrigins: ReadonlySet<string> },
 ): string | undefined {
   const origin = request.headers.get("origin");
   if (origin === null) return undefined;
@@ -101,14 +140,20 @@ function refusedOrigin(
   } catch {
     // "null" and garbage are refused below.
   }
-  if (parsed && parsed.host === request.headers.get("host")) return undefined;
-  if (parsed && allowed.has(parsed.origin)) return undefined;
-  return origin;
+  if (!parsed) return origin;
+  if (origins.allowed.has(parsed.origin) || origins.publicOrigins.has(parsed.origin)) {
+    return undefined;
+  }
+  const sameHost = parsed.host === request.headers.get("host");
+  return origins.publicOrigins.size === 0 && sameHost ? undefined : origin;
 }
 
 /** The chat's routes and upgrade gate as one request handler. */
 export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler {
-  const allowedOrigins = new Set(options.allowOrigins.map((o) => new URL(o).origin));
+  const origins = {
+    allowed: new Set(options.allowOrigins.map((o) => new URL(o).origin)),
+    publicOrigins: new Set(options.publicUrls.map((u) => new URL(u).origin)),
+  };
   const refuse = (refusal: HttpRefusal) => abortHandshake(chat.metrics, refusal);
 
   /** `/healthz`, `/readyz` and `/metrics`; `undefined` for any other path. */
@@ -139,6 +184,8 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
             clients: chat.members,
             rooms: chat.occupiedRooms,
             backplaneUp: backplane.shared ? backplane.up : undefined,
+            logDropped: chat.logDropped,
+            historyBytes: chat.historyBytes,
           }),
           { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
         );
@@ -176,8 +223,14 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
   return async (request, info) => {
     const url = new URL(request.url);
     if (!isUpgrade(request)) return await plainRequest(request, url);
+    const malformed = malformedUpgrade(request);
+    if (malformed) return refuse(malformed);
     if (chat.shuttingDown) return refuse(Refusals.shuttingDown());
-    const origin = refusedOrigin(request, allowedOrigins);
+    const host = request.headers.get("host") ?? "";
+    if (options.loopback && !LOOPBACK_HOSTS.has(hostName(host))) {
+      return refuse(Refusals.host(host));
+    }
+    const origin = refusedOrigin(request, origins);
     if (origin !== undefined) return refuse(Refusals.origin(origin));
     const room = roomFromPath(url.pathname);
     if (room === undefined) return refuse(Refusals.noRoom(url.pathname));

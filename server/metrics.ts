@@ -32,6 +32,10 @@ export interface Gauges {
   rooms: number;
   /** Whether the backplane is up; `undefined` without one (the metric is then absent). */
   backplaneUp?: boolean;
+  /** Log lines dropped because the log's output could not keep up. */
+  logDropped: number;
+  /** The bytes all rooms' history holds, as `--history-bytes` counts them. */
+  historyBytes: number;
 }
 
 /** Counters since the server started. */
@@ -57,6 +61,12 @@ export class Metrics {
     const metrics: [name: string, type: string, help: string, samples: string[]][] = [
       ["chat_clients", "gauge", "Connected clients.", [`${gauges.clients}`]],
       ["chat_rooms", "gauge", "Rooms with someone in them.", [`${gauges.rooms}`]],
+      [
+        "chat_history_bytes",
+        "gauge",
+        "Bytes of history all rooms hold, as --history-bytes counts them.",
+        [`${gauges.historyBytes}`],
+      ],
       [
         "chat_messages_received_total",
         "counter",
@@ -86,6 +96,12 @@ export class Metrics {
         "counter",
         "Messages, connections and clients refused, by reason.",
         REASONS.map((reason) => `{reason="${reason}"} ${this.refusals[reason]}`),
+      ],
+      [
+        "chat_log_dropped_total",
+        "counter",
+        "Log lines dropped because stdout could not keep up.",
+        [`${gauges.logDropped}`],
       ],
     ];
     if (gauges.backplaneUp !== undefined) {

@@ -28,6 +28,12 @@ export interface ServerOptions {
   /** Recent messages per room a newcomer receives after the welcome; `0` none. @default {50} */
   history?: number;
   /**
+   * The UTF-8 bytes of history all rooms together may hold (each message
+   * counted with its sender and 64 bytes more); past it, the oldest
+   * messages of the largest rooms go first. @default {67108864}
+   */
+  historyBytes?: number;
+  /**
    * Joined/left notices go out while a room has at most this many members;
    * past it they stop (each would cost a line to everyone). @default {200}
    */
@@ -41,12 +47,24 @@ export interface ServerOptions {
   maxMessageBytes?: number;
   /**
    * Messages per second per client (token bucket); over it, messages are
-   * not broadcast and the sender gets a notice. `0` turns off this limit and
-   * the flood rule. @default {20}
+   * not broadcast and the sender gets a notice. `0` turns off every rate
+   * limit (`rateBytes` too) and the flood rule. @default {20}
    */
   rateLimit?: number;
   /** Messages a client may send at once before the rate applies (at least 1). @default {40} */
   rateBurst?: number;
+  /**
+   * Bytes per second per client, each message counted as its size times the
+   * members it goes to (its fan-out cost); over it, messages are not
+   * broadcast and the sender gets a notice. `0` turns it off. @default {262144}
+   */
+  rateBytes?: number;
+  /**
+   * The fan-out bytes a client may send at once; a single message never
+   * costs more than this, so any message passes once the client has
+   * waited. @default {1048576}
+   */
+  rateBytesBurst?: number;
   /**
    * The unsent backlog (`bufferedAmount`) a client may have after an
    * event-loop turn (four times this at any moment); past it the client is a
@@ -55,6 +73,11 @@ export interface ServerOptions {
   maxBufferedBytes?: number;
   /** Connections at once; beyond it upgrades get HTTP 503. @default {10000} */
   maxClients?: number;
+  /**
+   * Connections at once from one IP address (loopback included); beyond it
+   * upgrades get HTTP 503. @default {100}
+   */
+  maxClientsPerIp?: number;
   /**
    * Seconds without an answer to the server's pings before a client is
    * closed with 1001; `0` never. @default {30}
@@ -66,6 +89,14 @@ export interface ServerOptions {
    * (not a browser) is allowed. @default {[]}
    */
   allowOrigins?: string[];
+  /**
+   * The URLs browsers reach the server by (`https://chat.example.com`),
+   * behind a proxy or on a public address: when given, a browser's `Origin`
+   * must be one of them (or allowed), instead of matching `Host`. On a
+   * loopback `hostname`, upgrades must name a loopback `Host` whatever this
+   * says, which defeats DNS rebinding. @default {[]}
+   */
+  publicUrls?: string[];
   /** Seconds shutdown waits for clients to take their last messages. @default {5} */
   shutdownTimeout?: number;
   /** TLS certificate chain, PEM; with `key`, the server speaks `wss://`. @default {none} */
@@ -95,15 +126,20 @@ export const SERVER_DEFAULTS = {
   port: 8080,
   echo: true,
   history: 50,
+  historyBytes: 67108864,
   presenceLimit: 200,
   quiet: false,
   maxMessageBytes: 65536,
   rateLimit: 20,
   rateBurst: 40,
+  rateBytes: 262144,
+  rateBytesBurst: 1048576,
   maxBufferedBytes: 1048576,
   maxClients: 10000,
+  maxClientsPerIp: 100,
   idleTimeout: 30,
   allowOrigins: [] as string[],
+  publicUrls: [] as string[],
   shutdownTimeout: 5,
   redisPrefix: "chat:",
   redisTimeout: 1000,
@@ -173,6 +209,15 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     help: "recent messages per room a newcomer receives; 0 = none",
   },
   {
+    flag: "history-bytes",
+    option: "historyBytes",
+    kind: "integer",
+    valueName: "N",
+    min: 0,
+    max: 2 ** 40,
+    help: "bytes of history all rooms together hold; the largest lose first",
+  },
+  {
     flag: "presence-limit",
     option: "presenceLimit",
     kind: "integer",
@@ -203,7 +248,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "N",
     min: 0,
     max: 1_000_000,
-    help: "messages per second per client; 0 turns off this and the flood rule",
+    help: "messages per second per client; 0 = no rate limits, no flood rule",
   },
   {
     flag: "rate-burst",
@@ -213,6 +258,24 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     min: 1,
     max: 1_000_000,
     help: "messages a client may send at once (at least 1)",
+  },
+  {
+    flag: "rate-bytes",
+    option: "rateBytes",
+    kind: "integer",
+    valueName: "N",
+    min: 0,
+    max: 2 ** 40,
+    help: "bytes per second per client, as size x recipients; 0 = no limit",
+  },
+  {
+    flag: "rate-bytes-burst",
+    option: "rateBytesBurst",
+    kind: "integer",
+    valueName: "N",
+    min: 1,
+    max: 2 ** 40,
+    help: "bytes (size x recipients) a client may send at once",
   },
   {
     flag: "max-buffered-bytes",
@@ -233,6 +296,15 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     help: "connections at once; more get HTTP 503",
   },
   {
+    flag: "max-clients-per-ip",
+    option: "maxClientsPerIp",
+    kind: "integer",
+    valueName: "N",
+    min: 1,
+    max: 10_000_000,
+    help: "connections at once from one IP address; more get HTTP 503",
+  },
+  {
     flag: "idle-timeout",
     option: "idleTimeout",
     kind: "integer",
@@ -248,20 +320,16 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "URL",
     multiple: true,
     help: "also accept browser upgrades from this origin (others get HTTP 403)",
-    parse(value) {
-      try {
-        const url = new URL(value);
-        if (url.protocol === "http:" || url.protocol === "https:") return url.origin;
-      } catch {
-        // Reported below.
-      }
-      throw new UsageError(
-        `invalid --allow-origin ${
-          JSON.stringify(value)
-        }: expected http:// or https:// and a host`,
-        COMMAND,
-      );
-    },
+    parse: (value) => httpOrigin("allow-origin", value),
+  },
+  {
+    flag: "public-url",
+    option: "publicUrls",
+    kind: "text",
+    valueName: "URL",
+    multiple: true,
+    help: "a URL browsers reach the server by; their Origin must match one",
+    parse: (value) => httpOrigin("public-url", value),
   },
   {
     flag: "shutdown-timeout",
@@ -337,6 +405,20 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     help: "a Redis call answered later than this counts as Redis down",
   },
 ];
+
+/** The origin of an `http://` or `https://` URL a flag gives, or a `UsageError`. */
+function httpOrigin(flag: string, value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.protocol === "http:" || url.protocol === "https:") return url.origin;
+  } catch {
+    // Reported below.
+  }
+  throw new UsageError(
+    `invalid --${flag} ${JSON.stringify(value)}: expected http:// or https:// and a host`,
+    COMMAND,
+  );
+}
 
 /** The default a flag shows in `--help`, from `SERVER_DEFAULTS`. */
 function shownDefault(flag: ServerFlag): string | undefined {

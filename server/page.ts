@@ -95,7 +95,12 @@ const PAGE = `<!doctype html>
   #status.down { color: #c0392b; }
   #online { font-size: .85rem; color: var(--muted); flex-basis: 100%; overflow-wrap: anywhere; }
   main { flex: 1; overflow-y: auto; overflow-x: hidden; padding: .5rem .75rem; }
-  .message { margin: .15rem 0; overflow-wrap: anywhere; white-space: pre-wrap; }
+  .message {
+    margin: .15rem 0; overflow-wrap: anywhere; white-space: pre-wrap;
+    padding-left: 1.5rem; text-indent: -1.5rem;
+  }
+  .text { unicode-bidi: isolate; }
+  .newline { color: var(--muted); }
   .from { font-weight: 600; color: var(--accent); margin-right: .35rem; }
   .notice { color: var(--muted); font-style: italic; }
   form { display: flex; gap: .5rem; padding: .5rem .75rem; border-top: 1px solid var(--line); }

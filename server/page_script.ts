@@ -83,8 +83,22 @@ export function pageScript(config: PageConfig): void {
       who.textContent = from;
       line.append(who);
     }
-    // Peers' text is only ever text: never parsed as HTML.
-    line.append(document.createTextNode(body));
+    // Peers' text is only ever text, never HTML; isolated, so that no
+    // right-to-left override reorders what follows it; and its own line
+    // breaks stay in its own box, marked, so no line poses as another
+    // sender's message.
+    const text = document.createElement("bdi");
+    text.className = "text";
+    body.split("\n").forEach((part, i) => {
+      if (i > 0) {
+        const mark = document.createElement("span");
+        mark.className = "newline";
+        mark.textContent = "\n↳ ";
+        text.append(mark);
+      }
+      text.append(document.createTextNode(part));
+    });
+    line.append(text);
     log.append(line);
     if (atBottom) log.scrollTop = log.scrollHeight;
   }

@@ -11,7 +11,8 @@
  * - `PREFIX` `members:P`: sorted set, member name → expiry (Redis clock, ms);
  *   each instance pushes its members' expiries `PRESENCE_TTL_MS` ahead every
  *   `REFRESH_MS`, so a crashed instance's members expire.
- * - `PREFIX` `owners:P`: hash, member name → the instance holding it.
+ * - `PREFIX` `owners:P`: hash, member name in lower case (names are unique
+ *   whatever their case) → the instance holding it.
  * - `PREFIX` `history:P`: list of `SEQ MESSAGE` (the message as JSON), capped
  *   at `--history`.
  * - `PREFIX` `seq:P`: the room's event counter.
@@ -35,6 +36,8 @@ export const HEARTBEAT_MS = 1_000;
 /** The first wait before reconnecting; it doubles up to `MAX_RETRY_MS`. */
 export const FIRST_RETRY_MS = 250;
 export const MAX_RETRY_MS = 5_000;
+/** Members hear of the backplane going down and coming back at most once in this long. */
+export const NOTICE_PAIR_INTERVAL_MS = 30_000;
 
 /** Every Redis operation of the chat, one script so each is atomic. */
 const SCRIPT = `
@@ -71,7 +74,7 @@ local function prune(limit)
   local gone = redis.call('ZRANGEBYSCORE', members, '-inf', now)
   for _, name in ipairs(gone) do
     redis.call('ZREM', members, name)
-    redis.call('HDEL', owners, name)
+    redis.call('HDEL', owners, string.lower(name))
     post(cjson.encode({kind = 'left', name = name}), true, limit)
   end
   if #gone > 0 then tidy() end
@@ -79,10 +82,10 @@ end
 
 -- Holds a name for an instance until now + ttl, unless another holds it.
 local function hold(name, instance, ttl)
-  local owner = redis.call('HGET', owners, name)
+  local owner = redis.call('HGET', owners, string.lower(name))
   if owner and owner ~= instance then return false end
   redis.call('ZADD', members, now + ttl, name)
-  redis.call('HSET', owners, name, instance)
+  redis.call('HSET', owners, string.lower(name), instance)
   for _, key in ipairs({members, owners, history, seqkey}) do redis.call('PEXPIRE', key, ttl) end
   return true
 end
@@ -100,9 +103,9 @@ elseif op == 'post' then -- json, presence, limit, history entry, history size
   end
   return seq
 elseif op == 'leave' then -- name, instance, json or '', limit
-  if redis.call('HGET', owners, ARGV[2]) == ARGV[3] then
+  if redis.call('HGET', owners, string.lower(ARGV[2])) == ARGV[3] then
     redis.call('ZREM', members, ARGV[2])
-    redis.call('HDEL', owners, ARGV[2])
+    redis.call('HDEL', owners, string.lower(ARGV[2]))
   end
   if ARGV[4] ~= '' then post(ARGV[4], true, tonumber(ARGV[5])) end
   tidy()
@@ -119,7 +122,7 @@ elseif op == 'who' then -- limit
   return redis.call('ZRANGE', members, 0, -1)
 elseif op == 'taken' then -- name, limit
   prune(tonumber(ARGV[3]))
-  return redis.call('HEXISTS', owners, ARGV[2])
+  return redis.call('HEXISTS', owners, string.lower(ARGV[2]))
 end
 return redis.error_reply('unknown operation ' .. tostring(op))
 `;
@@ -193,6 +196,11 @@ export class RedisBackplane implements Backplane {
   readonly #backoff = new Backoff(FIRST_RETRY_MS, MAX_RETRY_MS);
   /** True from a failure until the backplane is up again. */
   #failing = false;
+  /** Members were told it went down, and will be told when it is back. */
+  #toldDown = false;
+  #lastDownNotice = -Infinity;
+  /** The last `seq` seen on each room's channel: a jump means events were lost. */
+  readonly #lastSeq = new Map<string, number>();
   #retryTimer?: ReturnType<typeof setTimeout>;
   #heartbeat?: ReturnType<typeof setInterval>;
   #beats = 0;
@@ -316,6 +324,7 @@ export class RedisBackplane implements Backplane {
   }
 
   close(room: string): void {
+    this.#lastSeq.delete(room);
     if (!this.#rooms.delete(room) || this.#state !== "up") return;
     void this.#call(this.#subscriber!.unsubscribe(this.#channel(room), this.#listener))
       .catch(() => {});
@@ -414,6 +423,17 @@ export class RedisBackplane implements Backplane {
       this.#sha = await this.#call(
         command.sendCommand(["SCRIPT", "LOAD", SCRIPT]),
       ) as string;
+      // A Redis that answers but takes no writes (out of memory, a read-only
+      // replica) is down too: it is not up until a write goes through.
+      await this.#call(
+        command.sendCommand([
+          "SET",
+          `${this.#options.prefix}probe:${this.instance}`,
+          "1",
+          "PX",
+          "1000",
+        ]),
+      );
       await this.#refresh();
       // Every open room is subscribed, those opened meanwhile too, before the
       // backplane counts as up (no await between the last check and "up").
@@ -427,13 +447,15 @@ export class RedisBackplane implements Backplane {
         for (const room of rooms) subscribed.add(room);
       }
       if (generation !== this.#generation || this.#state === "stopped") return;
-      const wasDown = this.#state === "down";
       this.#state = "up";
       this.#backoff.reset();
       this.#failing = false;
       this.#receiver.log(`Backplane up: ${redactedUrl(this.#options.url)}`);
       this.#heartbeat = setInterval(() => this.#beat(), HEARTBEAT_MS);
-      if (wasDown) this.#receiver.changed(true);
+      if (this.#toldDown) {
+        this.#toldDown = false;
+        this.#receiver.changed(true);
+      }
     } catch (error) {
       this.#failed(generation, error);
     }
@@ -489,6 +511,9 @@ export class RedisBackplane implements Backplane {
         id?: number;
       };
       if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
+      const last = this.#lastSeq.get(room);
+      if (last !== undefined && seq > last + 1) this.#receiver.missed(room);
+      this.#lastSeq.set(room, seq);
       this.#receiver.deliver(room, event, {
         seq,
         online: online === "" ? undefined : Number(online),
@@ -520,7 +545,17 @@ export class RedisBackplane implements Backplane {
     const stranded = [...this.#inFlight.values()];
     this.#inFlight.clear();
     for (const { room, event } of stranded) this.#receiver.deliver(room, event, {});
-    if (wasUp) this.#receiver.changed(false);
+    // A pair of notices at most every NOTICE_PAIR_INTERVAL_MS, so a Redis
+    // that flaps does not flood the members.
+    const now = performance.now();
+    if (!wasUp) {
+      // Never up yet: whoever joins meanwhile is told it is down as it joins.
+      this.#toldDown = true;
+    } else if (now - this.#lastDownNotice >= NOTICE_PAIR_INTERVAL_MS) {
+      this.#toldDown = true;
+      this.#lastDownNotice = now;
+      this.#receiver.changed(false);
+    }
     this.#retryTimer = setTimeout(() => void this.#connect(), this.#backoff.delay());
   }
 

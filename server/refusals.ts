@@ -63,16 +63,37 @@ export const Refusals = {
     metric: "max_clients",
     headers: { "retry-after": "10" },
   }),
+  /** `--max-clients-per-ip` reached for this address. */
+  fullForIp: (ip: string, maxClientsPerIp: number): HttpRefusal => ({
+    status: 503,
+    text: `too many connections from ${ip}: ${maxClientsPerIp} at most`,
+    metric: "max_clients",
+    headers: { "retry-after": "10" },
+  }),
   /** A name someone in the room holds (on any instance). */
   nameTaken: (name: string): HttpRefusal => ({
     status: 409,
     text: `name taken: ${name}`,
     metric: "bad_name",
   }),
-  /** An upgrade the runtime rejects. */
+  /** A malformed upgrade (RFC 6455, 4.2.1), or one the runtime rejects. */
   badUpgrade: (why: string): HttpRefusal => ({
     status: 400,
     text: `bad WebSocket upgrade: ${why}`,
+  }),
+  /** An upgrade for a WebSocket version other than 13 (RFC 6455, 4.4). */
+  badVersion: (version: string): HttpRefusal => ({
+    status: 426,
+    text: `bad WebSocket upgrade: version ${
+      JSON.stringify(version)
+    } is not supported: use 13`,
+    headers: { "sec-websocket-version": "13" },
+  }),
+  /** An upgrade whose `Host` is not this loopback server's: what DNS rebinding sends. */
+  host: (host: string): HttpRefusal => ({
+    status: 403,
+    text: `host not allowed: ${host}`,
+    metric: "origin",
   }),
 
   /** A binary message: the chat is text only. */

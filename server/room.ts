@@ -8,9 +8,13 @@
  * @module
  */
 
-import { joinedNotice, leftNotice } from "../lib/protocol.ts";
+import { joinedNotice, leftNotice, nameKey } from "../lib/protocol.ts";
 import type { Backplane, Delivery, RoomEvent } from "./backplane.ts";
 import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
+import { History, type HistoryBudget } from "./history.ts";
+
+/** YewChat-style member lists go to a room at most this often. */
+export const USER_LIST_INTERVAL_MS = 250;
 
 /** Someone who receives a room's events. */
 export interface Member {
@@ -33,6 +37,8 @@ export interface RoomOptions {
   backplane: Backplane;
   /** Recent messages a newcomer receives; `0` keeps none. */
   history: number;
+  /** The byte budget all rooms' histories share. */
+  historyBudget: HistoryBudget;
   /** Joined/left notices go out while a room has at most this many members. */
   presenceLimit: number;
   /** Chat messages go back to their sender too. */
@@ -44,9 +50,15 @@ export class Room<M extends Member = Member> {
   readonly #members = new Set<M>();
   /** Members whose codec carries user lists: they get one on every change. */
   #listeners = 0;
-  /** Names held by members and by upgrades about to join: each name once. */
+  /** Names held by members and by upgrades about to join, by `nameKey`: each once. */
   readonly #names = new Set<string>();
-  readonly #history: ChatMessage[] = [];
+  readonly #history: History;
+  /** When the last member list went out (`performance.now()`). */
+  #listedAt = -Infinity;
+  /** The next member list, once `USER_LIST_INTERVAL_MS` has passed since the last. */
+  #listTimer?: ReturnType<typeof setTimeout>;
+  /** The names for that list; `undefined` to ask the backplane then. */
+  #listNames?: readonly string[];
   /** One encoded frame per codec for the event being delivered. */
   readonly #frames: (Frame | undefined)[] = new Array(CODEC_SLOTS);
 
@@ -54,7 +66,9 @@ export class Room<M extends Member = Member> {
     /** The room's name; `""` is the default room at `/`. */
     readonly name: string,
     readonly options: RoomOptions,
-  ) {}
+  ) {
+    this.#history = new History(options.history, options.historyBudget);
+  }
 
   /** How many members the room has. */
   get size(): number {
@@ -68,7 +82,7 @@ export class Room<M extends Member = Member> {
 
   /** True when `name` is held here. */
   has(name: string): boolean {
-    return this.#names.has(name);
+    return this.#names.has(nameKey(name));
   }
 
   /**
@@ -77,15 +91,16 @@ export class Room<M extends Member = Member> {
    * on another instance. The room's events flow here once this resolves.
    */
   async hold(name: string, options: { exclusive: boolean }): Promise<boolean> {
-    if (this.#names.has(name)) return false;
-    this.#names.add(name);
+    const key = nameKey(name);
+    if (this.#names.has(key)) return false;
+    this.#names.add(key);
     const backplane = this.options.backplane;
     if (!backplane.shared) return true;
     const [answer] = await backplane.started.then(() =>
       Promise.all([backplane.claim(this.name, name), backplane.open(this.name)])
     );
     if (answer === "taken" && options.exclusive) {
-      this.#names.delete(name);
+      this.#names.delete(key);
       return false;
     }
     return true;
@@ -93,7 +108,7 @@ export class Room<M extends Member = Member> {
 
   /** Gives a held name back, here and on the backplane. */
   release(name: string): void {
-    this.#names.delete(name);
+    this.#names.delete(nameKey(name));
     this.options.backplane.release(this.name, name);
   }
 
@@ -114,7 +129,7 @@ export class Room<M extends Member = Member> {
    * for a name held by an upgrade that never joined, just gives it back.
    */
   leave(member: M): void {
-    this.#names.delete(member.name);
+    this.#names.delete(nameKey(member.name));
     const wasMember = this.#members.delete(member);
     if (wasMember && member.codec.listsMembers) this.#listeners--;
     const backplane = this.options.backplane;
@@ -159,7 +174,7 @@ export class Room<M extends Member = Member> {
 
   /** This instance's recent messages, oldest first. */
   history(): readonly ChatMessage[] {
-    return this.#history;
+    return this.#history.messages;
   }
 
   /**
@@ -172,10 +187,7 @@ export class Room<M extends Member = Member> {
     const subject = event.origin === backplane.instance ? event.conn : undefined;
     this.#frames.fill(undefined);
     if (event.kind === "message") {
-      if (this.options.history > 0) {
-        this.#history.push({ from: event.from, text: event.text, time: event.time });
-        if (this.#history.length > this.options.history) this.#history.shift();
-      }
+      this.#history.add({ from: event.from, text: event.text, time: event.time });
       return this.#send((codec) => codec.message(event), {
         except: this.options.echo ? undefined : subject,
         seq: delivery.seq,
@@ -191,9 +203,39 @@ export class Room<M extends Member = Member> {
     if (this.#listeners === 0) return 0;
     // Through Redis, a large room's events do not list names: ask for them.
     const names = delivery.names ?? (delivery.seq === undefined ? this.who() : undefined);
+    this.#list(names);
+    return 0;
+  }
+
+  /**
+   * Sends the member list to the members whose codec carries one, at most
+   * once per `USER_LIST_INTERVAL_MS`: changes in between are folded into
+   * the next list, so N joins cost O(N) lists, not O(N²). `undefined`
+   * names are asked of the backplane when the list goes out.
+   */
+  #list(names: readonly string[] | undefined): void {
+    this.#listNames = names;
+    if (this.#listTimer !== undefined) return;
+    const wait = this.#listedAt + USER_LIST_INTERVAL_MS - performance.now();
+    if (wait <= 0) return this.#sendList();
+    this.#listTimer = setTimeout(() => {
+      this.#listTimer = undefined;
+      this.#sendList();
+    }, wait);
+  }
+
+  #sendList(): void {
+    this.#listedAt = performance.now();
+    const names = this.#listNames;
     if (names) this.users(names);
     else void this.everyone().then((everyone) => this.users(everyone));
-    return 0;
+  }
+
+  /** The room is dropped: its history goes, and no list is due. */
+  close(): void {
+    clearTimeout(this.#listTimer);
+    this.#listTimer = undefined;
+    this.#history.clear();
   }
 
   /**

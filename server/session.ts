@@ -22,8 +22,10 @@
 import {
   BACKPLANE_DOWN,
   BATCH_SEPARATOR,
+  byteRateNotice,
   CloseCode,
   CloseReason,
+  closeReason,
   HELP_LINE,
   nameProblem,
   rateLimitNotice,
@@ -42,7 +44,7 @@ import {
 } from "./admission.ts";
 import type { History } from "./backplane.ts";
 import { type Codec, type Frame, PLAIN, registration } from "./codec.ts";
-import type { Log } from "./log.ts";
+import { type Log, quoteForLog } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { Outbox, type TurnChecks } from "./outbox.ts";
 import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
@@ -236,7 +238,7 @@ export class Session implements Member {
     const limits = this.#host.limits;
     const bytes = messageBytes(data, limits.maxMessageBytes);
     this.#host.metrics.bytesReceived += bytes;
-    switch (this.#admission.judge(bytes)) {
+    switch (this.#admission.judge(bytes, this.#room.size)) {
       case "too_big":
         return this.refuse(Refusals.tooBig(limits.maxMessageBytes));
       case "flooding":
@@ -246,6 +248,10 @@ export class Session implements Member {
       case "rate_limited":
         this.#host.metrics.refuse("rate_limited");
         if (this.#admission.mayNotify()) this.#notify(rateLimitNotice(limits.rateLimit));
+        return;
+      case "bytes_limited":
+        this.#host.metrics.refuse("rate_limited");
+        if (this.#admission.mayNotify()) this.#notify(byteRateNotice(limits.rateBytes));
         return;
     }
     if (this.#pendingInput) return void this.#pendingInput.push(data);
@@ -267,7 +273,7 @@ export class Session implements Member {
         // Batched frames separate messages with it: no message may hold one.
         if (input.text.includes(BATCH_SEPARATOR)) return this.#notify(SEPARATOR_REFUSED);
         if (!this.#host.quiet) {
-          this.#host.log(`From client ${this.address} ${JSON.stringify(input.text)}`);
+          this.#host.log(`From client ${this.address} ${quoteForLog(input.text)}`);
         }
         this.#host.metrics.messagesReceived++;
         this.#room.post(this, input.text);
@@ -351,7 +357,9 @@ export class Session implements Member {
    */
   close(code: number, reason: string): void {
     if (this.#state !== "leaving" && this.#state !== "gone") this.#leave("leaving");
-    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.close(code, reason);
+    if (this.#socket.readyState === WebSocket.OPEN) {
+      this.#socket.close(code, closeReason(reason));
+    }
   }
 
   /**

@@ -32,25 +32,56 @@ Deno.test("utf8Length counts UTF-8 bytes", () => {
 });
 
 Deno.test("admission: size, then burst and rate, then the flood rule", () => {
-  const admission = new Admission({ maxMessageBytes: 4, rateLimit: 1, rateBurst: 2 }, 0);
-  assert.equal(admission.judge(utf8Length("✓✓"), 0), "too_big"); // 6 bytes in 2 characters
-  assert.equal(admission.judge(utf8Length("abcd"), 0), "accept");
-  assert.equal(admission.judge(utf8Length("b"), 0), "accept");
-  assert.equal(admission.judge(utf8Length("c"), 0), "rate_limited");
-  assert.equal(admission.judge(utf8Length("d"), 1000), "accept");
+  const admission = new Admission({
+    maxMessageBytes: 4,
+    rateLimit: 1,
+    rateBurst: 2,
+    rateBytes: 0,
+    rateBytesBurst: 0,
+  }, 0);
+  assert.equal(admission.judge(utf8Length("✓✓"), 1, 0), "too_big"); // 6 bytes in 2 characters
+  assert.equal(admission.judge(utf8Length("abcd"), 1, 0), "accept");
+  assert.equal(admission.judge(utf8Length("b"), 1, 0), "accept");
+  assert.equal(admission.judge(utf8Length("c"), 1, 0), "rate_limited");
+  assert.equal(admission.judge(utf8Length("d"), 1, 1000), "accept");
   assert.equal(admission.floodLimit, 50);
   // Counted since the first refusal ("c"): c, d, 47 more and f make 50,
   // not yet over; g is the 51st in the window.
   for (let i = 0; i < 47; i++) {
-    assert.equal(admission.judge(utf8Length("e"), 1001), "rate_limited");
+    assert.equal(admission.judge(utf8Length("e"), 1, 1001), "rate_limited");
   }
-  assert.equal(admission.judge(utf8Length("f"), 1001), "rate_limited");
-  assert.equal(admission.judge(utf8Length("g"), 1001), "flooding");
+  assert.equal(admission.judge(utf8Length("f"), 1, 1001), "rate_limited");
+  assert.equal(admission.judge(utf8Length("g"), 1, 1001), "flooding");
   assert.equal(admission.mayNotify(0), true);
   assert.equal(admission.mayNotify(999), false);
   assert.equal(admission.mayNotify(1000), true);
-  const off = new Admission({ maxMessageBytes: 10, rateLimit: 0, rateBurst: 1 }, 0);
-  for (let i = 0; i < 1000; i++) assert.equal(off.judge(1, 0), "accept");
+  const off = new Admission({
+    maxMessageBytes: 10,
+    rateLimit: 0,
+    rateBurst: 1,
+    rateBytes: 0,
+    rateBytesBurst: 1,
+  }, 0);
+  for (let i = 0; i < 1000; i++) assert.equal(off.judge(1, 1, 0), "accept");
+});
+
+Deno.test("admission: bytes per second counted as size times recipients, capped at the burst", () => {
+  const admission = new Admission({
+    maxMessageBytes: 1000,
+    rateLimit: 1000,
+    rateBurst: 1000,
+    rateBytes: 1000,
+    rateBytesBurst: 4000,
+  }, 0);
+  // 500 bytes to 4 readers cost 2000: two pass, the third waits.
+  assert.equal(admission.judge(500, 4, 0), "accept");
+  assert.equal(admission.judge(500, 4, 0), "accept");
+  assert.equal(admission.judge(500, 4, 0), "bytes_limited");
+  // Alone in its room, a small message costs its size alone.
+  assert.equal(admission.judge(100, 0, 100), "accept");
+  // A message whose fan-out is over the burst costs the burst: it passes when full.
+  assert.equal(admission.judge(1000, 200, 4100), "accept");
+  assert.equal(admission.judge(1, 1, 4100), "bytes_limited");
 });
 
 Deno.test("a message over --max-message-bytes closes its sender with 1009, unbroadcast", async () => {

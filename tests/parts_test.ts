@@ -13,17 +13,24 @@ import {
 } from "../lib/protocol.ts";
 import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backplane.ts";
 import { type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
+import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
 import { Outbox, TurnChecks } from "../server/outbox.ts";
 import { type Member, Room } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
+import { Inbox } from "./helpers.ts";
 
 /** Resolves once the current turn's end-of-turn work (flushes) has run. */
 const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** A room on an in-process backplane, as the chat wires one. */
 function localRoom<M extends Member>(
-  options: { history?: number; presenceLimit?: number; echo?: boolean } = {},
+  options: {
+    history?: number;
+    historyBytes?: number;
+    presenceLimit?: number;
+    echo?: boolean;
+  } = {},
 ): Room<M> {
   const backplane = new LocalBackplane({
     deliver: (_name: string, event: RoomEvent, delivery: Delivery) =>
@@ -32,17 +39,23 @@ function localRoom<M extends Member>(
   const room: Room<M> = new Room<M>("r", {
     backplane,
     history: options.history ?? 50,
+    historyBudget: new HistoryBudget(options.historyBytes ?? 2 ** 20),
     presenceLimit: options.presenceLimit ?? Infinity,
     echo: options.echo ?? true,
   });
   return room;
 }
 
-/** A member that records the frames it is handed. */
+/** A member that records the frames it is handed, and queues their texts. */
 function recorder(id: number, name: string, codec = PLAIN) {
   const frames: Frame[] = [];
-  const member = { id, name, codec, deliver: (frame: Frame) => void frames.push(frame) };
-  return { member, frames, texts: () => frames.map((frame) => frame.text) };
+  const inbox = new Inbox<string>();
+  const deliver = (frame: Frame) => {
+    frames.push(frame);
+    inbox.push(frame.text);
+  };
+  const member = { id, name, codec, deliver };
+  return { member, frames, inbox, texts: () => frames.map((frame) => frame.text) };
 }
 
 Deno.test("plain frames: a line is a message, / a command, // a message starting with /", () => {
@@ -87,6 +100,7 @@ Deno.test("a room encodes an event once per codec, keeps the last N, and announc
   assert.deepEqual(a.texts(), [joinedNotice("b", 2), joinedNotice("y", 3)]);
   assert.deepEqual(b.texts(), [joinedNotice("y", 3)]);
   assert.deepEqual(y.texts(), [yewUsers(["a", "b", "y"])]);
+  await y.inbox.next();
   for (const text of ["one", "two", "three"]) room.post(a.member, text);
   assert.deepEqual(b.texts().slice(-3), ["a: one", "a: two", "a: three"]);
   // One frame object for every member of a codec: encoded once.
@@ -96,9 +110,23 @@ Deno.test("a room encodes an event once per codec, keeps the last N, and announc
   assert.deepEqual(room.history().map((m) => m.text), ["two", "three"]);
   room.leave(b.member);
   assert.equal(a.texts().at(-1), leftNotice("b", 2));
-  assert.equal(y.texts().at(-1), yewUsers(["a", "y"]));
+  // Lists wait out USER_LIST_INTERVAL_MS since the last one.
+  assert.equal(await y.inbox.skipTo((t) => t.includes('"users"')), yewUsers(["a", "y"]));
   for (const m of [a, y]) room.leave(m.member);
   assert.ok(room.empty);
+  room.close();
+});
+
+Deno.test("member lists: N joins in a burst cost two lists, not N", async () => {
+  const room = localRoom<ReturnType<typeof recorder>["member"]>();
+  const y = recorder(1, "y", YEW);
+  room.join(y.member);
+  const names = Array.from({ length: 20 }, (_, i) => `p${i}`);
+  names.forEach((name, i) => room.join(recorder(i + 2, name).member));
+  assert.equal(await y.inbox.next(), yewUsers(["y"]));
+  assert.equal(await y.inbox.next(), yewUsers(["y", ...names]));
+  assert.equal(y.frames.length, 2);
+  room.close();
 });
 
 Deno.test("a room without echo leaves the sender out; past the presence limit, no notices", () => {
@@ -177,7 +205,13 @@ function host(): SessionHost & { lines: string[]; endings: number } {
     metrics: new Metrics(),
     log: (line: string) => void lines.push(line),
     turns: new TurnChecks(),
-    limits: { maxMessageBytes: 100, rateLimit: 0, rateBurst: 1 },
+    limits: {
+      maxMessageBytes: 100,
+      rateLimit: 0,
+      rateBurst: 1,
+      rateBytes: 0,
+      rateBytesBurst: 1,
+    },
     maxBufferedBytes: 1024,
     quiet: false,
     shuttingDown: false,
@@ -276,4 +310,26 @@ Deno.test("a slow consumer is one call from its outbox to its session", async ()
   );
   socket.dispatchEvent(new Event("close"));
   chat.turns.stop();
+});
+
+Deno.test("history: all rooms within one byte budget, the largest losing their oldest first", () => {
+  const message = (text: string) => ({ from: "a", text, time: 0 });
+  const size = heldBytes(message("x".repeat(100)));
+  const budget = new HistoryBudget(10 * size);
+  const [big, small] = [new History(100, budget), new History(100, budget)];
+  for (let i = 0; i < 8; i++) big.add(message(String(i).repeat(100)));
+  for (let i = 0; i < 2; i++) small.add(message(String(i).repeat(100)));
+  assert.equal(budget.total, 10 * size);
+  // One more passes the budget: back under nine tenths, from the largest.
+  small.add(message("2".repeat(100)));
+  assert.ok(budget.total <= 9 * size, `${budget.total}`);
+  assert.equal(small.messages.length, 3);
+  assert.equal(big.messages.length, 6);
+  assert.equal(big.messages[0].text, "2".repeat(100));
+  // Per room, --history still caps the count.
+  const capped = new History(2, budget);
+  for (const text of ["one", "two", "three"]) capped.add(message(text));
+  assert.deepEqual(capped.messages.map((m) => m.text), ["two", "three"]);
+  for (const history of [big, small, capped]) history.clear();
+  assert.equal(budget.total, 0);
 });

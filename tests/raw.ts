@@ -62,20 +62,28 @@ export class RawSocket {
   /** Connects and sends an upgrade request; resolves once the answer's head is read. */
   static async open(
     port: number,
-    { path = "/", headers = {}, hostname = "127.0.0.1" }: {
+    { path = "/", headers = {}, hostname = "127.0.0.1", method = "GET" }: {
       path?: string;
+      /** Headers besides the handshake's own, or replacing them. */
       headers?: Record<string, string>;
       hostname?: string;
+      method?: string;
     } = {},
   ): Promise<RawSocket> {
     const conn = await Deno.connect({ hostname, port });
+    const handshake: Record<string, string> = {
+      Host: `${hostname}:${port}`,
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Version": "13",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    };
+    // A header given in any case replaces the handshake's own.
+    const given = new Set(Object.keys(headers).map((name) => name.toLowerCase()));
     const lines = [
-      `GET ${path} HTTP/1.1`,
-      `Host: ${hostname}:${port}`,
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      "Sec-WebSocket-Version: 13",
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+      `${method} ${path} HTTP/1.1`,
+      ...Object.entries(handshake).filter(([name]) => !given.has(name.toLowerCase()))
+        .map(([name, value]) => `${name}: ${value}`),
       ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
     ];
     await writeAll(conn, encoder.encode(lines.join("\r\n") + "\r\n\r\n"));

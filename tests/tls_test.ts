@@ -81,8 +81,10 @@ Deno.test({
       ...tlsFlags(),
       "--max-message-bytes",
       "2000000",
-      // Messages this large need a backlog allowance to match.
+      // Messages this large need a backlog allowance to match, and a byte rate.
       "--max-buffered-bytes",
+      "16000000",
+      "--rate-bytes-burst",
       "16000000",
     ]);
     assert.equal(server.stdoutLines[0], `listening on wss://127.0.0.1:${port}`);

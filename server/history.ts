@@ -1,0 +1,123 @@
+/**
+ * Rooms' recent messages, within one byte budget for all rooms together:
+ * each room keeps its last `--history` messages, and when all rooms'
+ * history passes `--history-bytes`, the oldest messages of the largest
+ * rooms go first, until the total is back under nine tenths of the budget.
+ *
+ * @module
+ */
+
+import type { ChatMessage } from "./codec.ts";
+import { utf8Length } from "./admission.ts";
+
+/** What a held message is counted as beyond its text and sender: the object around them. */
+export const MESSAGE_OVERHEAD_BYTES = 64;
+
+/** The bytes a held message counts for in the budget. */
+export function heldBytes(message: ChatMessage): number {
+  return utf8Length(message.text) + utf8Length(message.from) + MESSAGE_OVERHEAD_BYTES;
+}
+
+/** One room's recent messages, oldest first. */
+export class History {
+  readonly #messages: ChatMessage[] = [];
+  readonly #sizes: number[] = [];
+  #bytes = 0;
+
+  constructor(
+    /** Messages kept at most; `0` keeps none. */
+    readonly limit: number,
+    readonly budget: HistoryBudget,
+  ) {}
+
+  /** The bytes it holds, as the budget counts them. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** The messages, oldest first. */
+  get messages(): readonly ChatMessage[] {
+    return this.#messages;
+  }
+
+  /** Keeps a message (dropping the oldest past the limit), within the budget. */
+  add(message: ChatMessage): void {
+    if (this.limit === 0) return;
+    const size = heldBytes(message);
+    this.#messages.push(message);
+    this.#sizes.push(size);
+    this.#bytes += size;
+    if (this.#messages.length > this.limit) this.dropOldest();
+    this.budget.grew(this, size);
+  }
+
+  /** Drops the oldest message; returns the bytes it freed. */
+  dropOldest(): number {
+    this.#messages.shift();
+    const size = this.#sizes.shift() ?? 0;
+    this.#bytes -= size;
+    this.budget.shrank(this, size);
+    return size;
+  }
+
+  /** Drops every message (the room is gone). */
+  clear(): void {
+    while (this.#messages.length > 0) this.dropOldest();
+  }
+}
+
+/** The byte budget all rooms' histories share. */
+export class HistoryBudget {
+  #total = 0;
+  /** Histories holding something. */
+  readonly #histories = new Set<History>();
+
+  constructor(
+    /** The bytes all histories may hold together. */
+    readonly limit: number,
+  ) {}
+
+  /** The bytes all histories hold. */
+  get total(): number {
+    return this.#total;
+  }
+
+  /** `history` grew by `bytes`; past the limit, the largest give some back. */
+  grew(history: History, bytes: number): void {
+    this.#histories.add(history);
+    this.#total += bytes;
+    if (this.#total > this.limit) this.#trim();
+  }
+
+  /** `history` shrank by `bytes`. */
+  shrank(history: History, bytes: number): void {
+    this.#total -= bytes;
+    if (history.bytes === 0) this.#histories.delete(history);
+  }
+
+  /**
+   * Levels the largest histories down until the total is under nine tenths
+   * of the limit: one sort, then the oldest messages of every history
+   * above the level go.
+   */
+  #trim(): void {
+    const target = Math.floor(this.limit * 0.9);
+    const largest = [...this.#histories].sort((a, b) => b.bytes - a.bytes);
+    // The level: the largest size such that cutting every history to it frees enough.
+    let excess = this.#total - target;
+    let level = 0;
+    for (let i = 0; i < largest.length; i++) {
+      const next = largest[i + 1]?.bytes ?? 0;
+      const cut = (largest[i].bytes - next) * (i + 1);
+      if (cut >= excess) {
+        level = largest[i].bytes - Math.ceil(excess / (i + 1));
+        break;
+      }
+      excess -= cut;
+    }
+    for (const history of largest) {
+      if (history.bytes <= level) break;
+      while (history.bytes > level && this.#total > target) history.dropOldest();
+    }
+  }
+}
