@@ -164,12 +164,16 @@ export class Room<M extends Member = Member> {
     return [...this.#members].map((member) => member.name);
   }
 
-  /** The members' names on every instance (sorted when the backplane answers). */
-  async everyone(): Promise<string[]> {
+  /**
+   * The members' names on every instance (sorted when the backplane
+   * answers): at once in process, so an answer goes out before anything
+   * the client sends next is handled.
+   */
+  everyone(): string[] | Promise<string[]> {
     const backplane = this.options.backplane;
     if (!backplane.shared) return this.who();
     // This instance's members alone while the backplane is down.
-    return (await backplane.who(this.name)) ?? this.who().sort();
+    return backplane.who(this.name).then((names) => names ?? this.who().sort());
   }
 
   /** This instance's recent messages, oldest first. */
@@ -228,7 +232,7 @@ export class Room<M extends Member = Member> {
     this.#listedAt = performance.now();
     const names = this.#listNames;
     if (names) this.users(names);
-    else void this.everyone().then((everyone) => this.users(everyone));
+    else void Promise.resolve(this.everyone()).then((everyone) => this.users(everyone));
   }
 
   /** The room is dropped: its history goes, and no list is due. */

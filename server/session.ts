@@ -87,6 +87,12 @@ export interface SessionOptions {
   host: SessionHost;
 }
 
+/** Calls `then` with `value` now, or once it settles when it is a promise. */
+function answer<T>(value: T | Promise<T>, then: (value: T) => void): void {
+  if (value instanceof Promise) void value.then(then);
+  else then(value);
+}
+
 /** One connected client. */
 export class Session implements Member {
   readonly id: number;
@@ -311,7 +317,7 @@ export class Session implements Member {
     switch (command) {
       case "/who":
         // Everyone on every instance (this instance's alone while Redis is down).
-        return void this.#room.everyone().then((names) => this.#notify(whoLine(names)));
+        return answer(this.#room.everyone(), (names) => this.#notify(whoLine(names)));
       case "/help":
         return this.#notify(HELP_LINE);
       default:
