@@ -114,11 +114,6 @@ export class Outbox {
     return this.#stopped;
   }
 
-  /** False once the outbox stopped (slow, or closed). */
-  get open(): boolean {
-    return !this.#stopped && this.socket.readyState === WebSocket.OPEN;
-  }
-
   /**
    * Queues one frame, unless stopped. The first frame of a turn leaves at
    * once; when batching, the rest of the turn's frames are held and go out
