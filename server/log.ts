@@ -20,6 +20,9 @@ export interface CountingLog extends Log {
   readonly dropped: number;
 }
 
+/** Characters that may wait while a write is in flight, by default (1 MiB of ASCII). */
+export const LOG_BUFFER_CHARS = 1048576;
+
 /** The most a log line quotes of a message, in UTF-8 bytes. */
 export const LOGGED_TEXT_BYTES = 200;
 
@@ -53,7 +56,7 @@ export interface LogOutput {
 export interface StdoutLogOptions {
   /** Where lines go. @default {Deno.stdout} */
   output?: LogOutput;
-  /** Characters that may wait while a write is in flight; more are dropped. @default {1048576} */
+  /** Characters that may wait while a write is in flight; more are dropped. @default {LOG_BUFFER_CHARS} */
   maxPendingChars?: number;
 }
 
@@ -65,7 +68,7 @@ export function stdoutLog(
   options: StdoutLogOptions = {},
 ): CountingLog & { flush(): Promise<void> } {
   const output = options.output ?? Deno.stdout;
-  const maxPendingChars = options.maxPendingChars ?? 1048576;
+  const maxPendingChars = options.maxPendingChars ?? LOG_BUFFER_CHARS;
   let pending: string[] = [];
   let pendingChars = 0;
   let dropped = 0;

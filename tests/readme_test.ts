@@ -81,3 +81,28 @@ Deno.test("the README's backplane timings are the ones the code uses", async () 
     assert.ok(text.includes(phrase), `README does not say "${phrase}"`);
   }
 });
+
+Deno.test("the README's limits are the ones the code uses", async () => {
+  const { LOG_BUFFER_CHARS, LOGGED_TEXT_BYTES } = await import("../server/log.ts");
+  const { MESSAGE_OVERHEAD_BYTES } = await import("../server/history.ts");
+  const { USER_LIST_INTERVAL_MS } = await import("../server/room.ts");
+  const { NOTICE_PAIR_INTERVAL_MS } = await import("../server/redis.ts");
+  const { FIRST_RELISTEN_MS } = await import("../server/listener.ts");
+  const { MAX_CLOSE_REASON_BYTES } = await import("../lib/protocol.ts");
+  const { RUNTIME_DESCRIPTORS } = await import("../server/process.ts");
+  const text = README.replace(/\s+/g, " ");
+  for (
+    const phrase of [
+      `a buffer of ${LOG_BUFFER_CHARS / 2 ** 20} MiB`,
+      `most ${LOGGED_TEXT_BYTES} bytes of it`,
+      `plus ${MESSAGE_OVERHEAD_BYTES} bytes`,
+      `once per ${USER_LIST_INTERVAL_MS} ms per room`,
+      `at most once per ${NOTICE_PAIR_INTERVAL_MS / 1000} s`,
+      `(${FIRST_RELISTEN_MS / 1000} s doubling to 5 s)`,
+      `cut to ${MAX_CLOSE_REASON_BYTES} bytes`,
+      `--max-clients + ${RUNTIME_DESCRIPTORS}`,
+    ]
+  ) {
+    assert.ok(text.includes(phrase), `README does not say "${phrase}"`);
+  }
+});
