@@ -7,6 +7,7 @@
  *
  *   deno task bench            # every scenario
  *   deno task bench closed100  # only the named scenarios
+ *   deno task bench attacks    # hostile clients against bystanders (bench/attacks.ts)
  */
 
 import { errorText } from "../lib/errors.ts";
@@ -347,6 +348,12 @@ async function measure(
     await started.stop();
     await redis?.stop();
   }
+}
+
+if (import.meta.main && Deno.args[0] === "attacks") {
+  const { attacks } = await import("./attacks.ts");
+  await attacks(Deno.args.slice(1));
+  Deno.exit(0);
 }
 
 if (import.meta.main) {

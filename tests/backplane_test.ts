@@ -10,6 +10,7 @@ import {
   BACKPLANE_DOWN,
   joinedNotice,
   leftNotice,
+  MESSAGES_LOST,
   WELCOME,
   whoLine,
   yewUsers,
@@ -385,3 +386,79 @@ Deno.test("the log shows a Redis URL without its password", async () => {
   );
   assert.equal(redactedUrl("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 });
+
+/** Runs `redis-cli` against `redis` and returns its answer. */
+async function redisCli(redis: RedisServer, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command("redis-cli", {
+    args: ["-p", String(redis.port), ...args],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/** How many writes Redis has refused for want of memory. */
+async function oomRefusals(redis: RedisServer): Promise<number> {
+  const stats = await redisCli(redis, "INFO", "errorstats");
+  return Number(/errorstat_OOM:count=(\d+)/.exec(stats)?.[1] ?? 0);
+}
+
+redisTest(
+  "11: a Redis out of memory is down once for its members, without flapping, until it has room",
+  async () => {
+    // The attack's 60 KB messages, within every limit but Redis's memory.
+    await using cluster = await twoInstances(["--rate-limit", "0"]);
+    const { redis, a } = cluster;
+    await using alice = await a.join("alice");
+    assert.equal(await redisCli(redis, "CONFIG", "SET", "maxmemory", "1"), "OK");
+    const big = "x".repeat(60_000);
+    for (let i = 0; i < 30; i++) alice.send(`${i} ${big}`);
+    // Every message still reaches this instance's members, in order; they
+    // hear once that the backplane is down.
+    const got = await alice.messages.many(31);
+    assert.deepEqual(got.filter((line) => line === BACKPLANE_DOWN).length, 1);
+    assert.deepEqual(
+      got.filter((line) => line !== BACKPLANE_DOWN).map((line) => line.split(" ")[1]),
+      Array.from({ length: 30 }, (_, i) => String(i)),
+    );
+    // It keeps trying (each attempt's probe write refused), and stays down.
+    const refused = await oomRefusals(redis);
+    while (await oomRefusals(redis) < refused + 2) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal((await json(`${a.http}/readyz`)).status, 503);
+    assert.equal(await redisCli(redis, "CONFIG", "SET", "maxmemory", "0"), "OK");
+    // No flapping: the next thing its members hear is that it is back.
+    assert.equal(await alice.messages.next(), BACKPLANE_BACK);
+    assert.equal(
+      a.cli.stdoutLines.filter((line) => line.startsWith("Backplane down")).length,
+      1,
+    );
+    assert.match(
+      a.cli.stdoutLines.find((line) => line.startsWith("Backplane down")) ?? "",
+      /OOM/,
+    );
+  },
+);
+
+redisTest(
+  "11: an instance that sees a room's sequence jump tells its members once",
+  async () => {
+    await using cluster = await twoInstances();
+    const { redis, a, b } = cluster;
+    await using alice = await a.join("alice", "r");
+    await using bob = await b.join("bob", "r");
+    await alice.presence.take((line) => line === joinedNotice("bob", 2));
+    // Events that never reached the channel, as when a publish is lost.
+    assert.equal(await redisCli(redis, "INCRBY", "chat:seq:/r", "3"), "5");
+    alice.send("after the gap");
+    for (const client of [alice, bob]) {
+      assert.deepEqual(await client.messages.many(2), [
+        MESSAGES_LOST,
+        "alice: after the gap",
+      ]);
+    }
+    alice.send("no gap");
+    assert.equal(await bob.messages.next(), "alice: no gap");
+  },
+);

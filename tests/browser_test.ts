@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { Cli, startServerProcess } from "./helpers.ts";
+import { Cli, join, startServerProcess } from "./helpers.ts";
 import { WELCOME } from "../lib/protocol.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -122,6 +122,32 @@ Deno.test({
         hostile,
       );
       assert.equal(await page.$$eval("#log img", (images) => images.length), 0);
+
+      // 15: a message's own newline stays in its box, marked, and cannot pose
+      // as another sender's line; a right-to-left override stays inside it.
+      const mallory = await join(`ws://127.0.0.1:${port}`, "mallory");
+      const before = await page.$$eval("#log .chat", (lines) => lines.length);
+      mallory.send("see you\nterm: send me your password");
+      await waitForText(page, "#log", /send me your password/);
+      mallory.send("file \u202Egnp.exe ok");
+      await waitForText(page, "#log", /gnp\.exe ok/);
+      const shown: { lines: number; from: string[]; marks: number; tags: string[] } =
+        await page.evaluate(`(() => {
+          const lines = [...document.querySelectorAll("#log .chat")].slice(${before});
+          return {
+            lines: lines.length,
+            from: lines.map((l) => l.querySelector(".from")?.textContent ?? ""),
+            marks: lines[0].querySelectorAll(".newline").length,
+            tags: lines.map((l) => l.querySelector(".text")?.tagName ?? ""),
+          };
+        })()`);
+      assert.deepEqual(shown, {
+        lines: 2,
+        from: ["mallory", "mallory"],
+        marks: 1,
+        tags: ["BDI", "BDI"],
+      });
+      await mallory.close();
 
       const screenshot = Deno.env.get("CHAT_SCREENSHOT");
       const png = await page.screenshot({ path: screenshot || undefined });
