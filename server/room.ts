@@ -31,6 +31,16 @@ export interface Member {
   deliver(frame: Frame, seq?: number): void;
 }
 
+/**
+ * A client upgraded into the room but not yet in it (an unnamed client
+ * waits to say whether it speaks YewChat): it sees the room's chat messages
+ * from its upgrade on, to be sent after its welcome and history.
+ */
+export interface Arrival {
+  /** A chat message the room delivered; `seq` as in `Member.deliver`. Must not throw. */
+  witness(message: ChatMessage, seq?: number): void;
+}
+
 /** What every room of a chat is told. */
 export interface RoomOptions {
   /** Carries the room's events, in order, to every instance. */
@@ -48,6 +58,8 @@ export interface RoomOptions {
 /** Members who receive each other's events, in the backplane's order. */
 export class Room<M extends Member = Member> {
   readonly #members = new Set<M>();
+  /** Clients about to join, who see its messages meanwhile. */
+  readonly #arriving = new Set<Arrival>();
   /** Members whose codec carries user lists: they get one on every change. */
   #listeners = 0;
   /** Names held by members and by upgrades about to join, by `nameKey`: each once. */
@@ -110,6 +122,15 @@ export class Room<M extends Member = Member> {
   release(name: string): void {
     this.#names.delete(nameKey(name));
     this.options.backplane.release(this.name, name);
+  }
+
+  /** `arrival` sees the room's chat messages until `unwatch`. */
+  watch(arrival: Arrival): void {
+    this.#arriving.add(arrival);
+  }
+
+  unwatch(arrival: Arrival): void {
+    this.#arriving.delete(arrival);
   }
 
   /** Adds a member (holding its name) and announces it to the room. */
@@ -191,7 +212,9 @@ export class Room<M extends Member = Member> {
     const subject = event.origin === backplane.instance ? event.conn : undefined;
     this.#frames.fill(undefined);
     if (event.kind === "message") {
-      this.#history.add({ from: event.from, text: event.text, time: event.time });
+      const message = { from: event.from, text: event.text, time: event.time };
+      this.#history.add(message);
+      for (const arrival of this.#arriving) arrival.witness(message, delivery.seq);
       return this.#send((codec) => codec.message(event), {
         except: this.options.echo ? undefined : subject,
         seq: delivery.seq,

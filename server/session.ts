@@ -42,13 +42,18 @@ import {
   FLOOD_WINDOW_MS,
   messageBytes,
 } from "./admission.ts";
-import type { History } from "./backplane.ts";
-import { type Codec, type Frame, PLAIN, registration } from "./codec.ts";
+import {
+  type ChatMessage,
+  type Codec,
+  type Frame,
+  PLAIN,
+  registration,
+} from "./codec.ts";
 import { type Log, quoteForLog } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { Outbox, type TurnChecks } from "./outbox.ts";
 import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
-import type { Member, Room } from "./room.ts";
+import type { Arrival, Member, Room } from "./room.ts";
 
 /** Where a session is in its life. */
 export type SessionState = "connecting" | "held" | "joined" | "leaving" | "gone";
@@ -87,6 +92,9 @@ export interface SessionOptions {
   host: SessionHost;
 }
 
+/** The history a client is sent after its welcome; `last` is the `seq` of its last message. */
+type Recent = { messages: readonly ChatMessage[]; last?: number };
+
 /** Calls `then` with `value` now, or once it settles when it is a promise. */
 function answer<T>(value: T | Promise<T>, then: (value: T) => void): void {
   if (value instanceof Promise) void value.then(then);
@@ -94,7 +102,7 @@ function answer<T>(value: T | Promise<T>, then: (value: T) => void): void {
 }
 
 /** One connected client. */
-export class Session implements Member {
+export class Session implements Member, Arrival {
   readonly id: number;
   readonly address: string;
   #name: string;
@@ -110,6 +118,17 @@ export class Session implements Member {
   #registerTimer?: ReturnType<typeof setTimeout>;
   /** Frames that arrived while the backplane decides on a NICK. */
   #pendingInput?: string[];
+  /**
+   * From the upgrade until it joins: the room's history as it was then, and
+   * the chat messages the room has delivered since (with their `seq`), so
+   * that a client that takes its time to join misses nothing.
+   */
+  #arrival?: {
+    history: Recent | Promise<Recent | undefined>;
+    messages: [message: ChatMessage, seq: number | undefined][];
+    /** What they would take to send, against `maxBufferedBytes`. */
+    bytes: number;
+  };
   /**
    * While a newcomer waits for the room's history from the backplane, what
    * the room sends it waits here, with each chat message's `seq`.
@@ -135,6 +154,16 @@ export class Session implements Member {
     for (const type of ["open", "message", "error", "close"]) {
       options.socket.addEventListener(type, this);
     }
+    const backplane = this.#room.options.backplane;
+    this.#arrival = {
+      // Through a shared backplane that is up, its history; else this instance's.
+      history: backplane.shared && backplane.up
+        ? backplane.history(this.#room.name)
+        : { messages: this.#room.history().slice() },
+      messages: [],
+      bytes: 0,
+    };
+    this.#room.watch(this);
   }
 
   /** How others see it: its name, its NICK, or its address. */
@@ -200,39 +229,46 @@ export class Session implements Member {
     }, REGISTER_WAIT_MS);
   }
 
+  /** A chat message the room delivered before this client joined it. */
+  witness(message: ChatMessage, seq?: number): void {
+    const arrival = this.#arrival;
+    if (!arrival) return;
+    arrival.messages.push([message, seq]);
+    arrival.bytes += message.text.length + message.from.length;
+    if (arrival.bytes > this.#host.maxBufferedBytes) this.slow();
+  }
+
   /**
-   * Into the room: the welcome and the room's recent messages first (as the
-   * codec carries them), then the others are told. With a shared backplane
-   * the history comes from it, and what the room sends meanwhile waits.
+   * Into the room: the welcome, the room's history as it was at the upgrade
+   * and every chat message since (as the codec carries them), then the
+   * others are told. Through a shared backplane the history comes from it,
+   * and what the room sends meanwhile waits; nothing comes twice.
    */
   #join(codec: Codec): void {
     clearTimeout(this.#registerTimer);
+    const arrival = this.#arrival!;
+    this.#arrival = undefined;
+    this.#room.unwatch(this);
     this.#codec = codec;
     this.#state = "joined";
     this.#notify(WELCOME);
-    const backplane = this.#room.options.backplane;
-    if (backplane.shared && backplane.up) {
-      this.#catchUpFrom(backplane.history(this.#room.name));
-    } else {
-      for (const frame of codec.recent(this.#room.history())) this.deliver(frame);
-      if (backplane.shared) this.#notify(BACKPLANE_DOWN);
-    }
-    this.#room.join(this);
-  }
-
-  /** Sends the backplane's history, then what waited, without what the history held. */
-  #catchUpFrom(history: Promise<History | undefined>): void {
+    const down = this.#room.options.backplane.shared &&
+      !this.#room.options.backplane.up;
     this.#catchUp = [];
-    void history.then((recent) => {
+    answer(arrival.history, (recent) => {
       const waiting = this.#catchUp ?? [];
       this.#catchUp = undefined;
-      for (const frame of this.#codec.recent(recent?.messages ?? [])) this.deliver(frame);
-      for (const [frame, seq] of waiting) {
-        if (seq === undefined || recent === undefined || seq > recent.last) {
-          this.deliver(frame);
-        }
+      // What the history holds is not sent again.
+      const fresh = (seq: number | undefined) =>
+        seq === undefined || recent?.last === undefined || seq > recent.last;
+      for (const frame of codec.recent(recent?.messages ?? [])) this.deliver(frame);
+      for (const [message, seq] of arrival.messages) {
+        if (fresh(seq)) this.deliver(codec.message(message));
       }
+      for (const [frame, seq] of waiting) if (fresh(seq)) this.deliver(frame);
+      if (down) this.#notify(BACKPLANE_DOWN);
     });
+    this.#room.join(this);
   }
 
   /** One frame from the client: admitted (size, rate, flooding), then handled. */
@@ -398,6 +434,8 @@ export class Session implements Member {
   /** Out of the room and its name given back; nothing more is sent. */
   #leave(next: "leaving" | "gone"): void {
     clearTimeout(this.#registerTimer);
+    this.#arrival = undefined;
+    this.#room.unwatch(this);
     this.#state = next;
     this.#outbox.stop();
     this.#room.leave(this);

@@ -462,3 +462,23 @@ redisTest(
     assert.equal(await bob.messages.next(), "alice: no gap");
   },
 );
+
+redisTest(
+  "a client held before it joins gets, through Redis, what the room said meanwhile, once each",
+  async () => {
+    await using cluster = await twoInstances(["--history", "5", "--rate-limit", "0"]);
+    const { a, b } = cluster;
+    await using bob = await b.join("bob");
+    for (let i = 1; i <= 10; i++) bob.send(String(i));
+    await bob.messages.skipTo((line) => line === "bob: 10");
+    await using held = new TestClient(a.url);
+    await held.opened;
+    for (let i = 11; i <= 110; i++) bob.send(String(i));
+    await bob.messages.skipTo((line) => line === "bob: 110");
+    assert.equal(await held.messages.next(), WELCOME);
+    const numbers = (await held.messages.many(105)).map((line) =>
+      line.replace("bob: ", "")
+    );
+    assert.deepEqual(numbers, Array.from({ length: 105 }, (_, i) => String(i + 6)));
+  },
+);

@@ -230,6 +230,45 @@ Deno.test("without a name: the welcome comes after the first message or 500 ms o
   await quick.close();
 });
 
+/** Sends `count` messages `1`..`count` from `sender` and waits for its own echo of the last. */
+async function sendNumbered(sender: TestClient, name: string, from: number, to: number) {
+  for (let i = from; i <= to; i++) sender.send(String(i));
+  await sender.messages.skipTo((line) => line === `${name}: ${to}`);
+}
+
+Deno.test("without a name: what the room says while the client is held reaches it, once, in order", async () => {
+  await using server = startServer({ history: 5, rateLimit: 0 });
+  await using bob = await server.join("bob");
+  await sendNumbered(bob, "bob", 1, 10);
+  // Held up to 500 ms while it might still register as a YewChat client.
+  await using held = new TestClient(server.url);
+  await held.opened;
+  await sendNumbered(bob, "bob", 11, 110);
+  assert.deepEqual(held.messages.queued, [], "joined before the room spoke");
+  assert.equal(await held.messages.next(), WELCOME);
+  const numbers = (await held.messages.many(105)).map((line) =>
+    line.replace("bob: ", "")
+  );
+  // The history at its upgrade (the last 5), then all 100 sent while it was held.
+  assert.deepEqual(numbers, Array.from({ length: 105 }, (_, i) => String(i + 6)));
+  bob.send("live");
+  assert.equal(await held.messages.next(), "bob: live");
+});
+
+Deno.test("a YewChat client gets what the room said before it registered, as YewChat", async () => {
+  await using server = startServer({ history: 5, rateLimit: 0 });
+  await using bob = await server.join("bob");
+  await using yew = new TestClient(server.url);
+  await yew.opened;
+  await sendNumbered(bob, "bob", 1, 20);
+  yew.send(JSON.stringify({ messageType: "register", data: "ferris" }));
+  const texts = (await yew.messages.many(21))
+    .map((frame) => JSON.parse(frame))
+    .filter((frame) => frame.messageType === "message")
+    .map((frame) => JSON.parse(frame.data).message);
+  assert.deepEqual(texts, Array.from({ length: 20 }, (_, i) => String(i + 1)));
+});
+
 Deno.test("past --presence-limit members, joins and leaves are not announced", async () => {
   await using server = startServer({ presenceLimit: 2 });
   await using alice = await server.join("alice");
