@@ -110,7 +110,8 @@ class Stats {
 }
 
 class Client {
-  buffer = new Uint8Array(16384);
+  // Large reads: fewer calls into the runtime per delivery.
+  buffer = new Uint8Array(65536);
   start = 0;
   end = 0;
   pending: Uint8Array[] = [];

@@ -4,7 +4,7 @@
  * without bound, so each outbox watches its socket's `bufferedAmount` and
  * gives up on a consumer too slow to keep up, before it costs the server
  * unbounded memory. A client that speaks the `chat.batch` subprotocol gets
- * what piles up while its socket is busy as one frame.
+ * each event-loop turn's frames as one.
  *
  * @module
  */
@@ -90,8 +90,6 @@ export interface OutboxOptions {
 export class Outbox {
   #stopped = false;
   #checkDue = false;
-  /** True from a frame sent at once until the turn's end (batching outboxes). */
-  #busy = false;
   /** Frames held for the turn's batch (allocated when first needed). */
   #held: string[] | undefined;
   /**
@@ -115,20 +113,18 @@ export class Outbox {
   }
 
   /**
-   * Queues one frame, unless stopped. The first frame of a turn leaves at
-   * once; when batching, the rest of the turn's frames are held and go out
-   * as one frame at its end.
+   * Queues one frame, unless stopped. Without batching it leaves at once;
+   * with it, every frame of the turn is held and they go out as one frame
+   * at its end: one write per turn, however many frames it had.
    */
   send(frame: string): void {
     if (this.#stopped) return;
-    if (this.#busy) {
-      (this.#held ??= []).push(frame);
+    if (this.#options.batching) {
+      this.#held ??= [];
+      if (this.#held.length === 0) this.#options.turns.flush(this);
+      this.#held.push(frame);
     } else {
       this.socket.send(frame);
-      if (this.#options.batching) {
-        this.#busy = true;
-        this.#options.turns.flush(this);
-      }
     }
     this.#owed += frame.length;
     if (this.#owed > 4 * this.#options.maxBufferedBytes) {
@@ -150,7 +146,6 @@ export class Outbox {
 
   /** Sends what is held as one frame; run by `TurnChecks` at the turn's end. */
   flush(): void {
-    this.#busy = false;
     if (!this.#held?.length || this.#stopped) return;
     const batch = this.#held.length === 1
       ? this.#held[0]

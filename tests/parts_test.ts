@@ -159,7 +159,7 @@ class FakeSocket extends EventTarget {
   }
 }
 
-Deno.test("an outbox sends a turn's first frame at once and batches the rest", async () => {
+Deno.test("a batching outbox sends a turn's frames as one at its end", async () => {
   const socket = new FakeSocket();
   const turns = new TurnChecks();
   const outbox = new Outbox({
@@ -172,9 +172,13 @@ Deno.test("an outbox sends a turn's first frame at once and batches the rest", a
   outbox.send("one");
   outbox.send("two");
   outbox.send("three");
-  assert.deepEqual(socket.sent, ["one"]);
+  assert.deepEqual(socket.sent, []);
   await endOfTurn();
-  assert.deepEqual(socket.sent, ["one", `two${BATCH_SEPARATOR}three`]);
+  assert.deepEqual(socket.sent, [`one${BATCH_SEPARATOR}two${BATCH_SEPARATOR}three`]);
+  // A turn with one frame: that frame alone.
+  outbox.send("four");
+  await endOfTurn();
+  assert.deepEqual(socket.sent.at(-1), "four");
   turns.stop();
 });
 
