@@ -8,6 +8,9 @@
  *
  * - `PREFIX` `room:P`: the pub/sub channel; each payload is
  *   `SEQ ONLINE NAMES JSON` (`ONLINE` empty and `NAMES` `*` for messages).
+ *   One event-loop turn's messages to a room from one instance travel as one
+ *   payload: their JSON a line each, the first line's event numbered `SEQ`,
+ *   the next `SEQ + 1`, and so on.
  * - `PREFIX` `members:P`: sorted set, member name → expiry (Redis clock, ms);
  *   each instance pushes its members' expiries `PRESENCE_TTL_MS` ahead every
  *   `REFRESH_MS`, so a crashed instance's members expire.
@@ -22,6 +25,7 @@
  * @module
  */
 
+import { clearImmediate, setImmediate } from "node:timers";
 import { createClient } from "@redis/client";
 import type { Backplane, BackplaneReceiver, History, RoomEvent } from "./backplane.ts";
 import { Backoff } from "../lib/backoff.ts";
@@ -38,6 +42,8 @@ export const FIRST_RETRY_MS = 250;
 export const MAX_RETRY_MS = 5_000;
 /** Members hear of the backplane going down and coming back at most once in this long. */
 export const NOTICE_PAIR_INTERVAL_MS = 30_000;
+/** At most this many messages of a room go in one script call. */
+export const MAX_BATCH = 1_000;
 
 /** Every Redis operation of the chat, one script so each is atomic. */
 const SCRIPT = `
@@ -102,6 +108,24 @@ elseif op == 'post' then -- json, presence, limit, history entry, history size
     redis.call('LTRIM', history, -size, -1)
   end
   return seq
+elseif op == 'batch' then -- history size, then each message's json and history entry
+  -- One turn's messages: consecutive seqs, one publish (their JSON a line
+  -- each, after the first's seq), one push to the history.
+  local size = tonumber(ARGV[2])
+  local n = (#ARGV - 2) / 2
+  local last = redis.call('INCRBY', seqkey, n)
+  local first = last - n + 1
+  local jsons, entries = {}, {}
+  for i = 1, n do
+    jsons[i] = ARGV[1 + 2 * i]
+    entries[i] = (first + i - 1) .. ' ' .. ARGV[2 + 2 * i]
+  end
+  redis.call('PUBLISH', channel, first .. '  * ' .. table.concat(jsons, '\\n'))
+  if size > 0 then
+    redis.call('RPUSH', history, unpack(entries))
+    redis.call('LTRIM', history, -size, -1)
+  end
+  return last
 elseif op == 'leave' then -- name, instance, json or '', limit
   if redis.call('HGET', owners, string.lower(ARGV[2])) == ARGV[3] then
     redis.call('ZREM', members, ARGV[2])
@@ -199,6 +223,9 @@ export class RedisBackplane implements Backplane {
   /** Members were told it went down, and will be told when it is back. */
   #toldDown = false;
   #lastDownNotice = -Infinity;
+  /** Each room's chat messages of this turn, to be published together at its end. */
+  readonly #batches = new Map<string, RoomEvent[]>();
+  #batchTimer?: ReturnType<typeof setImmediate>;
   /** The last `seq` seen on each room's channel: a jump means events were lost. */
   readonly #lastSeq = new Map<string, number>();
   #retryTimer?: ReturnType<typeof setTimeout>;
@@ -219,7 +246,22 @@ export class RedisBackplane implements Backplane {
     return this.#state === "up";
   }
 
+  /**
+   * A room's event, through Redis to every instance. Chat messages wait for
+   * the end of the turn, to go with the room's others of that turn in one
+   * script call and one publish; any other event of the room sends those
+   * first, so its order holds.
+   */
   publish(room: string, event: RoomEvent): void {
+    if (event.kind === "message" && this.#state === "up") {
+      let batch = this.#batches.get(room);
+      if (!batch) this.#batches.set(room, batch = []);
+      batch.push(event);
+      if (batch.length >= MAX_BATCH) this.#flush(room);
+      else this.#batchTimer ??= setImmediate(() => this.#flushAll());
+      return;
+    }
+    this.#flush(room);
     if (this.#state !== "up") return this.#receiver.deliver(room, event, {});
     const { id, json } = this.#track(room, event);
     const entry = event.kind === "message"
@@ -235,6 +277,37 @@ export class RedisBackplane implements Backplane {
     ]).then(() => {
       // Nobody here receives the room any more: it will not come back.
       if (!this.#rooms.has(room)) this.#inFlight.delete(id);
+    }, () => {});
+  }
+
+  #flushAll(): void {
+    this.#batchTimer = undefined;
+    for (const room of [...this.#batches.keys()]) this.#flush(room);
+  }
+
+  /** Sends `room`'s waiting messages: one script call (locally, while Redis is down). */
+  #flush(room: string): void {
+    const batch = this.#batches.get(room);
+    if (!batch) return;
+    this.#batches.delete(room);
+    if (this.#state !== "up") {
+      for (const event of batch) this.#receiver.deliver(room, event, {});
+      return;
+    }
+    const args = ["batch", String(this.#options.historySize)];
+    const ids: number[] = [];
+    for (const event of batch) {
+      const { id, json } = this.#track(room, event);
+      ids.push(id);
+      const message = event as Extract<RoomEvent, { kind: "message" }>;
+      args.push(
+        json,
+        JSON.stringify({ from: message.from, text: message.text, time: message.time }),
+      );
+    }
+    void this.#eval(room, args).then(() => {
+      // Nobody here receives the room any more: they will not come back.
+      if (!this.#rooms.has(room)) { for (const id of ids) this.#inFlight.delete(id); }
     }, () => {});
   }
 
@@ -255,6 +328,7 @@ export class RedisBackplane implements Backplane {
   }
 
   release(room: string, name: string, left?: RoomEvent): void {
+    this.#flush(room);
     if (this.#state !== "up") {
       if (left) this.#receiver.deliver(room, left, {});
       return;
@@ -331,6 +405,8 @@ export class RedisBackplane implements Backplane {
   }
 
   async stop(): Promise<void> {
+    clearImmediate(this.#batchTimer);
+    this.#flushAll();
     const wasUp = this.#state === "up";
     this.#state = "stopped";
     clearTimeout(this.#retryTimer);
@@ -507,17 +583,18 @@ export class RedisBackplane implements Backplane {
       const seq = Number(message.slice(0, first));
       const online = message.slice(first + 1, second);
       const names = message.slice(second + 1, third);
-      const { id, ...event } = JSON.parse(message.slice(third + 1)) as RoomEvent & {
-        id?: number;
-      };
-      if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
+      const events = message.slice(third + 1).split("\n");
       const last = this.#lastSeq.get(room);
       if (last !== undefined && seq > last + 1) this.#receiver.missed(room);
-      this.#lastSeq.set(room, seq);
-      this.#receiver.deliver(room, event, {
-        seq,
-        online: online === "" ? undefined : Number(online),
-        names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
+      this.#lastSeq.set(room, seq + events.length - 1);
+      events.forEach((json, i) => {
+        const { id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
+        if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
+        this.#receiver.deliver(room, event, {
+          seq: seq + i,
+          online: online === "" ? undefined : Number(online),
+          names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
+        });
       });
     } catch (error) {
       this.#receiver.log(`Backplane: unreadable event on ${channel}: ${error}`);

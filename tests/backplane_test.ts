@@ -24,6 +24,8 @@ import {
   startServerProcess,
   TestClient,
 } from "./helpers.ts";
+import type { Delivery, RoomEvent } from "../server/backplane.ts";
+import { RedisBackplane } from "../server/redis.ts";
 
 /** A Redis test, reported ignored (with the reason) without `redis-server`. */
 function redisTest(name: string, fn: () => Promise<void>) {
@@ -480,5 +482,67 @@ redisTest(
       line.replace("bob: ", "")
     );
     assert.deepEqual(numbers, Array.from({ length: 105 }, (_, i) => String(i + 6)));
+  },
+);
+
+redisTest(
+  "one turn's messages to a room cost one script call and one publish, in order",
+  async () => {
+    await using redis = await RedisServer.start();
+    const received: [string, number | undefined][] = [];
+    const arrived = Promise.withResolvers<void>();
+    const receiver = {
+      deliver(_room: string, event: RoomEvent, delivery: Delivery) {
+        if (event.kind === "message") received.push([event.text, delivery.seq]);
+        if (received.length === 30) arrived.resolve();
+      },
+      changed() {},
+      missed: () => assert.fail("nothing was lost"),
+      presence: () => new Map(),
+      log() {},
+    };
+    const backplane = new RedisBackplane({
+      url: redis.url,
+      prefix: "chat:",
+      timeoutMs: 1000,
+      historySize: 50,
+      namesLimit: 200,
+    }, receiver);
+    try {
+      await backplane.started;
+      await backplane.open("r");
+      const calls = async () =>
+        Number(
+          /cmdstat_publish:calls=(\d+)/.exec(
+            await redisCli(redis, "INFO", "commandstats"),
+          )?.[1] ?? 0,
+        );
+      const before = await calls();
+      for (let i = 1; i <= 30; i++) {
+        backplane.publish("r", {
+          kind: "message",
+          from: "a",
+          text: String(i),
+          time: 0,
+          origin: "elsewhere",
+          conn: 1,
+        });
+      }
+      await arrived.promise;
+      assert.deepEqual(
+        received,
+        Array.from({ length: 30 }, (_, i) => [String(i + 1), i + 1]),
+      );
+      assert.equal(await calls() - before, 1);
+      const history = await backplane.history("r");
+      assert.deepEqual(history?.messages.map((m) => m.text).slice(-3), [
+        "28",
+        "29",
+        "30",
+      ]);
+      assert.equal(history?.last, 30);
+    } finally {
+      await backplane.stop();
+    }
   },
 );
