@@ -72,6 +72,9 @@ class EndOfTurn<Handle> {
   }
 }
 
+/** A batch is sent once it holds this many characters, even mid-turn. */
+export const MAX_BATCH_CHARS = 65_536;
+
 /** What an outbox is given. */
 export interface OutboxOptions {
   /** The socket it writes to. */
@@ -92,6 +95,10 @@ export class Outbox {
   #checkDue = false;
   /** Frames held for the turn's batch (allocated when first needed). */
   #held: string[] | undefined;
+  /** The characters `#held` holds. */
+  #heldChars = 0;
+  /** A flush is scheduled for the end of this turn. */
+  #flushDue = false;
   /**
    * An upper bound on the backlog: `bufferedAmount` when last read, plus
    * what was sent or held since. Reading `bufferedAmount` is a call into
@@ -120,16 +127,22 @@ export class Outbox {
   send(frame: string): void {
     if (this.#stopped) return;
     if (this.#options.batching) {
-      this.#held ??= [];
-      if (this.#held.length === 0) this.#options.turns.flush(this);
-      this.#held.push(frame);
+      if (!this.#flushDue) {
+        this.#flushDue = true;
+        this.#options.turns.flush(this);
+      }
+      (this.#held ??= []).push(frame);
+      this.#heldChars += frame.length;
+      // A long turn's frames do not all wait for its end: they leave in
+      // batches of about MAX_BATCH_CHARS while the turn goes on.
+      if (this.#heldChars >= MAX_BATCH_CHARS) this.#sendHeld();
     } else {
       this.socket.send(frame);
     }
     this.#owed += frame.length;
     if (this.#owed > 4 * this.#options.maxBufferedBytes) {
       // The bound is loose: look at the real backlog before judging.
-      this.#owed = this.socket.bufferedAmount + this.#heldLength();
+      this.#owed = this.socket.bufferedAmount + this.#heldChars;
       if (this.#owed > 4 * this.#options.maxBufferedBytes) return this.#slow();
     }
     if (!this.#checkDue) {
@@ -138,19 +151,19 @@ export class Outbox {
     }
   }
 
-  #heldLength(): number {
-    let length = 0;
-    for (const frame of this.#held ?? []) length += frame.length;
-    return length;
-  }
-
   /** Sends what is held as one frame; run by `TurnChecks` at the turn's end. */
   flush(): void {
+    this.#flushDue = false;
+    this.#sendHeld();
+  }
+
+  #sendHeld(): void {
     if (!this.#held?.length || this.#stopped) return;
     const batch = this.#held.length === 1
       ? this.#held[0]
       : this.#held.join(BATCH_SEPARATOR);
     this.#held.length = 0;
+    this.#heldChars = 0;
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(batch);
   }
 
@@ -158,7 +171,7 @@ export class Outbox {
   check(): void {
     this.#checkDue = false;
     if (this.#stopped) return;
-    this.#owed = this.socket.bufferedAmount + this.#heldLength();
+    this.#owed = this.socket.bufferedAmount + this.#heldChars;
     if (this.#owed > this.#options.maxBufferedBytes) this.#slow();
   }
 
@@ -166,6 +179,7 @@ export class Outbox {
   stop(): void {
     this.#stopped = true;
     this.#held = undefined;
+    this.#heldChars = 0;
   }
 
   #slow() {

@@ -15,7 +15,7 @@ import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backpla
 import { type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
-import { Outbox, TurnChecks } from "../server/outbox.ts";
+import { MAX_BATCH_CHARS, Outbox, TurnChecks } from "../server/outbox.ts";
 import { type Member, Room } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
@@ -164,7 +164,7 @@ Deno.test("a batching outbox sends a turn's frames as one at its end", async () 
   const turns = new TurnChecks();
   const outbox = new Outbox({
     socket: socket as unknown as WebSocket,
-    maxBufferedBytes: 1024,
+    maxBufferedBytes: 1 << 20,
     turns,
     owner: { slow: () => assert.fail("not slow") },
     batching: true,
@@ -179,6 +179,15 @@ Deno.test("a batching outbox sends a turn's frames as one at its end", async () 
   outbox.send("four");
   await endOfTurn();
   assert.deepEqual(socket.sent.at(-1), "four");
+  // A long turn's frames leave in batches of MAX_BATCH_CHARS, not all at its end.
+  const big = "x".repeat(MAX_BATCH_CHARS / 2);
+  for (let i = 0; i < 5; i++) outbox.send(big);
+  assert.deepEqual(socket.sent.slice(2), [
+    `${big}${BATCH_SEPARATOR}${big}`,
+    `${big}${BATCH_SEPARATOR}${big}`,
+  ]);
+  await endOfTurn();
+  assert.deepEqual(socket.sent.slice(4), [big]);
   turns.stop();
 });
 
