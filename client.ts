@@ -12,10 +12,12 @@ import {
   CloseCode,
   NAME_RULE,
   nameProblem,
+  plural,
   RESERVED_PATHS,
   roomFromPath,
 } from "./lib/protocol.ts";
 import { TokenBucket } from "./lib/rate.ts";
+import { colourLine, colourWanted, Prompt, timestamp } from "./lib/terminal.ts";
 import { writeAllSync } from "./lib/io.ts";
 import { Backoff } from "./lib/backoff.ts";
 import { errorText } from "./lib/errors.ts";
@@ -45,8 +47,21 @@ export interface ClientOptions {
    * @default {18}
    */
   rate?: number;
-  /** The lines to send. @default {stdin} */
+  /** The bytes whose lines are sent. @default {stdin} */
   input?: ReadableStream<Uint8Array>;
+  /** The lines to send, instead of `input`'s (the interactive prompt's). @default {none} */
+  lines?: AsyncIterable<string>;
+  /**
+   * Once aborted, the input counts as ended: what was read is sent, then
+   * the connection closes with 1000 (Ctrl-C). @default {none}
+   */
+  signal?: AbortSignal;
+  /** Extra upgrade request headers (`Authorization`, ...). @default {none} */
+  headers?: Record<string, string>;
+  /** Prefix each received line with `HH:MM ` (local time). @default {false} */
+  timestamps?: boolean;
+  /** Sender names in colour and notices dimmed (for a terminal). @default {false} */
+  colour?: boolean;
   /** Receives each incoming message, made safe for a terminal. @default {a line on stdout} */
   output?: (line: string) => void;
   /** Receives status and error lines. @default {a line on stderr} */
@@ -56,10 +71,20 @@ export interface ClientOptions {
   /**
    * After a failed connect, an HTTP 503 or a close other than 1000, connect
    * again with backoff (0.5 s doubling to 30 s, with jitter); lines typed
-   * meanwhile are sent, once each, when connected again. @default {false}
+   * meanwhile are sent, once each, when connected again. Once the input has
+   * ended, it gives up after `END_OF_INPUT_WAIT_MS` out of reach. @default {false}
    */
   reconnect?: boolean;
 }
+
+/**
+ * With `reconnect`, how long the client keeps trying once its input has
+ * ended and lines are still unsent.
+ */
+export const END_OF_INPUT_WAIT_MS = 10_000;
+
+/** How many lines the client reads ahead of what it sent. */
+const READ_AHEAD_LINES = 1000;
 
 /** The defaults of every option, the single source for `--help` and the README. */
 export const CLIENT_DEFAULTS = {
@@ -246,37 +271,97 @@ function delay(ms: number): Promise<void> {
 }
 
 /**
- * The lines to send, taken one at a time: a line is `consume`d only once
- * sent, so a line read while the connection dropped goes out, once, on the
- * next connection.
+ * The lines to send, read ahead of the connection (so that the end of the
+ * input is known even while disconnected) and taken one at a time: a line
+ * is `consume`d only once sent, so a line read while the connection dropped
+ * goes out, once, on the next connection. Blank lines are skipped.
  */
 class Outgoing {
-  readonly #lines: AsyncIterator<string>;
-  #pending?: Promise<IteratorResult<string>>;
+  readonly #queue: string[] = [];
+  readonly #ended = Promise.withResolvers<void>();
+  #endedAt?: number;
+  #wake?: () => void;
+  #room?: () => void;
 
-  constructor(lines: AsyncIterable<string>) {
-    this.#lines = lines[Symbol.asyncIterator]();
+  constructor(lines: AsyncIterable<string>, signal?: AbortSignal) {
+    if (signal?.aborted) this.#end();
+    signal?.addEventListener("abort", () => this.#end(), { once: true });
+    void this.#read(lines);
   }
 
-  /** The next line that is not blank, or `undefined` at the end of input. */
-  async peek(): Promise<string | undefined> {
-    while (true) {
+  async #read(lines: AsyncIterable<string>): Promise<void> {
+    try {
+      for await (const line of lines) {
+        if (this.#endedAt !== undefined) return;
+        if (line.trim() === "") continue;
+        this.#queue.push(line);
+        this.#wake?.();
+        while (this.#queue.length >= READ_AHEAD_LINES && this.#endedAt === undefined) {
+          await new Promise<void>((resolve) => this.#room = resolve);
+        }
+      }
+    } catch {
       // A read error on the input ends it, as end of input would.
-      this.#pending ??= this.#lines.next().catch(() => ({
-        done: true,
-        value: undefined,
-      }));
-      const result = await this.#pending;
-      if (result.done) return undefined;
-      if (result.value.trim() !== "") return result.value;
-      this.#pending = undefined;
     }
+    this.#end();
+  }
+
+  #end(): void {
+    if (this.#endedAt !== undefined) return;
+    this.#endedAt = performance.now();
+    this.#ended.resolve();
+    this.#wake?.();
+  }
+
+  /** Settles once the input has ended (or was ended). */
+  get ended(): Promise<void> {
+    return this.#ended.promise;
+  }
+
+  /** When the input ended (`performance.now()`), if it has. */
+  get endedAt(): number | undefined {
+    return this.#endedAt;
+  }
+
+  /** Lines read and not yet sent. */
+  get unsent(): number {
+    return this.#queue.length;
+  }
+
+  /** The next line to send, or `undefined` once the input ended and all is sent. */
+  async peek(): Promise<string | undefined> {
+    while (this.#queue.length === 0 && this.#endedAt === undefined) {
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    return this.#queue[0];
   }
 
   /** The line from `peek` was sent. */
   consume(): void {
-    this.#pending = undefined;
+    this.#queue.shift();
+    if (this.#queue.length < READ_AHEAD_LINES) this.#room?.();
   }
+}
+
+/**
+ * Waits `ms` before the next attempt to connect; once the input has ended,
+ * never past `END_OF_INPUT_WAIT_MS` after its end. False: give up (the
+ * time is up, or nothing is left to send).
+ */
+async function waitToRetry(ms: number, outgoing: Outgoing): Promise<boolean> {
+  const until = performance.now() + ms;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    new Promise((resolve) => timer = setTimeout(resolve, ms)),
+    outgoing.ended,
+  ]);
+  clearTimeout(timer);
+  const endedAt = outgoing.endedAt;
+  if (endedAt === undefined) return true;
+  if (outgoing.unsent === 0) return false;
+  const deadline = endedAt + END_OF_INPUT_WAIT_MS;
+  await delay(Math.max(0, Math.min(until, deadline) - performance.now()));
+  return performance.now() < deadline;
 }
 
 /** How one connection ended. */
@@ -292,14 +377,22 @@ type SessionEnd =
  */
 function session(
   url: URL,
-  outgoing: Outgoing,
-  pacer: TokenBucket | undefined,
-  output: (line: string) => void,
-  client: Deno.HttpClient | undefined,
-  onOpen: () => void,
+  connection: {
+    outgoing: Outgoing;
+    pacer: TokenBucket | undefined;
+    output: (line: string) => void;
+    client: Deno.HttpClient | undefined;
+    headers: Record<string, string> | undefined;
+    onOpen: () => void;
+  },
 ): Promise<SessionEnd> {
+  const { outgoing, pacer, output, client, onOpen } = connection;
   // Offering `chat.batch`: several messages may then come in one frame.
-  const socket = new WebSocket(url, { protocols: [BATCH_PROTOCOL], client });
+  const socket = new WebSocket(url, {
+    protocols: [BATCH_PROTOCOL],
+    client,
+    headers: connection.headers,
+  });
   const ended = Promise.withResolvers<SessionEnd>();
   let nativeError = "";
   let wasOpen = false;
@@ -374,9 +467,16 @@ function session(
 export async function runClient(options: ClientOptions): Promise<number> {
   const url = clientUrl(options.url, options.name, options.room);
   const rate = options.rate ?? CLIENT_DEFAULTS.rate;
-  const output = options.output ?? stdoutLine;
+  const print = options.output ?? stdoutLine;
+  const output = (line: string) => {
+    const stamped = options.timestamps ? timestamp(new Date()) : "";
+    print(stamped + (options.colour ? colourLine(line) : line));
+  };
   const status = options.status ?? stderrLine;
-  const outgoing = new Outgoing(readLines(options.input ?? Deno.stdin.readable));
+  const outgoing = new Outgoing(
+    options.lines ?? readLines(options.input ?? Deno.stdin.readable),
+    options.signal,
+  );
   const pacer = rate > 0 ? new TokenBucket(rate, rate * 2) : undefined;
   const client = options.ca
     ? Deno.createHttpClient({ caCerts: [options.ca] })
@@ -384,12 +484,30 @@ export async function runClient(options: ClientOptions): Promise<number> {
   const backoff = new Backoff();
   /** Set while retrying, so that a connection that works again is reported. */
   let retrying = false;
+  /** The input ended while the server was out of reach: 0 if all was sent, else 1. */
+  const gaveUp = (): number => {
+    const unsent = outgoing.unsent;
+    if (unsent === 0) return 0;
+    status(
+      `chat: gave up: no connection within ${
+        END_OF_INPUT_WAIT_MS / 1000
+      } s after the input ended; ${plural(unsent, "line")} not sent`,
+    );
+    return 1;
+  };
   try {
     while (true) {
-      const end = await session(url, outgoing, pacer, output, client, () => {
-        if (retrying) status(`connected to ${url.href}`);
-        retrying = false;
-        backoff.reset();
+      const end = await session(url, {
+        outgoing,
+        pacer,
+        output,
+        client,
+        headers: options.headers,
+        onOpen: () => {
+          if (retrying) status(`connected to ${url.href}`);
+          retrying = false;
+          backoff.reset();
+        },
       });
       if (end.kind === "done") return 0;
       let retry: boolean;
@@ -403,7 +521,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
         const wait = backoff.delay();
         status(`${line}; retrying in ${(wait / 1000).toFixed(1)} s`);
         retrying = true;
-        await delay(wait);
+        if (!await waitToRetry(wait, outgoing)) return gaveUp();
         continue;
       }
       const line = `disconnected: ${end.code}${end.reason ? ` ${end.reason}` : ""}`;
@@ -415,7 +533,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
       const wait = backoff.delay();
       status(`${line}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
       retrying = true;
-      await delay(wait);
+      if (!await waitToRetry(wait, outgoing)) return gaveUp();
     }
   } finally {
     client?.close();
@@ -466,8 +584,37 @@ export const CLIENT_COMMAND: CommandSpec = {
       type: "boolean",
       help: "connect again after a failure or a close other than 1000, with backoff",
     },
+    {
+      name: "header",
+      type: "string",
+      valueName: "'NAME: VALUE'",
+      multiple: true,
+      help: "send this header with the upgrade request (Authorization, ...)",
+    },
+    {
+      name: "timestamps",
+      type: "boolean",
+      help: "print the time (HH:MM, local) before each line received",
+    },
   ],
 };
+
+/** `Name: value` as a header, or a `UsageError`. */
+function headerFlag(text: string, command: string): [string, string] {
+  const colon = text.indexOf(":");
+  const name = colon > 0 ? text.slice(0, colon).trim() : "";
+  const value = text.slice(colon + 1).trim();
+  try {
+    if (!name) throw new Error();
+    new Headers([[name, value]]);
+  } catch {
+    throw new UsageError(
+      `invalid --header ${JSON.stringify(text)}: expected 'Name: value'`,
+      command,
+    );
+  }
+  return [name, value];
+}
 
 /** Turns parsed flags into client options, or throws a `UsageError`. */
 export function clientOptions(values: FlagValues): ClientOptions {
@@ -492,11 +639,14 @@ export function clientOptions(values: FlagValues): ClientOptions {
   const ca = caFile === undefined
     ? undefined
     : pemFlag(caFile, { command, flag: "ca", expected: "CERTIFICATE" });
+  const headers = ((values.header ?? []) as string[]).map((h) => headerFlag(h, command));
   return {
     url,
     name,
     room,
     ca,
+    headers: headers.length > 0 ? Object.fromEntries(headers) : undefined,
+    timestamps: values.timestamps === true,
     reconnect: values.reconnect === true,
     rate: values.rate === undefined ? undefined : integerFlag(values.rate as string, {
       command,
@@ -514,7 +664,34 @@ export async function main(args: string[]): Promise<number> {
     console.log(usage(CLIENT_COMMAND));
     return 0;
   }
-  return await runClient(clientOptions(values));
+  const options = clientOptions(values);
+  // Ctrl-C ends the input (what was typed is sent, then a clean close);
+  // a second one ends the process at once.
+  const stop = new AbortController();
+  const interrupted = () => {
+    if (stop.signal.aborted) Deno.exit(130);
+    stop.abort();
+  };
+  Deno.addSignalListener("SIGINT", interrupted);
+  // At a terminal (both ways): a prompt with line editing.
+  const prompt = Deno.stdin.isTerminal() && Deno.stdout.isTerminal()
+    ? new Prompt()
+    : undefined;
+  try {
+    return await runClient({
+      ...options,
+      colour: colourWanted(),
+      signal: stop.signal,
+      ...(prompt && {
+        lines: prompt.lines(),
+        output: (line: string) => prompt.print(line),
+        status: (line: string) => prompt.print(line, "stderr"),
+      }),
+    });
+  } finally {
+    prompt?.close();
+    Deno.removeSignalListener("SIGINT", interrupted);
+  }
 }
 
 if (import.meta.main) {

@@ -55,14 +55,19 @@ export function nameKey(name: string): string {
   return name.toLowerCase();
 }
 
+/** `1 line`, `2 lines`: a count and its noun, singular or plural as it needs. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 /** What a sender alone is told, at most once a second, when it is over the rate limit. */
 export function rateLimitNotice(perSecond: number): string {
-  return `* rate limit: ${perSecond} messages per second`;
+  return `* rate limit: ${plural(perSecond, "message")} per second`;
 }
 
 /** The same for the byte rate, which counts each message once per recipient. */
 export function byteRateNotice(bytesPerSecond: number): string {
-  return `* rate limit: ${bytesPerSecond} bytes per second (size x recipients)`;
+  return `* rate limit: ${plural(bytesPerSecond, "byte")} per second (size x recipients)`;
 }
 
 /** The longest name a client may take. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { CloseCode, CloseReason } from "../lib/protocol.ts";
+import { CloseCode, CloseReason, plural } from "../lib/protocol.ts";
 import type { RefusalReason } from "./metrics.ts";
 
 /** An upgrade refused with an HTTP status and a one-line body. */
@@ -59,7 +59,7 @@ export const Refusals = {
   /** `--max-clients` reached. */
   full: (maxClients: number): HttpRefusal => ({
     status: 503,
-    text: `server full: ${maxClients} clients`,
+    text: `server full: ${plural(maxClients, "client")}`,
     metric: "max_clients",
     headers: { "retry-after": "10" },
   }),
@@ -108,21 +108,21 @@ export const Refusals = {
     code: CloseCode.MESSAGE_TOO_BIG,
     reason: CloseReason.TOO_BIG,
     metric: "too_big",
-    log: `message over ${maxMessageBytes} bytes`,
+    log: `message over ${plural(maxMessageBytes, "byte")}`,
   }),
   /** More messages in the flood window than the flood rule allows. */
   flooding: (limit: number, windowSeconds: number): CloseRefusal => ({
     code: CloseCode.POLICY_VIOLATION,
     reason: CloseReason.FLOODING,
     metric: "rate_limited",
-    log: `more than ${limit} messages in ${windowSeconds} s`,
+    log: `more than ${plural(limit, "message")} in ${windowSeconds} s`,
   }),
   /** A consumer whose unsent backlog passed `--max-buffered-bytes`. */
   tooSlow: (maxBufferedBytes: number): CloseRefusal => ({
     code: CloseCode.POLICY_VIOLATION,
     reason: CloseReason.TOO_SLOW,
     metric: "slow_consumer",
-    log: `slow consumer, over ${maxBufferedBytes} bytes unsent`,
+    log: `slow consumer, over ${plural(maxBufferedBytes, "byte")} unsent`,
   }),
   /** A YewChat NICK that breaks the name rule or is taken. */
   badNick: (problem: string): CloseRefusal => ({

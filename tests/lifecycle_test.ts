@@ -11,12 +11,14 @@ import {
   PRESENCE,
   pump,
   runCli,
+  startServer,
   startServerProcess,
 } from "./helpers.ts";
 import { RawSocket } from "./raw.ts";
 import { rssBytes } from "./proc.ts";
 import { WELCOME } from "../lib/protocol.ts";
 import { Backoff } from "../lib/backoff.ts";
+import { END_OF_INPUT_WAIT_MS } from "../client.ts";
 
 Deno.test("SIGTERM during traffic: reading clients get every accepted message, then 1001", async () => {
   const { cli: server, url } = await startServerProcess(["--rate-limit", "0"]);
@@ -223,3 +225,38 @@ Deno.test(
     );
   },
 );
+
+Deno.test("--reconnect: once the input ends, the client gives up after 10 s out of reach and says what was not sent", async () => {
+  const url = `ws://127.0.0.1:${closedPort()}`;
+  const started = performance.now();
+  const { code, stdout, stderr } = await runCli(
+    ["client", "--url", url, "--reconnect"],
+    "first\nsecond\n",
+  );
+  const took = performance.now() - started;
+  assert.equal(code, 1);
+  assert.equal(stdout, "");
+  assert.equal(
+    stderr.trimEnd().split("\n").at(-1),
+    "chat: gave up: no connection within 10 s after the input ended; 2 lines not sent",
+  );
+  assert.ok(
+    took >= END_OF_INPUT_WAIT_MS && took < END_OF_INPUT_WAIT_MS + 5000,
+    `${took} ms`,
+  );
+});
+
+Deno.test("SIGINT (Ctrl-C) at a piped client: a clean close with 1000, exit 0", async () => {
+  await using server = startServer();
+  await using bob = await server.join("bob");
+  await using client = new Cli(["client", "--url", server.url, "--name", "alice"]);
+  await client.write("before\n");
+  assert.equal(await bob.messages.next(), "alice: before");
+  client.kill("SIGINT");
+  assert.equal((await client.finished()).code, 0);
+  assert.equal(
+    await bob.presence.take((l) => l.includes("left")),
+    "* alice left (1 online)",
+  );
+  assert.ok(!server.log.queued.some((line) => line.startsWith("Error")));
+});
