@@ -134,24 +134,26 @@ export async function* readLines(
  * `http(s)://`.
  */
 export function clientUrl(url: string, name?: string, room?: string): URL {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new UsageError(`invalid --url ${JSON.stringify(url)}`, "client");
-  }
   const schemes: Record<string, string> = {
     "ws:": "ws:",
     "wss:": "wss:",
     "http:": "ws:",
     "https:": "wss:",
   };
-  const scheme = schemes[parsed.protocol];
-  if (!scheme) {
-    throw new UsageError(
-      `invalid --url ${JSON.stringify(url)}: expected ws:// or wss://`,
-      "client",
-    );
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // Not a URL at all: maybe one without its scheme.
+  }
+  const scheme = parsed && schemes[parsed.protocol];
+  if (!parsed || !scheme) {
+    // `127.0.0.1:8080` and `localhost:8080` lack only the scheme.
+    const fixed = `ws://${url}`;
+    const hint = !url.includes("://") && URL.canParse(fixed)
+      ? `: add the scheme, as in ${fixed}`
+      : ": expected ws:// or wss://";
+    throw new UsageError(`invalid --url ${JSON.stringify(url)}${hint}`, "client");
   }
   // URL does not allow switching between special and non-special schemes in
   // place, so build the string again.

@@ -67,9 +67,20 @@ export function parseFlags(command: CommandSpec, args: string[]): FlagValues {
   for (const flag of command.flags) {
     options[flag.name] = { type: flag.type, multiple: flag.multiple ?? false };
   }
+  // `--port -5` is a value, not a flag: hand it over as `--port=-5`, so
+  // that it gets the flag's own range message.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i].startsWith("--") ? options[args[i].slice(2)] : undefined;
+    if (flag?.type === "string" && /^-\d/.test(args[i + 1] ?? "")) {
+      joined.push(`${args[i]}=${args[++i]}`);
+    } else {
+      joined.push(args[i]);
+    }
+  }
   try {
     const { values } = parseArgs({
-      args,
+      args: joined,
       options,
       strict: true,
       allowPositionals: false,
@@ -111,15 +122,38 @@ export function usage(command: CommandSpec): string {
   });
   rows.push(["-h, --help", "show this help"]);
   const width = Math.max(...rows.map(([left]) => left.length));
+  const indent = " ".repeat(width + 4);
   return [
-    `chat ${command.name}: ${command.summary}`,
+    ...wrap(`chat ${command.name}: ${command.summary}`, HELP_COLUMNS, ""),
     "",
     `Usage: chat ${command.name} [flags]`,
     "",
     "Flags:",
-    ...rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`),
+    ...rows.flatMap(([left, right]) => {
+      const [first, ...rest] = wrap(right, HELP_COLUMNS - indent.length, "");
+      return [`  ${left.padEnd(width)}  ${first}`, ...rest.map((line) => indent + line)];
+    }),
     "",
   ].join("\n");
+}
+
+/** `--help` fits a terminal of this many columns. */
+export const HELP_COLUMNS = 80;
+
+/** Breaks `text` into lines of at most `columns` at spaces, later lines after `indent`. */
+function wrap(text: string, columns: number, indent: string): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > columns) {
+      lines.push(line);
+      line = indent + word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  lines.push(line);
+  return lines;
 }
 
 /** Which flag of which command a value came from, for its usage error. */

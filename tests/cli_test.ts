@@ -45,7 +45,19 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
       ["server", "--port", "70000"],
       `chat: invalid --port "70000": expected a whole number from 0 to 65535 (try 'chat server --help')`,
     ],
+    [
+      ["server", "--port", "-5"],
+      `chat: invalid --port "-5": expected a whole number from 0 to 65535 (try 'chat server --help')`,
+    ],
     [["server", "extra"], `chat: unexpected argument "extra" (try 'chat server --help')`],
+    [
+      ["client", "--url", "127.0.0.1:8080"],
+      `chat: invalid --url "127.0.0.1:8080": add the scheme, as in ws://127.0.0.1:8080 (try 'chat client --help')`,
+    ],
+    [
+      ["client", "--header", "no colon"],
+      `chat: invalid --header "no colon": expected 'Name: value' (try 'chat client --help')`,
+    ],
     [
       ["client", "--name", "not ok"],
       `chat: invalid name "not ok": use 1 to 32 ASCII letters, digits, '_', '-' or '.' (try 'chat client --help')`,
@@ -215,4 +227,14 @@ Deno.test("--room joins that room: its messages stay there", async () => {
   assert.equal(await lobby.messages.next(), "lobby: lobby only");
   assert.deepEqual(rustacean.messages.queued, []);
   await server.stop();
+});
+
+Deno.test("every --help fits 80 columns", async () => {
+  for (const args of [["--help"], ["server", "--help"], ["client", "--help"]]) {
+    const { code, stdout } = await runCli(args);
+    assert.equal(code, 0);
+    for (const line of stdout.split("\n")) {
+      assert.ok(line.length <= 80, `${args.join(" ")}: ${line.length} columns: ${line}`);
+    }
+  }
 });
