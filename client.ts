@@ -202,16 +202,41 @@ export async function connectProblem(
   }
   const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
   const port = Number(url.port || (url.protocol === "wss:" ? 443 : 80));
+  let conn: Deno.TcpConn;
   try {
-    const conn = await Deno.connect({ hostname, port });
-    conn.close();
+    conn = await Deno.connect({ hostname, port });
   } catch (error) {
     return { problem: networkProblem(error), retryable: true };
   }
+  const tls = url.protocol === "ws:" && /HTTP version/i.test(native)
+    ? await speaksTls(conn)
+    : false;
+  try {
+    conn.close();
+  } catch {
+    // Closed already (the TLS check timed out).
+  }
+  if (tls) return { problem: "the server speaks TLS: use wss://", retryable: false };
   if (/InvalidContentType|tls|handshake/i.test(native)) {
     return { problem: `TLS handshake failed (${native})`, retryable: false };
   }
   return { problem: native || "connection failed", retryable: true };
+}
+
+/**
+ * True when the peer answers a plain HTTP request with a TLS record (a
+ * TLS server's alert): its first byte is a TLS content type (20 to 23).
+ */
+async function speaksTls(conn: Deno.TcpConn): Promise<boolean> {
+  try {
+    await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const first = new Uint8Array(1);
+    const timer = setTimeout(() => conn.close(), 2000);
+    const n = await conn.read(first).finally(() => clearTimeout(timer));
+    return n === 1 && first[0] >= 20 && first[0] <= 23;
+  } catch {
+    return false;
+  }
 }
 
 /** `connection refused`, `host not found`, ... from a connect error. */

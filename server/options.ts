@@ -7,6 +7,7 @@
  * @module
  */
 
+import { X509Certificate } from "node:crypto";
 import {
   type CommandSpec,
   type FlagSpec,
@@ -346,7 +347,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     kind: "text",
     valueName: "FILE",
     help: "TLS certificate chain (PEM); with --key, serve wss://",
-    parse: (file) => pemFlag(file, { command: COMMAND, flag: "cert" }),
+    parse: (file) => serverCertificate(file),
   },
   {
     flag: "key",
@@ -474,4 +475,28 @@ export function serverOptions(values: FlagValues): ServerOptions {
       : one(given as string);
   }
   return options as ServerOptions;
+}
+
+/**
+ * Reads `--cert`, refusing a certificate authority's own certificate: TLS
+ * clients refuse one as a server's (rustls: `CaUsedAsEndEntity`), and it is
+ * what the one-line `openssl req -x509` makes.
+ */
+function serverCertificate(file: string): string {
+  const pem = pemFlag(file, { command: COMMAND, flag: "cert", expected: "CERTIFICATE" });
+  let ca = false;
+  try {
+    ca = new X509Certificate(pem).ca;
+  } catch {
+    // Unreadable here: Deno.serve says what is wrong with it.
+  }
+  if (ca) {
+    throw new UsageError(
+      `--cert ${
+        JSON.stringify(file)
+      } is a CA certificate (CA:TRUE), which clients refuse from a server: sign a server certificate with it (README: TLS)`,
+      COMMAND,
+    );
+  }
+  return pem;
 }

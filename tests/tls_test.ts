@@ -3,55 +3,28 @@
  * `openssl` (which `.ci/run` installs when it is missing).
  */
 import assert from "node:assert/strict";
-import { Cli, PRESENCE, runCli, startServerProcess } from "./helpers.ts";
+import { Cli, PRESENCE, ROOT, runCli, startServerProcess } from "./helpers.ts";
 import { WELCOME } from "../lib/protocol.ts";
 
-async function openssl(args: string[], cwd: string): Promise<void> {
-  const { success, stderr } = await new Deno.Command("openssl", {
-    args,
-    cwd,
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!success) {
-    throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(stderr)}`);
-  }
-}
-
-/** A CA, a certificate for localhost and 127.0.0.1 signed by it, and a stranger's key. */
+/**
+ * Runs the README's certificate recipe (its first `sh` block under "TLS")
+ * as it is written, in a fresh directory, and adds a stranger's key.
+ */
 async function makeCertificates(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "chat-tls-" });
-  const days = ["-days", "2"];
-  await openssl(
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-keyout",
-      "ca-key.pem",
-      "-out",
-      "ca.pem",
-    ]
-      .concat(days, ["-subj", "/CN=chat test CA"]),
-    dir,
-  );
-  await openssl(
-    ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.csr"]
-      .concat(["-subj", "/CN=localhost"]),
-    dir,
-  );
-  await Deno.writeTextFile(
-    `${dir}/ext.cnf`,
-    "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-  );
-  await openssl(
-    ["x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem"]
-      .concat(["-CAcreateserial", "-out", "cert.pem", "-extfile", "ext.cnf"], days),
-    dir,
-  );
-  await openssl(["genrsa", "-out", "other-key.pem", "2048"], dir);
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const section = readme.slice(readme.indexOf("\n## TLS\n"));
+  const start = section.indexOf("```sh\n") + 6;
+  const recipe = section.slice(start, section.indexOf("\n```", start));
+  for (const script of [recipe, "openssl genrsa -out other-key.pem 2048"]) {
+    const { success, stderr } = await new Deno.Command("bash", {
+      args: ["-euc", script],
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!success) throw new Error(`${script}: ${new TextDecoder().decode(stderr)}`);
+  }
   return dir;
 }
 
@@ -70,7 +43,7 @@ const because = ignore ? " (ignored: openssl is not installed)" : "";
 
 /** The server's flags for the throwaway certificate. */
 function tlsFlags(): string[] {
-  return ["--cert", `${dir}/cert.pem`, "--key", `${dir}/key.pem`];
+  return ["--cert", `${dir}/server.pem`, "--key", `${dir}/server-key.pem`];
 }
 
 Deno.test({
@@ -136,7 +109,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: `a certificate the client cannot verify: one line, exit 1${because}`,
+  name:
+    `a certificate the client cannot verify, or ws:// to TLS: one line, exit 1${because}`,
   ignore,
   async fn() {
     const { cli: server, port } = await startServerProcess(tlsFlags());
@@ -145,6 +119,13 @@ Deno.test({
     assert.equal(
       result.stderr,
       `chat: cannot connect to wss://localhost:${port}/: certificate not trusted (UnknownIssuer); for a private CA use --ca FILE\n`,
+    );
+    // ws:// to it: the client says what to use instead.
+    const plain = await runCli(["client", "--url", `ws://127.0.0.1:${port}`]);
+    assert.equal(plain.code, 1);
+    assert.equal(
+      plain.stderr,
+      `chat: cannot connect to ws://127.0.0.1:${port}/: the server speaks TLS: use wss://\n`,
     );
     await server.stop();
   },
@@ -156,11 +137,11 @@ Deno.test({
   async fn() {
     const cases: [string[], string][] = [
       [
-        ["server", "--cert", `${dir}/missing.pem`, "--key", `${dir}/key.pem`],
+        ["server", "--cert", `${dir}/missing.pem`, "--key", `${dir}/server-key.pem`],
         `chat: cannot read --cert "${dir}/missing.pem": no such file (try 'chat server --help')`,
       ],
       [
-        ["server", "--cert", `${dir}/cert.pem`],
+        ["server", "--cert", `${dir}/server.pem`],
         "chat: --cert and --key go together: give both or neither (try 'chat server --help')",
       ],
       [
@@ -169,7 +150,7 @@ Deno.test({
           "--port",
           "0",
           "--cert",
-          `${dir}/cert.pem`,
+          `${dir}/server.pem`,
           "--key",
           `${dir}/other-key.pem`,
         ],
@@ -180,8 +161,20 @@ Deno.test({
         `chat: cannot read --ca "${dir}/nope.pem": no such file (try 'chat client --help')`,
       ],
       [
-        ["client", "--ca", `${dir}/key.pem`],
-        `chat: --ca "${dir}/key.pem" holds no PEM certificate (try 'chat client --help')`,
+        ["client", "--ca", `${dir}/server-key.pem`],
+        `chat: --ca "${dir}/server-key.pem" holds no PEM certificate (try 'chat client --help')`,
+      ],
+      [
+        [
+          "server",
+          "--port",
+          "0",
+          "--cert",
+          `${dir}/ca.pem`,
+          "--key",
+          `${dir}/ca-key.pem`,
+        ],
+        `chat: --cert "${dir}/ca.pem" is a CA certificate (CA:TRUE), which clients refuse from a server: sign a server certificate with it (README: TLS) (try 'chat server --help')`,
       ],
     ];
     for (const [args, line] of cases) {
