@@ -20,7 +20,7 @@ const build = await new Deno.Command(Deno.execPath(), {
   env: { NO_COLOR: "1" },
 }).output();
 const buildErrors = new TextDecoder().decode(build.stderr);
-const noBaseRuntime = !build.success && /Setting up base binary|denort/.test(buildErrors);
+const noBaseRuntime = !build.success && /base runtime/.test(buildErrors);
 
 function run(args: string[], stdin = "") {
   return runProcess(BINARY, args, stdin);
@@ -58,5 +58,24 @@ Deno.test({
     server.kill("SIGTERM");
     assert.equal((await server.status).code, 0);
     await reader.cancel();
+  },
+});
+
+Deno.test({
+  name: noBaseRuntime
+    ? "deno task compile without its base runtime: one line saying why and what to do, exit 1, no dist/ left"
+    : "deno task compile without its base runtime (ignored: the base runtime is available here)",
+  ignore: !noBaseRuntime,
+  async fn() {
+    assert.equal(build.code, 1);
+    const lines = buildErrors.trimEnd().split("\n");
+    assert.equal(lines.length, 1, buildErrors);
+    assert.match(
+      lines[0],
+      /^chat compile: cannot get Deno's base runtime https:\/\/\S+denort\S+ \([^)]+\): run it on a machine with network access, or set DENORT_BIN to a denort binary of Deno \d/,
+    );
+    const left = await Deno.readDir(`${ROOT}dist`)[Symbol.asyncIterator]().next()
+      .then((entry) => entry.value?.name ?? "(empty)", () => "nothing");
+    assert.equal(left, "nothing", "dist/ was left behind");
   },
 });
