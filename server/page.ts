@@ -95,13 +95,19 @@ const PAGE = `<!doctype html>
   #status.down { color: #c0392b; }
   #online { font-size: .85rem; color: var(--muted); flex-basis: 100%; overflow-wrap: anywhere; }
   main { flex: 1; overflow-y: auto; overflow-x: hidden; padding: .5rem .75rem; }
+  /* Name, text and time in columns: wrapped lines stay under the text. */
   .message {
-    margin: .15rem 0; overflow-wrap: anywhere; white-space: pre-wrap;
-    padding-left: 1.5rem; text-indent: -1.5rem;
+    display: grid; grid-template-columns: max-content minmax(0, 1fr) max-content;
+    column-gap: .4rem; align-items: baseline;
+    margin: .1rem -.35rem; padding: .05rem .35rem; border-radius: .35rem;
   }
-  .text { unicode-bidi: isolate; }
+  .text { unicode-bidi: isolate; overflow-wrap: anywhere; white-space: pre-wrap; }
+  .notice .text { grid-column: 1 / 3; }
   .newline { color: var(--muted); }
-  .from { font-weight: 600; color: var(--accent); margin-right: .35rem; }
+  .from { font-weight: 600; color: var(--accent); }
+  .own { background: #3a6ff71f; }
+  .own .from { color: #2a9d55; }
+  .time { font-size: .75rem; color: var(--muted); }
   .notice { color: var(--muted); font-style: italic; }
   form { display: flex; gap: .5rem; padding: .5rem .75rem; border-top: 1px solid var(--line); }
   input {
@@ -124,7 +130,7 @@ const PAGE = `<!doctype html>
   <span id="status">not connected</span>
   <span id="online"></span>
 </header>
-<form id="join" autocomplete="off">
+<form id="join" autocomplete="off" novalidate>
   <p><label for="name">Your name</label></p>
   <input id="name" name="name" maxlength="{{NAME_MAX}}" pattern="{{NAME_PATTERN}}" required autofocus
     placeholder="letters, digits, _ - ." autocapitalize="off" spellcheck="false">

@@ -20,6 +20,7 @@ interface PageNode {
 }
 interface PageElement extends PageNode, EventTarget {
   className: string;
+  title: string;
   hidden: boolean;
   readonly classList: { toggle(token: string, force?: boolean): boolean };
   readonly scrollHeight: number;
@@ -68,6 +69,7 @@ export function pageScript(config: PageConfig): void {
   $("title").textContent = config.room ? "#" + config.room : "chat";
 
   let name = "";
+  let welcomed = false;
   let socket: WebSocket | null = null;
   let members: string[] = [];
   let awaitingWho = false;
@@ -76,7 +78,8 @@ export function pageScript(config: PageConfig): void {
   function show(kind: string, from: string | null, body: string) {
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
     const line = document.createElement("div");
-    line.className = "message " + kind;
+    // Your own messages stand out from the others'.
+    line.className = "message " + kind + (from !== null && from === name ? " own" : "");
     if (from !== null) {
       const who = document.createElement("span");
       who.className = "from";
@@ -99,6 +102,14 @@ export function pageScript(config: PageConfig): void {
       text.append(document.createTextNode(part));
     });
     line.append(text);
+    // When it arrived: the hour and minute shown, the whole time on hover.
+    const now = new Date();
+    const time = document.createElement("time");
+    time.className = "time";
+    time.textContent = String(now.getHours()).padStart(2, "0") + ":" +
+      String(now.getMinutes()).padStart(2, "0");
+    time.title = now.toLocaleString();
+    line.append(time);
     log.append(line);
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
@@ -139,8 +150,14 @@ export function pageScript(config: PageConfig): void {
       show("notice", null, line.slice(2));
       return;
     }
+    if (line === config.welcome) {
+      // Said once: a reconnect does not say it again.
+      if (!welcomed) show("notice", null, line);
+      welcomed = true;
+      return;
+    }
     const colon = line.indexOf(": ");
-    if (colon > 0 && !line.startsWith(config.welcome)) {
+    if (colon > 0) {
       show("chat", line.slice(0, colon), line.slice(colon + 2));
     } else {
       show("notice", null, line);

@@ -98,9 +98,17 @@ Deno.test({
       await waitForText(page, "#log", /termhello browser/);
       const last = await page.$eval("#log .chat:last-child", (el) => ({
         from: el.querySelector(".from")?.textContent,
-        text: el.lastChild?.textContent,
+        text: el.querySelector(".text")?.textContent,
+        time: el.querySelector(".time")?.textContent,
+        own: el.classList.contains("own"),
       }));
-      assert.deepEqual(last, { from: "term", text: "hello browser" });
+      assert.match(last.time ?? "", /^\d\d:\d\d$/);
+      assert.deepEqual({ ...last, time: "" }, {
+        from: "term",
+        text: "hello browser",
+        time: "",
+        own: false,
+      });
       assert.equal(await focusedId(page), "text");
 
       // Page → terminal, sent on Enter.
@@ -112,13 +120,22 @@ Deno.test({
       );
       assert.equal(await page.inputValue("#text"), "");
       assert.equal(await focusedId(page), "text");
+      // Your own message looks different from the others'.
+      await waitForText(page, "#log", /webhello terminal/);
+      assert.equal(
+        await page.$eval("#log .chat:last-child", (el) => el.classList.contains("own")),
+        true,
+      );
 
       // Hostile text is shown literally, never run.
       const hostile = "<img src=x onerror=alert(1)>";
       await terminal.write(`${hostile}\n`);
       await waitForText(page, "#log", /onerror=alert/);
       assert.equal(
-        await page.$eval("#log .chat:last-child", (el) => el.lastChild?.textContent),
+        await page.$eval(
+          "#log .chat:last-child",
+          (el) => el.querySelector(".text")?.textContent,
+        ),
         hostile,
       );
       assert.equal(await page.$$eval("#log img", (images) => images.length), 0);
@@ -166,9 +183,13 @@ Deno.test({
         })`);
       assert.ok(fit.scrollWidth <= fit.width, `page is ${fit.scrollWidth}px wide`);
       assert.ok(fit.input <= fit.height, `input bottom at ${fit.input} of ${fit.height}`);
-      // A name already in the room, on first join: ask for another.
+      // A name already in the room, on first join: ask for another. An invalid
+      // one gets the page's own words, not the browser's.
       const second = await phone(browser);
       await second.goto(`http://127.0.0.1:${port}/`);
+      await second.fill("#name", "no spaces");
+      await second.press("#name", "Enter");
+      await waitForText(second, "#join-error", /^Use 1 to 32 ASCII letters/);
       await second.fill("#name", "term");
       await second.press("#name", "Enter");
       await waitForText(second, "#join-error", /taken/);
@@ -198,6 +219,15 @@ Deno.test({
       await page.fill("#text", "back again");
       await page.press("#text", "Enter");
       assert.equal(await again.chat.next(), "web: back again");
+      // The welcome was shown once, not again on the reconnect.
+      assert.equal(
+        await page.$$eval(
+          "#log .notice .text",
+          (lines, welcome) => lines.filter((l) => l.textContent === welcome).length,
+          WELCOME,
+        ),
+        1,
+      );
       await again.finished();
     } finally {
       await browser.close();

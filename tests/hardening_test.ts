@@ -126,7 +126,7 @@ Deno.test("over the rate limit: not broadcast, one notice to the sender alone", 
     "sender: m2",
     rateLimitNotice(1),
   ]);
-  assert.equal(rateLimitNotice(1), "* rate limit: 1 messages per second");
+  assert.equal(rateLimitNotice(1), "* rate limit: 1 message per second");
   assert.deepEqual(await watcher.messages.many(3), [
     "sender: m0",
     "sender: m1",

@@ -165,7 +165,7 @@ Deno.test("--reconnect: an HTTP 503 (server full) is retried until a slot frees"
   const client = new Cli(["client", "--url", url, "--name", "waiter", "--reconnect"]);
   assert.match(
     await client.stderr.next(),
-    /: HTTP 503: server full: 1 clients; retrying in \d\.\d s$/,
+    /: HTTP 503: server full: 1 client; retrying in \d\.\d s$/,
   );
   await holder.close();
   assert.equal(

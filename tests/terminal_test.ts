@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { ROOT, startServer } from "./helpers.ts";
 import { colourLine, nameColour, timestamp } from "../lib/terminal.ts";
+import { WELCOME } from "../lib/protocol.ts";
 
 const SCRIPT = "/usr/bin/script";
 const missing = await Deno.stat(SCRIPT).then(() => false, () => true);
@@ -172,7 +173,10 @@ Deno.test({
   async fn() {
     await using server = startServer({ rateLimit: 0 });
     await using terminal = new Terminal(["--url", server.url, "--name", "alice"]);
-    await terminal.until((rows) => rows.at(-1) === ">", "the prompt");
+    await terminal.until(
+      (rows) => rows.includes(WELCOME) && rows.at(-1) === ">",
+      "the welcome and the prompt",
+    );
     await using bob = await server.join("bob");
     await terminal.until(
       (rows) => rows.includes("* bob joined (2 online)"),
@@ -226,7 +230,10 @@ Deno.test({
     await using server = startServer();
     await using bob = await server.join("bob");
     await using terminal = new Terminal(["--url", server.url, "--name", "alice"]);
-    await terminal.until((rows) => rows.at(-1) === ">", "the prompt");
+    await terminal.until(
+      (rows) => rows.includes(WELCOME) && rows.at(-1) === ">",
+      "the welcome and the prompt",
+    );
     await bob.presence.next();
     await terminal.type("half a line\x03");
     assert.equal(await terminal.finished(), 0);
