@@ -184,13 +184,18 @@ export async function connectProblem(
   url: URL,
   nativeMessage: string,
   client?: Deno.HttpClient,
+  headers?: Record<string, string>,
 ): Promise<ConnectFailure> {
   const statusText = nativeMessage.match(/status code:? (\d{3})/)?.[1];
   if (statusText) {
     const status = Number(statusText);
     // 503 (full, shutting down) and 408/429 pass; other 4xx are final.
     const retryable = status >= 500 || status === 408 || status === 429;
-    return { problem: await httpProblem(url, status, client), status, retryable };
+    return {
+      problem: await httpProblem(url, status, { client, headers }),
+      status,
+      retryable,
+    };
   }
   const native = nativeMessage.replace(NATIVE_PREFIX, "");
   if (/certificate/i.test(native)) {
@@ -260,13 +265,14 @@ export function networkProblem(error: unknown): string {
 async function httpProblem(
   url: URL,
   status: number,
-  client?: Deno.HttpClient,
+  { client, headers }: { client?: Deno.HttpClient; headers?: Record<string, string> },
 ): Promise<string> {
   const httpUrl = new URL(url.href.replace(/^ws/, "http"));
   try {
     const response = await fetch(httpUrl, {
       client,
       headers: {
+        ...headers,
         upgrade: "websocket",
         connection: "Upgrade",
         "sec-websocket-version": "13",
@@ -443,7 +449,7 @@ function session(
     if (!wasOpen) {
       return ended.resolve({
         kind: "failed",
-        failure: await connectProblem(url, nativeError, client),
+        failure: await connectProblem(url, nativeError, client, connection.headers),
       });
     }
     if (closingByUs) return ended.resolve({ kind: "done" });
@@ -612,6 +618,18 @@ export const CLIENT_COMMAND: CommandSpec = {
       help: "connect again after a failure or a close other than 1000, with backoff",
     },
     {
+      name: "token",
+      type: "string",
+      valueName: "TOKEN",
+      help: "a token for a server with --auth-secret (default: $CHAT_TOKEN)",
+    },
+    {
+      name: "token-file",
+      type: "string",
+      valueName: "FILE",
+      help: "read the token from FILE",
+    },
+    {
       name: "header",
       type: "string",
       valueName: "'NAME: VALUE'",
@@ -625,6 +643,38 @@ export const CLIENT_COMMAND: CommandSpec = {
     },
   ],
 };
+
+/**
+ * The token to send: `--token`, else `--token-file`'s first line, else
+ * `CHAT_TOKEN` (read only when the environment may be read).
+ */
+function tokenFlag(values: FlagValues, command: string): string | undefined {
+  if (values.token !== undefined && values["token-file"] !== undefined) {
+    throw new UsageError("--token and --token-file: give one", command);
+  }
+  if (values.token !== undefined) return (values.token as string).trim();
+  const file = values["token-file"] as string | undefined;
+  if (file !== undefined) {
+    try {
+      const token = Deno.readTextFileSync(file).trim().split("\n")[0];
+      if (token) return token;
+      throw new UsageError(`--token-file ${JSON.stringify(file)} is empty`, command);
+    } catch (error) {
+      if (error instanceof UsageError) throw error;
+      const why = error instanceof Deno.errors.NotFound
+        ? "no such file"
+        : errorText(error);
+      throw new UsageError(
+        `cannot read --token-file ${JSON.stringify(file)}: ${why}`,
+        command,
+      );
+    }
+  }
+  const permission = Deno.permissions.querySync({ name: "env", variable: "CHAT_TOKEN" });
+  return permission.state === "granted"
+    ? Deno.env.get("CHAT_TOKEN") || undefined
+    : undefined;
+}
 
 /** `Name: value` as a header, or a `UsageError`. */
 function headerFlag(text: string, command: string): [string, string] {
@@ -667,6 +717,8 @@ export function clientOptions(values: FlagValues): ClientOptions {
     ? undefined
     : pemFlag(caFile, { command, flag: "ca", expected: "CERTIFICATE" });
   const headers = ((values.header ?? []) as string[]).map((h) => headerFlag(h, command));
+  const token = tokenFlag(values, command);
+  if (token !== undefined) headers.push(["Authorization", `Bearer ${token}`]);
   return {
     url,
     name,

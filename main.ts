@@ -13,6 +13,7 @@ import config from "./deno.json" with { type: "json" };
 import { runCommand, UsageError } from "./lib/flags.ts";
 import { main as serverMain } from "./server.ts";
 import { main as clientMain } from "./client.ts";
+import { main as tokenMain } from "./token.ts";
 
 /** The version in `deno.json`, printed by `chat --version`. */
 export const VERSION: string = config.version;
@@ -20,6 +21,7 @@ export const VERSION: string = config.version;
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   server: serverMain,
   client: clientMain,
+  token: tokenMain,
 };
 
 /** The top-level `--help` text. */
@@ -28,10 +30,12 @@ export const USAGE = `chat ${VERSION}: a WebSocket broadcast chat
 Usage:
   chat server [flags]   run the chat server
   chat client [flags]   chat from the terminal (stdin lines are sent)
+  chat token [flags]    print a token for a server run with --auth-secret
   chat --version        print the version
   chat --help           show this help
 
-Run 'chat server --help' or 'chat client --help' for their flags.
+Run 'chat server --help', 'chat client --help' or 'chat token --help' for their
+flags.
 `;
 
 /** Dispatches `chat COMMAND ...`; resolves with the exit status. */
@@ -48,10 +52,12 @@ export async function main(args: string[]): Promise<number> {
   const command = first === undefined ? undefined : COMMANDS[first];
   if (!command) {
     const problem = first === undefined
-      ? "missing command: expected 'server' or 'client'"
+      ? "missing command: expected 'server', 'client' or 'token'"
       : first.startsWith("-")
       ? `unknown flag ${first}`
-      : `unknown command ${JSON.stringify(first)}: expected 'server' or 'client'`;
+      : `unknown command ${
+        JSON.stringify(first)
+      }: expected 'server', 'client' or 'token'`;
     console.error(new UsageError(problem).line());
     return 2;
   }

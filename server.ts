@@ -103,6 +103,7 @@ export function chatHandler(options: ServerOptions = {}): ChatHandler {
     maxClientsPerIp: settings.maxClientsPerIp,
     maxBufferedBytes: settings.maxBufferedBytes,
     maxClients: settings.maxClients,
+    authSecret: settings.authSecret,
     redis: settings.redis === undefined ? undefined : {
       url: settings.redis,
       prefix: settings.redisPrefix,
@@ -116,6 +117,7 @@ export function chatHandler(options: ServerOptions = {}): ChatHandler {
     loopback: isLoopback(settings.hostname),
     idleTimeout: settings.idleTimeout,
     maxMessageBytes: settings.maxMessageBytes,
+    authSecret: settings.authSecret,
   });
   return Object.defineProperties(routes, {
     clients: { get: () => chat.members },

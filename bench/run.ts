@@ -324,7 +324,13 @@ async function measure(
   scenario: Scenario,
 ): Promise<Measurement | string> {
   const redis = server.redis ? await startRedis() : undefined;
-  const started = await startServer(server, redis?.url);
+  let started: Awaited<ReturnType<typeof startServer>>;
+  try {
+    started = await startServer(server, redis?.url);
+  } catch (error) {
+    await redis?.stop();
+    return `did not start: ${errorText(error)}`;
+  }
   const cpu0 = cpuSeconds(started.pid);
   const rss0 = rssBytes(started.pid);
   const extra: Record<string, number> = {};

@@ -60,6 +60,18 @@ export function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
+/** The answer to `/token` when the new token is accepted: its expiry, to the second. */
+export function tokenRenewedNotice(expires: number): string {
+  return `* token renewed until ${
+    new Date(expires).toISOString().replace(/\.\d{3}Z$/, "Z")
+  }`;
+}
+
+/** The answer to `/token` when the new token is not accepted. */
+export function tokenRefusedNotice(reason: string): string {
+  return `* token refused: ${reason}`;
+}
+
 /** What a sender alone is told, at most once a second, when it is over the rate limit. */
 export function rateLimitNotice(perSecond: number): string {
   return `* rate limit: ${plural(perSecond, "message")} per second`;

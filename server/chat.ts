@@ -24,6 +24,7 @@ import { type HttpRefusal, Refusals } from "./refusals.ts";
 import { Room, type RoomOptions } from "./room.ts";
 import { HistoryBudget } from "./history.ts";
 import { Session, type SessionHost } from "./session.ts";
+import type { Identity } from "../lib/auth.ts";
 
 /** What a chat is told; the server's options, resolved (see `ServerOptions`). */
 export interface ChatSettings {
@@ -36,6 +37,8 @@ export interface ChatSettings {
   maxBufferedBytes: number;
   maxClients: number;
   maxClientsPerIp: number;
+  /** Tokens are signed with it (`--auth-secret`); without it, none are used. */
+  authSecret?: Uint8Array;
   /** Share rooms through this Redis; in process without it. */
   redis?: { url: string; prefix: string; timeoutMs: number };
   log: Log;
@@ -49,6 +52,13 @@ export interface Reservation {
   readonly address: string;
   /** The client speaks `chat.batch`. */
   readonly batching: boolean;
+  /** Who its token says it is (with `--auth-secret`): its name is the token's. */
+  readonly identity?: Identity;
+}
+
+/** The name an upgrade holds: the URL's, the token's, or else the address. */
+function heldName(request: Omit<Reservation, "room">): string {
+  return request.name ?? request.identity?.name ?? request.address;
 }
 
 /** The IP address of an `IP:PORT` (`[::1]:5000` gives `::1`). */
@@ -65,6 +75,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
   readonly limits: AdmissionLimits;
   readonly maxBufferedBytes: number;
   readonly quiet: boolean;
+  readonly authSecret?: Uint8Array;
   readonly #settings: ChatSettings;
   readonly #roomOptions: RoomOptions;
   readonly #rooms = new Map<string, Room<Session>>();
@@ -84,6 +95,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
     this.limits = settings.limits;
     this.maxBufferedBytes = settings.maxBufferedBytes;
     this.quiet = settings.quiet;
+    this.authSecret = settings.authSecret;
     this.backplane = settings.redis === undefined
       ? new LocalBackplane(this)
       : new RedisBackplane({
@@ -152,12 +164,12 @@ export class Chat implements SessionHost, BackplaneReceiver {
     }
     this.#perIp.set(ip, fromIp + 1);
     const room = this.#room(request.room);
-    const wanted = request.name ?? request.address;
+    const wanted = heldName(request);
     this.#reserving++;
     let held: boolean;
     try {
       // An address is unique here; on another instance it does not matter.
-      held = await room.hold(wanted, { exclusive: request.name !== undefined });
+      held = await room.hold(wanted, { exclusive: wanted !== request.address });
     } finally {
       this.#reserving--;
     }
@@ -172,7 +184,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
 
   /** Gives back what `reserve` held, for an upgrade that did not happen. */
   cancel(reservation: Reservation): void {
-    reservation.room.release(reservation.name ?? reservation.address);
+    reservation.room.release(heldName(reservation));
     this.tidy(reservation.room);
     this.#leftIp(reservation.address);
   }
@@ -195,6 +207,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
         name: reservation.name,
         room: reservation.room,
         batching: reservation.batching,
+        identity: reservation.identity,
         host: this,
       }),
     );

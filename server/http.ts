@@ -18,6 +18,7 @@ import type { Chat } from "./chat.ts";
 import type { Metrics } from "./metrics.ts";
 import { chatPage } from "./page.ts";
 import { type HttpRefusal, Refusals } from "./refusals.ts";
+import { type Identity, mayJoin, requestToken, verifyToken } from "../lib/auth.ts";
 
 /** What the HTTP front is told (from the server's options). */
 export interface HttpOptions {
@@ -34,6 +35,8 @@ export interface HttpOptions {
   idleTimeout: number;
   /** The largest message, shown by the page as its input's limit. */
   maxMessageBytes: number;
+  /** With a secret, every upgrade (and the page's name check) needs a token. */
+  authSecret?: Uint8Array;
 }
 
 /** Answers one request; mountable in any `Deno.serve` app. */
@@ -193,6 +196,18 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
     return undefined;
   }
 
+  /** The identity a request's token carries for `room`, or why it is refused. */
+  async function tokenRefusal(
+    request: Request,
+    url: URL,
+    room: string,
+  ): Promise<Identity | HttpRefusal | undefined> {
+    if (!options.authSecret) return undefined;
+    const verified = await verifyToken(requestToken(request, url), options.authSecret);
+    if (typeof verified === "string") return Refusals.token(verified);
+    return mayJoin(verified, room) ? verified : Refusals.roomNotAllowed();
+  }
+
   /** A request that is not an upgrade: status, the page, or a hint to upgrade. */
   async function plainRequest(request: Request, url: URL): Promise<Response> {
     const reading = request.method === "GET" || request.method === "HEAD";
@@ -204,6 +219,12 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
       // The page for joining under a name that is taken: the page asks
       // this first, since a browser cannot see a refused upgrade's status.
       const wanted = url.searchParams.get("name");
+      if (wanted !== null && options.authSecret) {
+        const refused = await tokenRefusal(request, url, room);
+        if (refused && "status" in refused) {
+          return plainResponse(refused.status, refused.text);
+        }
+      }
       if (wanted && await chat.nameTaken(room, wanted)) {
         return plainResponse(409, Refusals.nameTaken(wanted).text);
       }
@@ -236,10 +257,19 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
     if (room === undefined) return refuse(Refusals.noRoom(url.pathname));
     const { name, problem } = nameFromQuery(url);
     if (problem) return refuse(Refusals.badName(problem));
+    let identity: Identity | undefined;
+    if (options.authSecret) {
+      const verified = await tokenRefusal(request, url, room);
+      if (verified && "status" in verified) return refuse(verified);
+      identity = verified;
+      if (name !== undefined && identity && name !== identity.name) {
+        return refuse(Refusals.notTokenName(name, identity.name));
+      }
+    }
     const batching = offersBatching(request);
     // Read before the upgrade: afterwards the request is closed and so is `info`.
     const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
-    const reservation = await chat.reserve({ room, name, address, batching });
+    const reservation = await chat.reserve({ room, name, address, batching, identity });
     if ("status" in reservation) return refuse(reservation);
     let upgrade: Deno.WebSocketUpgrade;
     try {

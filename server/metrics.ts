@@ -14,7 +14,8 @@ export type RefusalReason =
   | "max_clients"
   | "origin"
   | "bad_name"
-  | "binary";
+  | "binary"
+  | "auth";
 
 const REASONS: readonly RefusalReason[] = [
   "too_big",
@@ -24,6 +25,7 @@ const REASONS: readonly RefusalReason[] = [
   "origin",
   "bad_name",
   "binary",
+  "auth",
 ];
 
 /** Gauges read when the metrics are served. */

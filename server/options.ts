@@ -8,6 +8,7 @@
  */
 
 import { X509Certificate } from "node:crypto";
+import { readSecret } from "../lib/auth.ts";
 import {
   type CommandSpec,
   type FlagSpec,
@@ -104,6 +105,12 @@ export interface ServerOptions {
   cert?: string;
   /** TLS private key, PEM, matching `cert`. @default {none} */
   key?: string;
+  /**
+   * The HMAC secret (at least 32 bytes) that signs tokens: with it, every
+   * upgrade needs a token (HS256 JWT) naming who joins and where; without
+   * it, anyone may join any room under any free name. @default {none}
+   */
+  authSecret?: Uint8Array;
   /**
    * A Redis server (`redis://[user:password@]host[:port][/db]`, `rediss://`
    * for TLS) through which several instances serve the same rooms, presence
@@ -356,6 +363,14 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "FILE",
     help: "TLS private key (PEM) for --cert",
     parse: (file) => pemFlag(file, { command: COMMAND, flag: "key" }),
+  },
+  {
+    flag: "auth-secret",
+    option: "authSecret",
+    kind: "text",
+    valueName: "FILE",
+    help: "require a token signed with the secret in FILE (32 bytes at least)",
+    parse: (file) => readSecret(file, { command: COMMAND, flag: "auth-secret" }),
   },
   {
     flag: "redis",

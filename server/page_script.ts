@@ -70,6 +70,19 @@ export function pageScript(config: PageConfig): void {
 
   let name = "";
   let welcomed = false;
+  // A token rides in the URL's fragment (`#token=...`), which no server
+  // log ever sees; it goes on as `?token=`. Its `sub` is the name to use.
+  const token = new URLSearchParams(location.hash.slice(1)).get("token") ?? "";
+  const tokenName = (() => {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const sub = JSON.parse(atob(part)).sub;
+      return typeof sub === "string" ? sub : "";
+    } catch {
+      return "";
+    }
+  })();
+  const tokenQuery = token ? "&token=" + encodeURIComponent(token) : "";
   let socket: WebSocket | null = null;
   let members: string[] = [];
   let awaitingWho = false;
@@ -166,7 +179,8 @@ export function pageScript(config: PageConfig): void {
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const url = scheme + location.host + path + "?name=" + encodeURIComponent(name);
+    const url = scheme + location.host + path + "?name=" + encodeURIComponent(name) +
+      tokenQuery;
     setStatus("connecting…", false);
     // Batched: what the page is owed in one server turn comes as one frame.
     const ws = new WebSocket(url, [config.batchProtocol]);
@@ -194,6 +208,12 @@ export function pageScript(config: PageConfig): void {
       socket = null;
       members = [];
       showMembers();
+      // An expired token will not work again: say so, and stop.
+      if (event.code === 1008 && event.reason === "token expired") {
+        setStatus("your token expired: get a new one to chat again", true);
+        show("notice", null, "disconnected: your token expired");
+        return;
+      }
       const wait = backoff.delay();
       const why = opened
         ? "disconnected" +
@@ -216,14 +236,23 @@ export function pageScript(config: PageConfig): void {
       error.textContent = "Use " + config.nameRule + ".";
       return;
     }
-    // The browser hides a refused upgrade's status: ask first whether the name is free.
+    // The browser hides a refused upgrade's status: ask first whether the
+    // name is free (and the token good), with GET since HEAD has no body.
     try {
-      const answer = await fetch(path + "?name=" + encodeURIComponent(wanted), {
-        method: "HEAD",
-      });
+      const answer = await fetch(
+        path + "?name=" + encodeURIComponent(wanted) + tokenQuery,
+      );
       if (answer.status === 409) {
         error.textContent = "That name is taken here: choose another.";
         nameInput.focus();
+        return;
+      }
+      if (answer.status === 401 || answer.status === 403) {
+        const why = (await answer.text()).trim();
+        setStatus("not allowed in", true);
+        error.textContent = token
+          ? "The server refused your token (" + why + "): ask for a new link."
+          : "This chat needs an invitation link with a token (" + why + ").";
         return;
       }
     } catch {
@@ -258,4 +287,9 @@ export function pageScript(config: PageConfig): void {
     // Storage may be off.
   }
   nameInput.focus();
+  // The token names the user: no name to ask for.
+  if (tokenName) {
+    nameInput.value = tokenName;
+    $("join").dispatchEvent(new Event("submit", { cancelable: true }));
+  }
 }

@@ -10,6 +10,7 @@
 
 import { CloseCode, CloseReason, plural } from "../lib/protocol.ts";
 import type { RefusalReason } from "./metrics.ts";
+import type { TokenProblem } from "../lib/auth.ts";
 
 /** An upgrade refused with an HTTP status and a one-line body. */
 export interface HttpRefusal {
@@ -70,6 +71,25 @@ export const Refusals = {
     metric: "max_clients",
     headers: { "retry-after": "10" },
   }),
+  /** An upgrade without a token the server accepts (`--auth-secret`). */
+  token: (problem: TokenProblem): HttpRefusal => ({
+    status: 401,
+    text: problem,
+    metric: "auth",
+    headers: { "www-authenticate": 'Bearer realm="chat"' },
+  }),
+  /** A token whose `rooms` leave this room out. */
+  roomNotAllowed: (): HttpRefusal => ({
+    status: 403,
+    text: "room not allowed",
+    metric: "auth",
+  }),
+  /** A `?name=` other than the token's name. */
+  notTokenName: (name: string, tokenName: string): HttpRefusal => ({
+    status: 400,
+    text: `name ${name} is not the token's (${tokenName})`,
+    metric: "auth",
+  }),
   /** A name someone in the room holds (on any instance). */
   nameTaken: (name: string): HttpRefusal => ({
     status: 409,
@@ -123,6 +143,13 @@ export const Refusals = {
     reason: CloseReason.TOO_SLOW,
     metric: "slow_consumer",
     log: `slow consumer, over ${plural(maxBufferedBytes, "byte")} unsent`,
+  }),
+  /** The token's `exp` passed with no fresh token sent (`/token`). */
+  tokenExpired: (): CloseRefusal => ({
+    code: CloseCode.POLICY_VIOLATION,
+    reason: "token expired",
+    metric: "auth",
+    log: "token expired",
   }),
   /** A YewChat NICK that breaks the name rule or is taken. */
   badNick: (problem: string): CloseRefusal => ({

@@ -31,6 +31,8 @@ import {
   rateLimitNotice,
   REGISTER_WAIT_MS,
   SEPARATOR_REFUSED,
+  tokenRefusedNotice,
+  tokenRenewedNotice,
   unknownCommandLine,
   WELCOME,
   whoLine,
@@ -54,6 +56,10 @@ import type { Metrics } from "./metrics.ts";
 import { Outbox, type TurnChecks } from "./outbox.ts";
 import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
 import type { Arrival, Member, Room } from "./room.ts";
+import { type Identity, mayJoin, verifyToken } from "../lib/auth.ts";
+
+/** The longest a timer can wait (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** Where a session is in its life. */
 export type SessionState = "connecting" | "held" | "joined" | "leaving" | "gone";
@@ -69,6 +75,8 @@ export interface SessionHost {
   readonly maxBufferedBytes: number;
   /** No line per message in the log. */
   readonly quiet: boolean;
+  /** Tokens are checked against it (`/token`); absent when none are used. */
+  readonly authSecret?: Uint8Array;
   /** True once the server is shutting down: nothing more is accepted. */
   readonly shuttingDown: boolean;
   /** The session's socket closed: it is out of the chat. */
@@ -89,6 +97,8 @@ export interface SessionOptions {
   room: Room<Session>;
   /** The client speaks `chat.batch`: a turn's frames go out as one. */
   batching: boolean;
+  /** Who its token says it is: its name, rooms and expiry (with `--auth-secret`). */
+  identity?: Identity;
   host: SessionHost;
 }
 
@@ -116,6 +126,10 @@ export class Session implements Member, Arrival {
   readonly #outbox: Outbox;
   /** The wait for an unnamed client's first frame. */
   #registerTimer?: ReturnType<typeof setTimeout>;
+  /** Who its token says it is; renewed by `/token`. */
+  #identity?: Identity;
+  /** Closes the client when its token expires. */
+  #expiryTimer?: ReturnType<typeof setTimeout>;
   /** Frames that arrived while the backplane decides on a NICK. */
   #pendingInput?: string[];
   /**
@@ -138,7 +152,8 @@ export class Session implements Member, Arrival {
   constructor(options: SessionOptions) {
     this.id = options.id;
     this.address = options.address;
-    this.#name = options.name ?? options.address;
+    this.#name = options.name ?? options.identity?.name ?? options.address;
+    this.#identity = options.identity;
     this.#named = options.name !== undefined;
     this.#socket = options.socket;
     this.#room = options.room;
@@ -217,6 +232,7 @@ export class Session implements Member, Arrival {
     }
     if (this.#state !== "connecting") return;
     this.#state = "held";
+    this.#watchExpiry();
     // Joining only once open: a socket still connecting cannot be sent to.
     if (this.#named) return this.#join(PLAIN);
     // Without a name it may be a YewChat client: its first frame tells.
@@ -330,6 +346,15 @@ export class Session implements Member, Arrival {
     clearTimeout(this.#registerTimer);
     const problem = nameProblem(nick);
     if (problem) return this.refuse(Refusals.badNick(problem));
+    if (this.#identity) {
+      // With a token, the NICK is the token's name, held since the upgrade.
+      if (nick !== this.#identity.name) {
+        return this.refuse(
+          Refusals.badNick(`NICK ${nick} is not the token's (${this.#identity.name})`),
+        );
+      }
+      return this.#join(codec);
+    }
     this.#pendingInput = [];
     void this.#room.hold(nick, { exclusive: true }).then((held) => {
       const pending = this.#pendingInput ?? [];
@@ -356,9 +381,49 @@ export class Session implements Member, Arrival {
         return answer(this.#room.everyone(), (names) => this.#notify(whoLine(names)));
       case "/help":
         return this.#notify(HELP_LINE);
+      case "/token":
+        return this.#renew(line.slice(command.length).trim());
       default:
         return this.#notify(unknownCommandLine(command));
     }
+  }
+
+  /**
+   * Closes the client with 1008 `token expired` once its token expires
+   * (timers hold at most about 24 days: a later expiry is looked at again).
+   */
+  #watchExpiry(): void {
+    clearTimeout(this.#expiryTimer);
+    if (!this.#identity) return;
+    const left = this.#identity.expires - Date.now();
+    this.#expiryTimer = setTimeout(() => {
+      if (Date.now() >= this.#identity!.expires) this.refuse(Refusals.tokenExpired());
+      else this.#watchExpiry();
+    }, Math.max(0, Math.min(left, MAX_TIMER_MS)));
+  }
+
+  /** `/token NEWTOKEN`: a fresh token for the same name moves the expiry. */
+  #renew(token: string): void {
+    const secret = this.#host.authSecret;
+    if (!secret || !this.#identity) {
+      return this.#notify(tokenRefusedNotice("this server does not use tokens"));
+    }
+    const current = this.#identity;
+    void verifyToken(token, secret).then((fresh) => {
+      if (this.#state !== "joined") return;
+      if (typeof fresh === "string") return this.#notify(tokenRefusedNotice(fresh));
+      if (fresh.name !== current.name) {
+        return this.#notify(
+          tokenRefusedNotice(`it names ${fresh.name}, not ${current.name}`),
+        );
+      }
+      if (!mayJoin(fresh, this.#room.name)) {
+        return this.#notify(tokenRefusedNotice("room not allowed"));
+      }
+      this.#identity = fresh;
+      this.#watchExpiry();
+      this.#notify(tokenRenewedNotice(fresh.expires));
+    });
   }
 
   /**
@@ -410,6 +475,7 @@ export class Session implements Member, Arrival {
    */
   async shutdown(deadline: Promise<void>): Promise<void> {
     clearTimeout(this.#registerTimer);
+    clearTimeout(this.#expiryTimer);
     let late = false;
     void deadline.then(() => late = true);
     // No event says the backlog is written: look again every few milliseconds.
@@ -434,6 +500,7 @@ export class Session implements Member, Arrival {
   /** Out of the room and its name given back; nothing more is sent. */
   #leave(next: "leaving" | "gone"): void {
     clearTimeout(this.#registerTimer);
+    clearTimeout(this.#expiryTimer);
     this.#arrival = undefined;
     this.#room.unwatch(this);
     this.#state = next;

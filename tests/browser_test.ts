@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { Cli, join, startServerProcess } from "./helpers.ts";
 import { WELCOME } from "../lib/protocol.ts";
+import { mintToken } from "../lib/auth.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const missing = await Deno.stat(CHROMIUM).then(() => false, () => true);
@@ -232,6 +233,55 @@ Deno.test({
     } finally {
       await browser.close();
       await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: missing
+    ? "the chat page with a token (ignored: /usr/bin/chromium is not installed)"
+    : "the chat page with a token: #token= names the user; none, or an expired one, is said plainly",
+  ignore: missing,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "chat-page-auth-" });
+    const secretFile = `${dir}/secret`;
+    await Deno.writeTextFile(secretFile, "p".repeat(40));
+    const secret = new TextEncoder().encode("p".repeat(40));
+    const started = await startServerProcess(["--auth-secret", secretFile]);
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+    });
+    try {
+      const http = started.url.replace("ws:", "http:");
+      // With a token: no name box, straight in under the token's name.
+      const page = await phone(browser);
+      const alice = await mintToken({ name: "alice", ttlSeconds: 3 }, secret);
+      await page.goto(`${http}/#token=${alice}`);
+      await waitForText(page, "#status", /^connected as alice$/);
+      assert.equal(await page.isVisible("#join"), false);
+      await page.fill("#text", "hello with a token");
+      await page.press("#text", "Enter");
+      await waitForText(page, "#log", /alicehello with a token/);
+      // It expires (3 s): the page says so and stops.
+      await waitForText(page, "#status", /token expired/);
+      // Without a token: the page says what is needed instead of retrying.
+      const stranger = await phone(browser);
+      await stranger.goto(`${http}/`);
+      await stranger.fill("#name", "mallory");
+      await stranger.press("#name", "Enter");
+      await waitForText(
+        stranger,
+        "#join-error",
+        /needs an invitation link.*token missing/,
+      );
+      assert.ok(!started.cli.stdoutLines.some((line) => line.includes(alice)));
+    } finally {
+      await browser.close();
+      await started.cli.stop();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

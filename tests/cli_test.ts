@@ -30,10 +30,13 @@ Deno.test("--version prints chat and the version in deno.json", async () => {
 
 Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2", async () => {
   const cases: [string[], string][] = [
-    [[], "chat: missing command: expected 'server' or 'client' (try 'chat --help')"],
+    [
+      [],
+      "chat: missing command: expected 'server', 'client' or 'token' (try 'chat --help')",
+    ],
     [
       ["serve"],
-      `chat: unknown command "serve": expected 'server' or 'client' (try 'chat --help')`,
+      `chat: unknown command "serve": expected 'server', 'client' or 'token' (try 'chat --help')`,
     ],
     [["server", "--nope"], "chat: unknown flag --nope (try 'chat server --help')"],
     [["server", "--port"], "chat: flag --port needs a value (try 'chat server --help')"],

@@ -1,14 +1,16 @@
 /** The README documents every flag with the default the code uses. */
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import { ROOT } from "./helpers.ts";
+import { Cli, ROOT, startServerProcess } from "./helpers.ts";
+import { WELCOME } from "../lib/protocol.ts";
 import { SERVER_COMMAND } from "../server.ts";
 import { CLIENT_COMMAND } from "../client.ts";
+import { TOKEN_COMMAND } from "../token.ts";
 
 const README = await Deno.readTextFile(`${ROOT}README.md`);
 
 Deno.test("the README lists every flag with its default", () => {
-  for (const command of [SERVER_COMMAND, CLIENT_COMMAND]) {
+  for (const command of [SERVER_COMMAND, CLIENT_COMMAND, TOKEN_COMMAND]) {
     for (const flag of command.flags) {
       const row = README.split("\n").find((line) =>
         line.startsWith(
@@ -105,4 +107,73 @@ Deno.test("the README's limits are the ones the code uses", async () => {
   ) {
     assert.ok(text.includes(phrase), `README does not say "${phrase}"`);
   }
+});
+
+/** The walkthrough's `console` blocks: each command and the lines it shows. */
+function walkthrough(): { command: string; lines: string[] }[] {
+  const start = README.indexOf("## A walkthrough");
+  const section = README.slice(start, README.indexOf("\n## ", start + 1));
+  return [...section.matchAll(/```console\n\$ (.*)\n([^`]*)```/g)].map((m) => ({
+    command: m[1],
+    lines: m[2].trimEnd().split("\n"),
+  }));
+}
+
+Deno.test("the walkthrough's transcripts are what the chat prints", async () => {
+  const [serverBlock, aliceBlock, bobBlock, thirdBlock] = walkthrough();
+  assert.equal(serverBlock.command, "deno task server");
+  assert.equal(aliceBlock.command, "deno task client --name alice");
+  assert.equal(bobBlock.command, "deno task client --name bob");
+  assert.equal(thirdBlock.command, "deno task client");
+  const { cli: server, url } = await startServerProcess();
+  const client = (name?: string) =>
+    new Cli(["client", "--url", url, ...(name ? ["--name", name] : [])]);
+  const typed = (block: { lines: string[] }) =>
+    block.lines.filter((l) => l.startsWith("> ")).map((l) => l.slice(2));
+  const [aliceSays] = typed(aliceBlock);
+  const [bobSays, bobAsks] = typed(bobBlock);
+  const [thirdSays] = typed(thirdBlock);
+
+  const alice = client("alice");
+  assert.equal(await alice.stdout.next(), WELCOME);
+  const bob = client("bob");
+  assert.equal(await bob.stdout.next(), WELCOME);
+  await alice.stdout.take((l) => l === "* bob joined (2 online)");
+  await alice.write(`${aliceSays}\n`);
+  await bob.stdout.take((l) => l === `alice: ${aliceSays}`);
+  await bob.write(`${bobSays}\n`);
+  await alice.stdout.take((l) => l === `bob: ${bobSays}`);
+  const third = client();
+  await third.stdout.take((l) => l === `bob: ${bobSays}`);
+  await bob.stdout.take((l) => l.endsWith("joined (3 online)"));
+  await bob.write(`${bobAsks}\n`);
+  await bob.stdout.take((l) => l.startsWith("* online (3)"));
+  await third.write(`${thirdSays}\n`);
+  for (const each of [alice, bob]) await each.stdout.take((l) => l.endsWith(thirdSays));
+  await third.finished();
+  for (const each of [alice, bob]) {
+    await each.stdout.take((l) => l.endsWith("left (2 online)"));
+  }
+  await alice.finished();
+  await bob.stdout.take((l) => l === "* alice left (1 online)");
+  await bob.finished();
+  await server.stdout.take((l) =>
+    l.startsWith("Disconnected") &&
+    server.stdoutLines.filter((x) => x.startsWith("Disconnected")).length === 3
+  );
+  await server.stop();
+
+  // Addresses as the README shows them: each client's port, in order of connection.
+  const ports = [...new Set(server.stdoutLines.join("\n").match(/127\.0\.0\.1:\d+/g))]
+    .filter((address) => !url.endsWith(address));
+  const readmePorts = ["127.0.0.1:41042", "127.0.0.1:41052", "127.0.0.1:41054"];
+  const normal = (line: string) =>
+    ports.reduce((text, address, i) => text.replaceAll(address, readmePorts[i]), line)
+      .replace(url.replace("ws://", ""), "127.0.0.1:8080");
+  const shown = (block: { lines: string[] }) =>
+    block.lines.filter((l) => !l.startsWith("> "));
+  assert.deepEqual(server.stdoutLines.map(normal), serverBlock.lines);
+  assert.deepEqual(alice.stdoutLines.map(normal), shown(aliceBlock));
+  assert.deepEqual(bob.stdoutLines.map(normal), shown(bobBlock));
+  assert.deepEqual(third.stdoutLines.map(normal), shown(thirdBlock));
 });
