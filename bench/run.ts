@@ -213,8 +213,10 @@ const ms = (n: number) => Number.isFinite(n) ? `${n.toFixed(2)} ms` : "–";
 const rate = (n: number) =>
   n >= 1e6
     ? `${(n / 1e6).toFixed(2)}M`
-    : n >= 1e3
+    : n >= 1e4
     ? `${(n / 1e3).toFixed(0)}k`
+    : n >= 1e3
+    ? `${(n / 1e3).toFixed(1)}k`
     : n.toFixed(0);
 
 /** A generator using this share of its core or more may be what limits a row. */
