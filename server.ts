@@ -104,6 +104,7 @@ export function chatHandler(options: ServerOptions = {}): ChatHandler {
     maxBufferedBytes: settings.maxBufferedBytes,
     maxClients: settings.maxClients,
     authSecret: settings.authSecret,
+    kickSeconds: settings.kickSeconds,
     redis: settings.redis === undefined ? undefined : {
       url: settings.redis,
       prefix: settings.redisPrefix,

@@ -25,6 +25,8 @@ export const CloseCode = {
   MESSAGE_TOO_BIG: 1009,
   /** The server hit an unexpected error handling this connection. */
   INTERNAL_ERROR: 1011,
+  /** A moderator removed the client from the room (`/kick`). */
+  KICKED: 4001,
 } as const;
 
 /** Close reasons sent with the codes above. */
@@ -169,7 +171,32 @@ export const BACKPLANE_BACK = "* backplane back: messages reach every server aga
 
 /** The answer to `/help`. */
 export const HELP_LINE =
-  "* commands: /who (who is online), /help (this list); start a message with // to send one that starts with /";
+  "* commands: /who (who is online), /help (this list), /token TOKEN (renew), /kick NAME [REASON] and /mute NAME SECONDS (moderators); start a message with // to send one that starts with /";
+
+/** The answer to `/kick` or `/mute` from someone who is not a moderator. */
+export const NOT_ALLOWED = "* not allowed";
+
+/** The answer to a `/kick` or `/mute` that is not written as it should be. */
+export function moderationUsage(command: "/kick" | "/mute"): string {
+  return command === "/kick"
+    ? "* usage: /kick NAME [REASON]"
+    : "* usage: /mute NAME SECONDS";
+}
+
+/** The close reason of a kicked client: `kicked`, or `kicked: REASON`. */
+export function kickedReason(reason: string): string {
+  return reason ? `kicked: ${reason}` : "kicked";
+}
+
+/** To the rest of the room when a moderator kicked someone. */
+export function kickedNotice(name: string, by: string): string {
+  return `* ${name} was kicked by ${by}`;
+}
+
+/** To a muted client, when muted and when it sends meanwhile. */
+export function mutedNotice(seconds: number): string {
+  return `* you are muted for ${seconds} s`;
+}
 
 /** The answer to a command the server does not know. */
 export function unknownCommandLine(command: string): string {

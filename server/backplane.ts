@@ -24,6 +24,19 @@ export type RoomEvent =
     /** Absent for members whose instance stopped refreshing them. */
     origin?: string;
     conn?: number;
+  }
+  | {
+    /** A moderator removed `name` from the room (`/kick`) or silenced it (`/mute`). */
+    kind: "kicked" | "muted";
+    name: string;
+    /** The moderator's name. */
+    by: string;
+    /** Until when it holds, in milliseconds since the epoch. */
+    until: number;
+    /** Why, for a kick (may be empty). */
+    reason?: string;
+    origin?: string;
+    conn?: number;
   };
 
 /** What a backplane knows about an event beyond the event itself. */

@@ -21,7 +21,7 @@ import type { CountingLog, Log } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { TurnChecks } from "./outbox.ts";
 import { type HttpRefusal, Refusals } from "./refusals.ts";
-import { Room, type RoomOptions } from "./room.ts";
+import { Moderation, Room, type RoomOptions } from "./room.ts";
 import { HistoryBudget } from "./history.ts";
 import { Session, type SessionHost } from "./session.ts";
 import type { Identity } from "../lib/auth.ts";
@@ -39,6 +39,8 @@ export interface ChatSettings {
   maxClientsPerIp: number;
   /** Tokens are signed with it (`--auth-secret`); without it, none are used. */
   authSecret?: Uint8Array;
+  /** How long a kicked name may not join its room again. */
+  kickSeconds: number;
   /** Share rooms through this Redis; in process without it. */
   redis?: { url: string; prefix: string; timeoutMs: number };
   log: Log;
@@ -76,6 +78,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
   readonly maxBufferedBytes: number;
   readonly quiet: boolean;
   readonly authSecret?: Uint8Array;
+  readonly kickSeconds: number;
   readonly #settings: ChatSettings;
   readonly #roomOptions: RoomOptions;
   readonly #rooms = new Map<string, Room<Session>>();
@@ -96,6 +99,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
     this.maxBufferedBytes = settings.maxBufferedBytes;
     this.quiet = settings.quiet;
     this.authSecret = settings.authSecret;
+    this.kickSeconds = settings.kickSeconds;
     this.backplane = settings.redis === undefined
       ? new LocalBackplane(this)
       : new RedisBackplane({
@@ -109,6 +113,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
       historyBudget: new HistoryBudget(settings.historyBytes),
       presenceLimit: settings.presenceLimit,
       echo: settings.echo,
+      moderation: new Moderation(),
     };
   }
 
@@ -140,6 +145,11 @@ export class Chat implements SessionHost, BackplaneReceiver {
     return count;
   }
 
+  /** True while a moderator's kick bars `name` from the room called `room`. */
+  kicked(room: string, name: string): boolean {
+    return this.#roomOptions.moderation.left("kicked", room, name) > 0;
+  }
+
   /** True when `name` is held in the room called `room` here or on another instance. */
   async nameTaken(room: string, name: string): Promise<boolean> {
     return this.#rooms.get(room)?.has(name) === true ||
@@ -165,6 +175,11 @@ export class Chat implements SessionHost, BackplaneReceiver {
     this.#perIp.set(ip, fromIp + 1);
     const room = this.#room(request.room);
     const wanted = heldName(request);
+    if (room.kicked(wanted)) {
+      this.tidy(room);
+      this.#leftIp(request.address);
+      return Refusals.kicked();
+    }
     this.#reserving++;
     let held: boolean;
     try {

@@ -225,6 +225,9 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
           return plainResponse(refused.status, refused.text);
         }
       }
+      if (wanted && chat.kicked(room, wanted)) {
+        return plainResponse(403, Refusals.kicked().text);
+      }
       if (wanted && await chat.nameTaken(room, wanted)) {
         return plainResponse(409, Refusals.nameTaken(wanted).text);
       }

@@ -111,6 +111,8 @@ export interface ServerOptions {
    * it, anyone may join any room under any free name. @default {none}
    */
   authSecret?: Uint8Array;
+  /** Seconds a name a moderator kicked out of a room may not join it again. @default {300} */
+  kickSeconds?: number;
   /**
    * A Redis server (`redis://[user:password@]host[:port][/db]`, `rediss://`
    * for TLS) through which several instances serve the same rooms, presence
@@ -149,6 +151,7 @@ export const SERVER_DEFAULTS = {
   allowOrigins: [] as string[],
   publicUrls: [] as string[],
   shutdownTimeout: 5,
+  kickSeconds: 300,
   redisPrefix: "chat:",
   redisTimeout: 1000,
 };
@@ -371,6 +374,15 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "FILE",
     help: "require a token signed with the secret in FILE (32 bytes at least)",
     parse: (file) => readSecret(file, { command: COMMAND, flag: "auth-secret" }),
+  },
+  {
+    flag: "kick-seconds",
+    option: "kickSeconds",
+    kind: "integer",
+    valueName: "SECONDS",
+    min: 0,
+    max: 31_536_000,
+    help: "how long a name a moderator kicked may not rejoin that room",
   },
   {
     flag: "redis",

@@ -250,7 +250,9 @@ export function pageScript(config: PageConfig): void {
       if (answer.status === 401 || answer.status === 403) {
         const why = (await answer.text()).trim();
         setStatus("not allowed in", true);
-        error.textContent = token
+        error.textContent = why === "kicked"
+          ? "A moderator removed you from this room: try again later."
+          : token
           ? "The server refused your token (" + why + "): ask for a new link."
           : "This chat needs an invitation link with a token (" + why + ").";
         return;

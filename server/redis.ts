@@ -270,7 +270,7 @@ export class RedisBackplane implements Backplane {
     void this.#eval(room, [
       "post",
       json,
-      event.kind === "message" ? "0" : "1",
+      event.kind === "joined" || event.kind === "left" ? "1" : "0",
       String(this.#options.namesLimit),
       entry,
       String(this.#options.historySize),

@@ -84,6 +84,8 @@ export const Refusals = {
     text: "room not allowed",
     metric: "auth",
   }),
+  /** A name a moderator kicked out of the room, within `--kick-seconds`. */
+  kicked: (): HttpRefusal => ({ status: 403, text: "kicked", metric: "auth" }),
   /** A `?name=` other than the token's name. */
   notTokenName: (name: string, tokenName: string): HttpRefusal => ({
     status: 400,

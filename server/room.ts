@@ -8,7 +8,15 @@
  * @module
  */
 
-import { joinedNotice, leftNotice, nameKey } from "../lib/protocol.ts";
+import {
+  CloseCode,
+  joinedNotice,
+  kickedNotice,
+  kickedReason,
+  leftNotice,
+  mutedNotice,
+  nameKey,
+} from "../lib/protocol.ts";
 import type { Backplane, Delivery, RoomEvent } from "./backplane.ts";
 import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
 import { History, type HistoryBudget } from "./history.ts";
@@ -29,6 +37,8 @@ export interface Member {
    * place in the backplane's order, when it has one. Must not throw.
    */
   deliver(frame: Frame, seq?: number): void;
+  /** Takes it out of the room and closes it with `code` and `reason` (a kick). */
+  close(code: number, reason: string): void;
 }
 
 /**
@@ -53,6 +63,33 @@ export interface RoomOptions {
   presenceLimit: number;
   /** Chat messages go back to their sender too. */
   echo: boolean;
+  /** Kicks and mutes, which outlive a room that empties. */
+  moderation: Moderation;
+}
+
+/**
+ * Who is kicked out of or muted in which room, and until when: kept by the
+ * chat rather than the room, since a kicked member leaving may empty it.
+ */
+export class Moderation {
+  readonly #until = new Map<string, number>();
+
+  #key(kind: "kicked" | "muted", room: string, name: string): string {
+    return `${kind} ${room} ${nameKey(name)}`;
+  }
+
+  hold(kind: "kicked" | "muted", room: string, name: string, until: number): void {
+    this.#until.set(this.#key(kind, room, name), until);
+  }
+
+  /** Milliseconds it still holds; 0 when it does not (a lapsed entry goes). */
+  left(kind: "kicked" | "muted", room: string, name: string): number {
+    const key = this.#key(kind, room, name);
+    const left = (this.#until.get(key) ?? 0) - Date.now();
+    if (left > 0) return left;
+    this.#until.delete(key);
+    return 0;
+  }
 }
 
 /** Members who receive each other's events, in the backplane's order. */
@@ -122,6 +159,16 @@ export class Room<M extends Member = Member> {
   release(name: string): void {
     this.#names.delete(nameKey(name));
     this.options.backplane.release(this.name, name);
+  }
+
+  /** True while `name` may not join (kicked, and the time has not passed). */
+  kicked(name: string): boolean {
+    return this.options.moderation.left("kicked", this.name, name) > 0;
+  }
+
+  /** Whole seconds `name` stays muted; 0 when it may speak. */
+  mutedFor(name: string): number {
+    return Math.ceil(this.options.moderation.left("muted", this.name, name) / 1000);
   }
 
   /** `arrival` sees the room's chat messages until `unwatch`. */
@@ -220,6 +267,7 @@ export class Room<M extends Member = Member> {
         seq: delivery.seq,
       });
     }
+    if (event.kind === "kicked" || event.kind === "muted") return this.#moderated(event);
     const online = delivery.online ?? this.#members.size;
     if (online <= this.options.presenceLimit) {
       const notice = event.kind === "joined"
@@ -231,6 +279,28 @@ export class Room<M extends Member = Member> {
     // Through Redis, a large room's events do not list names: ask for them.
     const names = delivery.names ?? (delivery.seq === undefined ? this.who() : undefined);
     this.#list(names);
+    return 0;
+  }
+
+  /** A kick or a mute, from a moderator on any instance: it holds here too. */
+  #moderated(event: Extract<RoomEvent, { kind: "kicked" | "muted" }>): number {
+    const key = nameKey(event.name);
+    const targets = [...this.#members].filter((m) => nameKey(m.name) === key);
+    this.options.moderation.hold(event.kind, this.name, event.name, event.until);
+    if (event.kind === "muted") {
+      const frame = (codec: Codec) =>
+        codec.notice(mutedNotice(this.mutedFor(event.name)));
+      for (const member of targets) {
+        const encoded = frame(member.codec);
+        if (encoded) member.deliver(encoded);
+      }
+      return 0;
+    }
+    for (const member of targets) {
+      member.close(CloseCode.KICKED, kickedReason(event.reason ?? ""));
+    }
+    this.#frames.fill(undefined);
+    this.#send((codec) => codec.notice(kickedNotice(event.name, event.by)), {});
     return 0;
   }
 

@@ -27,7 +27,10 @@ import {
   CloseReason,
   closeReason,
   HELP_LINE,
+  moderationUsage,
+  mutedNotice,
   nameProblem,
+  NOT_ALLOWED,
   rateLimitNotice,
   REGISTER_WAIT_MS,
   SEPARATOR_REFUSED,
@@ -77,6 +80,8 @@ export interface SessionHost {
   readonly quiet: boolean;
   /** Tokens are checked against it (`/token`); absent when none are used. */
   readonly authSecret?: Uint8Array;
+  /** How long a kicked name may not join the room again. */
+  readonly kickSeconds: number;
   /** True once the server is shutting down: nothing more is accepted. */
   readonly shuttingDown: boolean;
   /** The session's socket closed: it is out of the chat. */
@@ -334,6 +339,13 @@ export class Session implements Member, Arrival {
           this.#host.log(`From client ${this.address} ${quoteForLog(input.text)}`);
         }
         this.#host.metrics.messagesReceived++;
+        {
+          const muted = this.#room.mutedFor(this.#name);
+          if (muted > 0) {
+            if (this.#admission.mayNotify()) this.#notify(mutedNotice(muted));
+            return;
+          }
+        }
         this.#room.post(this, input.text);
     }
   }
@@ -383,6 +395,9 @@ export class Session implements Member, Arrival {
         return this.#notify(HELP_LINE);
       case "/token":
         return this.#renew(line.slice(command.length).trim());
+      case "/kick":
+      case "/mute":
+        return this.#moderate(command, line.slice(command.length).trim());
       default:
         return this.#notify(unknownCommandLine(command));
     }
@@ -400,6 +415,37 @@ export class Session implements Member, Arrival {
       if (Date.now() >= this.#identity!.expires) this.refuse(Refusals.tokenExpired());
       else this.#watchExpiry();
     }, Math.max(0, Math.min(left, MAX_TIMER_MS)));
+  }
+
+  /**
+   * `/kick NAME [REASON]` and `/mute NAME SECONDS`, for a moderator (a
+   * token with `admin`): published to the room, so they hold on every
+   * instance.
+   */
+  #moderate(command: "/kick" | "/mute", args: string): void {
+    if (!this.#identity?.admin) return this.#notify(NOT_ALLOWED);
+    const [name = "", ...rest] = args.split(/\s+/);
+    if (nameProblem(name)) return this.#notify(moderationUsage(command));
+    const base = {
+      name,
+      by: this.#name,
+      origin: this.#room.options.backplane.instance,
+      conn: this.id,
+    };
+    if (command === "/kick") {
+      this.#room.publish({
+        kind: "kicked",
+        ...base,
+        reason: rest.join(" "),
+        until: Date.now() + this.#host.kickSeconds * 1000,
+      });
+      return;
+    }
+    const seconds = Number(rest[0]);
+    if (rest.length !== 1 || !Number.isSafeInteger(seconds) || seconds < 1) {
+      return this.#notify(moderationUsage(command));
+    }
+    this.#room.publish({ kind: "muted", ...base, until: Date.now() + seconds * 1000 });
   }
 
   /** `/token NEWTOKEN`: a fresh token for the same name moves the expiry. */

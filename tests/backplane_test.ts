@@ -11,6 +11,7 @@ import {
   joinedNotice,
   leftNotice,
   MESSAGES_LOST,
+  NOT_ALLOWED,
   WELCOME,
   whoLine,
   yewUsers,
@@ -26,6 +27,7 @@ import {
 } from "./helpers.ts";
 import type { Delivery, RoomEvent } from "../server/backplane.ts";
 import { RedisBackplane } from "../server/redis.ts";
+import { mintToken } from "../lib/auth.ts";
 
 /** A Redis test, reported ignored (with the reason) without `redis-server`. */
 function redisTest(name: string, fn: () => Promise<void>) {
@@ -546,3 +548,50 @@ redisTest(
     }
   },
 );
+
+redisTest("a moderator's kick and mute hold on every instance", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chat-moderate-" });
+  const secret = "m".repeat(40);
+  await Deno.writeTextFile(`${dir}/secret`, secret);
+  const key = new TextEncoder().encode(secret);
+  const token = (name: string, admin = false) =>
+    mintToken({ name, ttlSeconds: 600, admin }, key);
+  try {
+    await using cluster = await twoInstances(["--auth-secret", `${dir}/secret`]);
+    const { a, b } = cluster;
+    await using admin = await TestClient.join(
+      `${a.url}/r?token=${await token("admin", true)}`,
+    );
+    await using carol = await TestClient.join(`${a.url}/r?token=${await token("carol")}`);
+    const bob = await TestClient.join(`${b.url}/r?token=${await token("bob")}`);
+    await admin.presence.take((l) => l.startsWith("* bob joined"));
+
+    // Not a moderator: not allowed.
+    carol.send("/kick bob");
+    assert.equal(await carol.messages.next(), NOT_ALLOWED);
+
+    // A mute on instance A silences bob on instance B.
+    admin.send("/mute bob 60");
+    assert.equal(await bob.messages.next(), "* you are muted for 60 s");
+    bob.send("can anyone hear me");
+    assert.equal(await bob.messages.next(), "* you are muted for 60 s");
+
+    // A kick on A closes bob on B, tells the others, and bars bob from the room.
+    admin.send("/kick bob spamming");
+    const closed = await bob.closed;
+    assert.deepEqual([closed.code, closed.reason], [4001, "kicked: spamming"]);
+    assert.equal(await carol.messages.next(), "* bob was kicked by admin");
+    for (const instance of [a, b]) {
+      const again = new TestClient(`${instance.url}/r?token=${await token("bob")}`);
+      await assert.rejects(again.opened);
+      await again.closed;
+    }
+    // The page's name check says so too.
+    const refused = await fetch(`${b.http}/r?name=bob&token=${await token("bob")}`);
+    assert.deepEqual([refused.status, (await refused.text()).trim()], [403, "kicked"]);
+    // Nothing bob said while muted reached the room.
+    assert.ok(!carol.messages.queued.some((l) => l.includes("can anyone hear me")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

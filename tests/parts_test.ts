@@ -16,7 +16,7 @@ import { type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
 import { MAX_BATCH_CHARS, Outbox, TurnChecks } from "../server/outbox.ts";
-import { type Member, Room } from "../server/room.ts";
+import { type Member, Moderation, Room } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
 
@@ -42,6 +42,7 @@ function localRoom<M extends Member>(
     historyBudget: new HistoryBudget(options.historyBytes ?? 2 ** 20),
     presenceLimit: options.presenceLimit ?? Infinity,
     echo: options.echo ?? true,
+    moderation: new Moderation(),
   });
   return room;
 }
@@ -54,8 +55,16 @@ function recorder(id: number, name: string, codec = PLAIN) {
     frames.push(frame);
     inbox.push(frame.text);
   };
-  const member = { id, name, codec, deliver };
-  return { member, frames, inbox, texts: () => frames.map((frame) => frame.text) };
+  const closed: [number, string][] = [];
+  const close = (code: number, reason: string) => void closed.push([code, reason]);
+  const member = { id, name, codec, deliver, close };
+  return {
+    member,
+    frames,
+    inbox,
+    closed,
+    texts: () => frames.map((frame) => frame.text),
+  };
 }
 
 Deno.test("plain frames: a line is a message, / a command, // a message starting with /", () => {
@@ -227,6 +236,7 @@ function host(): SessionHost & { lines: string[]; endings: number } {
     },
     maxBufferedBytes: 1024,
     quiet: false,
+    kickSeconds: 300,
     shuttingDown: false,
     lines,
     endings: 0,
@@ -345,4 +355,20 @@ Deno.test("history: all rooms within one byte budget, the largest losing their o
   assert.deepEqual(capped.messages.map((m) => m.text), ["two", "three"]);
   for (const history of [big, small, capped]) history.clear();
   assert.equal(budget.total, 0);
+});
+
+Deno.test("a kick closes the name's members, bars the name, and tells the rest; a mute holds its time", () => {
+  const room = localRoom<ReturnType<typeof recorder>["member"]>();
+  const [a, b] = [recorder(1, "admin"), recorder(2, "Bob")];
+  for (const m of [a, b]) room.join(m.member);
+  const until = Date.now() + 60_000;
+  room.publish({ kind: "muted", name: "bob", by: "admin", until });
+  assert.equal(b.texts().at(-1), "* you are muted for 60 s");
+  assert.equal(room.mutedFor("BOB"), 60);
+  assert.notEqual(a.texts().at(-1), "* you are muted for 60 s");
+  room.publish({ kind: "kicked", name: "bob", by: "admin", reason: "spam", until });
+  assert.deepEqual(b.closed, [[4001, "kicked: spam"]]);
+  assert.equal(a.texts().at(-1), "* bob was kicked by admin");
+  assert.ok(room.kicked("Bob"));
+  assert.ok(!room.kicked("admin"));
 });
