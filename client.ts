@@ -58,6 +58,13 @@ export interface ClientOptions {
   signal?: AbortSignal;
   /** Extra upgrade request headers (`Authorization`, ...). @default {none} */
   headers?: Record<string, string>;
+  /**
+   * A shell command that prints a fresh token: run at start when no token
+   * is given, and again `TOKEN_RENEW_AHEAD_MS` before each token expires,
+   * to renew it on the open connection (`/token`) and for reconnects.
+   * Needs permission to run programs (`--allow-run`). @default {none}
+   */
+  tokenCommand?: string;
   /** Prefix each received line with `HH:MM ` (local time). @default {false} */
   timestamps?: boolean;
   /** Sender names in colour and notices dimmed (for a terminal). @default {false} */
@@ -82,6 +89,9 @@ export interface ClientOptions {
  * ended and lines are still unsent.
  */
 export const END_OF_INPUT_WAIT_MS = 10_000;
+
+/** How long before its token expires the client renews it with `tokenCommand`. */
+export const TOKEN_RENEW_AHEAD_MS = 60_000;
 
 /** How many lines the client reads ahead of what it sent. */
 const READ_AHEAD_LINES = 1000;
@@ -369,6 +379,12 @@ class Outgoing {
     return this.#queue[0];
   }
 
+  /** Sends `line` before any other line not yet sent (a command of the client's own). */
+  pushFront(line: string): void {
+    this.#queue.unshift(line);
+    this.#wake?.();
+  }
+
   /** The line from `peek` was sent. */
   consume(): void {
     this.#queue.shift();
@@ -514,6 +530,17 @@ export async function runClient(options: ClientOptions): Promise<number> {
   const client = options.ca
     ? Deno.createHttpClient({ caCerts: [options.ca] })
     : undefined;
+  const headers = { ...options.headers };
+  const renewal = options.tokenCommand === undefined
+    ? undefined
+    : new TokenRenewal(options.tokenCommand, {
+      renewed(token, first) {
+        headers.Authorization = `Bearer ${token}`;
+        // The open connection learns of it too (its answer is printed).
+        if (!first) outgoing.pushFront(`/token ${token}`);
+      },
+      status,
+    });
   const backoff = new Backoff();
   /** Set while retrying, so that a connection that works again is reported. */
   let retrying = false;
@@ -528,6 +555,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
     );
     return 1;
   };
+  if (renewal && !await renewal.start()) return 1;
   try {
     while (true) {
       const end = await session(url, {
@@ -535,7 +563,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
         pacer,
         output,
         client,
-        headers: options.headers,
+        headers,
         onOpen: () => {
           if (retrying) status(`connected to ${url.href}`);
           retrying = false;
@@ -569,7 +597,95 @@ export async function runClient(options: ClientOptions): Promise<number> {
       if (!await waitToRetry(wait, outgoing)) return gaveUp();
     }
   } finally {
+    renewal?.stop();
     client?.close();
+  }
+}
+
+/** When a token (a JWT) expires, in ms since the epoch, read without verifying it. */
+export function tokenExpiry(token: string): number | undefined {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload)).exp;
+    return typeof exp === "number" ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Keeps a token fresh with `--token-command`: runs it at start, then again
+ * `TOKEN_RENEW_AHEAD_MS` before each token expires (every 10 s after a
+ * failure, until the token is gone).
+ */
+class TokenRenewal {
+  #timer?: ReturnType<typeof setTimeout>;
+  #stopped = false;
+
+  constructor(
+    readonly command: string,
+    readonly to: {
+      renewed(token: string, first: boolean): void;
+      status(line: string): void;
+    },
+  ) {}
+
+  /** Gets the first token; false (said on the status line) when it cannot. */
+  async start(): Promise<boolean> {
+    const token = await this.#run();
+    if (token === undefined) return false;
+    this.to.renewed(token, true);
+    this.#schedule(token);
+    return true;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+
+  #schedule(token: string): void {
+    const expires = tokenExpiry(token);
+    if (expires === undefined || this.#stopped) return;
+    const wait = Math.max(0, expires - TOKEN_RENEW_AHEAD_MS - Date.now());
+    this.#timer = setTimeout(
+      () => void this.#renew(expires),
+      Math.min(wait, 2 ** 31 - 1),
+    );
+  }
+
+  async #renew(expires: number): Promise<void> {
+    const token = await this.#run();
+    if (this.#stopped) return;
+    if (token !== undefined) {
+      this.to.renewed(token, false);
+      return this.#schedule(token);
+    }
+    if (Date.now() < expires) {
+      this.#timer = setTimeout(() => void this.#renew(expires), 10_000);
+    }
+  }
+
+  /** Runs the command: the first line it prints, or `undefined` (said why). */
+  async #run(): Promise<string | undefined> {
+    try {
+      const out = await new Deno.Command("sh", {
+        args: ["-c", this.command],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      const token = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
+      if (out.success && token) return token;
+      this.to.status(
+        `chat: --token-command failed (${
+          out.success ? "it printed no token" : `exit ${out.code}`
+        })`,
+      );
+    } catch (error) {
+      this.to.status(`chat: --token-command failed: ${errorText(error)}`);
+    }
+    return undefined;
   }
 }
 
@@ -628,6 +744,13 @@ export const CLIENT_COMMAND: CommandSpec = {
       type: "string",
       valueName: "FILE",
       help: "read the token from FILE",
+    },
+    {
+      name: "token-command",
+      type: "string",
+      valueName: "CMD",
+      help:
+        "run CMD for a token at start and 60 s before each expires (needs --allow-run)",
     },
     {
       name: "header",
@@ -719,11 +842,22 @@ export function clientOptions(values: FlagValues): ClientOptions {
   const headers = ((values.header ?? []) as string[]).map((h) => headerFlag(h, command));
   const token = tokenFlag(values, command);
   if (token !== undefined) headers.push(["Authorization", `Bearer ${token}`]);
+  const tokenCommand = values["token-command"] as string | undefined;
+  if (
+    tokenCommand !== undefined &&
+    Deno.permissions.querySync({ name: "run", command: "sh" }).state !== "granted"
+  ) {
+    throw new UsageError(
+      "--token-command needs permission to run programs: start it with deno run --allow-run",
+      command,
+    );
+  }
   return {
     url,
     name,
     room,
     ca,
+    tokenCommand,
     headers: headers.length > 0 ? Object.fromEntries(headers) : undefined,
     timestamps: values.timestamps === true,
     reconnect: values.reconnect === true,

@@ -7,7 +7,14 @@
 import assert from "node:assert/strict";
 import { SignJWT } from "jose";
 import { RawSocket } from "./raw.ts";
-import { runCli, startServer, startServerProcess, TestClient } from "./helpers.ts";
+import {
+  Cli,
+  ROOT,
+  runCli,
+  startServer,
+  startServerProcess,
+  TestClient,
+} from "./helpers.ts";
 import { mintToken, parseTtl, verifyToken } from "../lib/auth.ts";
 import { CloseCode, WELCOME } from "../lib/protocol.ts";
 
@@ -225,5 +232,40 @@ Deno.test("--ttl takes seconds or 30m, 12h, 7d", () => {
   assert.equal(parseTtl("7d"), 604_800);
   for (const bad of ["", "0", "1w", "-5", "1.5h", "h"]) {
     assert.equal(parseTtl(bad), undefined, bad);
+  }
+});
+
+Deno.test("--token-command gets the first token and renews it 60 s before it expires", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chat-renew-" });
+  try {
+    const secretFile = `${dir}/secret`;
+    await Deno.writeTextFile(secretFile, "r".repeat(40));
+    const { cli: server, url } = await startServerProcess(["--auth-secret", secretFile]);
+    // Tokens of 62 s: each is renewed about 2 s after it was minted.
+    const mint = `'${Deno.execPath()}' run --allow-read '${ROOT}main.ts' token ` +
+      `--secret '${secretFile}' --name alice --ttl 62`;
+    const client = new Cli(
+      ["client", "--url", url, "--token-command", mint],
+      { permissions: ["--allow-net", "--allow-read", "--allow-run"] },
+    );
+    try {
+      assert.equal(await client.stdout.next(), WELCOME);
+      assert.match(await client.stdout.next(), /^\* token renewed until \S+Z$/);
+      await client.write("still alice\n");
+      assert.equal(await client.stdout.next(), "alice: still alice");
+      assert.equal((await client.finished()).code, 0);
+    } finally {
+      await client[Symbol.asyncDispose]();
+      await server.stop();
+    }
+    // Without permission to run programs, it says so at once.
+    const refused = await runCli(["client", "--url", url, "--token-command", "true"]);
+    assert.equal(refused.code, 2);
+    assert.equal(
+      refused.stderr,
+      "chat: --token-command needs permission to run programs: start it with deno run --allow-run (try 'chat client --help')\n",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

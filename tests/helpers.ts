@@ -226,12 +226,16 @@ export class Cli {
   /** Runs `deno run main.ts ARGS` (or `deno task ...` with `task`). */
   constructor(
     args: string[],
-    options: { task?: boolean; env?: Record<string, string> } = {},
+    options: {
+      task?: boolean;
+      env?: Record<string, string>;
+      /** Deno's permission flags. @default {["--allow-net", "--allow-read"]} */
+      permissions?: string[];
+    } = {},
   ) {
     const command = options.task ? ["task", "-q", ...args] : [
       "run",
-      "--allow-net",
-      "--allow-read",
+      ...(options.permissions ?? ["--allow-net", "--allow-read"]),
       "main.ts",
       ...args,
     ];
