@@ -145,8 +145,3 @@ export function requestToken(request: Request, url: URL): string | undefined {
   const bearer = header?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
   return bearer ?? url.searchParams.get("token") ?? undefined;
 }
-
-/** A URL for a log: its `token` parameter shown as `…`. */
-export function redactToken(url: string): string {
-  return url.replace(/([?&]token=)[^&#]*/g, "$1…");
-}
