@@ -91,12 +91,24 @@ export interface Backplane {
   who(room: string): Promise<string[] | undefined>;
   /** The room's recent messages; `undefined` when unknown (or kept in process). */
   history(room: string): Promise<History | undefined>;
+  /**
+   * Until when a moderator's kick and mute of `name` in `room` hold (ms
+   * since the epoch), as every instance knows them; `undefined` when
+   * unknown (or kept in process).
+   */
+  moderation(room: string, name: string): Promise<Sanctions | undefined>;
   /** Starts receiving the room's events (resolves once they flow). */
   open(room: string): Promise<void>;
   /** Stops receiving the room's events. */
   close(room: string): void;
   /** Lets outstanding calls finish (within the timeout), then disconnects. */
   stop(): Promise<void>;
+}
+
+/** Until when a name is kicked out of a room, and muted in it (ms since the epoch). */
+export interface Sanctions {
+  kicked?: number;
+  muted?: number;
 }
 
 /** The default: one process, every event delivered at once. */
@@ -124,6 +136,9 @@ export class LocalBackplane implements Backplane {
     return Promise.resolve(undefined);
   }
   history(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  moderation(): Promise<undefined> {
     return Promise.resolve(undefined);
   }
   open(): Promise<void> {

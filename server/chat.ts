@@ -188,13 +188,19 @@ export class Chat implements SessionHost, BackplaneReceiver {
     } finally {
       this.#reserving--;
     }
-    if (held && !this.#shuttingDown) {
+    // Kicked, as another instance may just have told (the hold asks Redis).
+    const kicked = room.kicked(wanted);
+    if (held && !this.#shuttingDown && !kicked) {
       return { ...request, room };
     }
     if (held) room.release(wanted);
     this.tidy(room);
     this.#leftIp(request.address);
-    return this.#shuttingDown ? Refusals.shuttingDown() : Refusals.nameTaken(wanted);
+    return this.#shuttingDown
+      ? Refusals.shuttingDown()
+      : kicked
+      ? Refusals.kicked()
+      : Refusals.nameTaken(wanted);
   }
 
   /** Gives back what `reserve` held, for an upgrade that did not happen. */

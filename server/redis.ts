@@ -19,6 +19,8 @@
  * - `PREFIX` `history:P`: list of `SEQ MESSAGE` (the message as JSON), capped
  *   at `--history`.
  * - `PREFIX` `seq:P`: the room's event counter.
+ * - `PREFIX` `kicked:P:NAME`, `muted:P:NAME`: a moderator's sanction, until
+ *   when (ms since the epoch), expiring then.
  *
  * The room's keys expire with its last member.
  *
@@ -27,7 +29,13 @@
 
 import { clearImmediate, setImmediate } from "node:timers";
 import { createClient } from "@redis/client";
-import type { Backplane, BackplaneReceiver, History, RoomEvent } from "./backplane.ts";
+import type {
+  Backplane,
+  BackplaneReceiver,
+  History,
+  RoomEvent,
+  Sanctions,
+} from "./backplane.ts";
 import { Backoff } from "../lib/backoff.ts";
 import { errorText } from "../lib/errors.ts";
 
@@ -263,6 +271,21 @@ export class RedisBackplane implements Backplane {
     }
     this.#flush(room);
     if (this.#state !== "up") return this.#receiver.deliver(room, event, {});
+    if (event.kind === "kicked" || event.kind === "muted") {
+      // Kept in Redis too, for instances that serve the room later.
+      const ttl = event.until - Date.now();
+      if (ttl > 0) {
+        void this.#call(
+          this.#command!.sendCommand([
+            "SET",
+            this.#sanctionKey(event.kind, room, event.name),
+            String(event.until),
+            "PX",
+            String(ttl),
+          ]),
+        ).catch(() => {});
+      }
+    }
     const { id, json } = this.#track(room, event);
     const entry = event.kind === "message"
       ? JSON.stringify({ from: event.from, text: event.text, time: event.time })
@@ -383,6 +406,30 @@ export class RedisBackplane implements Backplane {
     } catch {
       return undefined;
     }
+  }
+
+  async moderation(room: string, name: string): Promise<Sanctions | undefined> {
+    if (this.#state !== "up") return undefined;
+    try {
+      const [kicked, muted] = await this.#call(
+        this.#command!.sendCommand([
+          "MGET",
+          this.#sanctionKey("kicked", room, name),
+          this.#sanctionKey("muted", room, name),
+        ]),
+      ) as (string | null)[];
+      return {
+        kicked: kicked === null ? undefined : Number(kicked),
+        muted: muted === null ? undefined : Number(muted),
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** `PREFIX kicked:P:NAME` or `muted:...`: until when, expiring with it. */
+  #sanctionKey(kind: "kicked" | "muted", room: string, name: string): string {
+    return `${this.#options.prefix}${kind}:${roomPath(room)}:${name.toLowerCase()}`;
   }
 
   open(room: string): Promise<void> {

@@ -145,9 +145,18 @@ export class Room<M extends Member = Member> {
     this.#names.add(key);
     const backplane = this.options.backplane;
     if (!backplane.shared) return true;
-    const [answer] = await backplane.started.then(() =>
-      Promise.all([backplane.claim(this.name, name), backplane.open(this.name)])
+    const [answer, , sanctions] = await backplane.started.then(() =>
+      Promise.all([
+        backplane.claim(this.name, name),
+        backplane.open(this.name),
+        backplane.moderation(this.name, name),
+      ])
     );
+    // A kick or mute made while this instance did not serve the room.
+    for (const kind of ["kicked", "muted"] as const) {
+      const until = sanctions?.[kind];
+      if (until) this.options.moderation.hold(kind, this.name, name, until);
+    }
     if (answer === "taken" && options.exclusive) {
       this.#names.delete(key);
       return false;

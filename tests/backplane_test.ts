@@ -586,8 +586,13 @@ redisTest("a moderator's kick and mute hold on every instance", async () => {
       await assert.rejects(again.opened);
       await again.closed;
     }
+    // An instance that did not serve the room then learns it from Redis.
+    await using c = await instance(cluster.redis.url, ["--auth-secret", `${dir}/secret`]);
+    const late = new TestClient(`${c.url}/r?token=${await token("bob")}`);
+    await assert.rejects(late.opened);
+    await late.closed;
     // The page's name check says so too.
-    const refused = await fetch(`${b.http}/r?name=bob&token=${await token("bob")}`);
+    const refused = await fetch(`${c.http}/r?name=bob&token=${await token("bob")}`);
     assert.deepEqual([refused.status, (await refused.text()).trim()], [403, "kicked"]);
     // Nothing bob said while muted reached the room.
     assert.ok(!carol.messages.queued.some((l) => l.includes("can anyone hear me")));
