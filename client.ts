@@ -23,6 +23,7 @@ import { Backoff } from "./lib/backoff.ts";
 import { errorText } from "./lib/errors.ts";
 import {
   type CommandSpec,
+  fileFlag,
   type FlagValues,
   integerFlag,
   parseFlags,
@@ -778,20 +779,10 @@ function tokenFlag(values: FlagValues, command: string): string | undefined {
   if (values.token !== undefined) return (values.token as string).trim();
   const file = values["token-file"] as string | undefined;
   if (file !== undefined) {
-    try {
-      const token = Deno.readTextFileSync(file).trim().split("\n")[0];
-      if (token) return token;
-      throw new UsageError(`--token-file ${JSON.stringify(file)} is empty`, command);
-    } catch (error) {
-      if (error instanceof UsageError) throw error;
-      const why = error instanceof Deno.errors.NotFound
-        ? "no such file"
-        : errorText(error);
-      throw new UsageError(
-        `cannot read --token-file ${JSON.stringify(file)}: ${why}`,
-        command,
-      );
-    }
+    const bytes = fileFlag(file, { command, flag: "token-file" });
+    const token = new TextDecoder().decode(bytes).trim().split("\n")[0];
+    if (token) return token;
+    throw new UsageError(`--token-file ${JSON.stringify(file)} is empty`, command);
   }
   const permission = Deno.permissions.querySync({ name: "env", variable: "CHAT_TOKEN" });
   return permission.state === "granted"

@@ -12,8 +12,7 @@
 
 import { errors, jwtVerify, SignJWT } from "jose";
 import { nameProblem } from "./protocol.ts";
-import { type FlagSource, UsageError } from "./flags.ts";
-import { errorText } from "./errors.ts";
+import { fileFlag, type FlagSource, UsageError } from "./flags.ts";
 
 /** The shortest secret accepted, in bytes. */
 export const MIN_SECRET_BYTES = 32;
@@ -38,20 +37,7 @@ export type TokenProblem = "token missing" | "token invalid" | "token expired";
 
 /** The secret a file holds (a final newline is not part of it). */
 export function readSecret(file: string, source: FlagSource): Uint8Array {
-  let bytes: Uint8Array;
-  try {
-    bytes = Deno.readFileSync(file);
-  } catch (error) {
-    const why = error instanceof Deno.errors.NotFound
-      ? "no such file"
-      : error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : errorText(error);
-    throw new UsageError(
-      `cannot read --${source.flag} ${JSON.stringify(file)}: ${why}`,
-      source.command,
-    );
-  }
+  const bytes = fileFlag(file, source);
   let end = bytes.length;
   if (bytes[end - 1] === 0x0a) end--;
   if (bytes[end - 1] === 0x0d) end--;

@@ -201,17 +201,12 @@ export async function runCommand(
 }
 
 /**
- * Reads the PEM file a flag names (`--cert`, `--key`, `--ca`), or throws a
- * `UsageError` saying why it cannot: missing, unreadable, or holding no PEM
- * block of the `expected` kind (`CERTIFICATE`, or any with none given).
+ * Reads the file a flag names, or throws a `UsageError` saying why it
+ * cannot: `cannot read --FLAG "FILE": no such file` (or permission denied).
  */
-export function pemFlag(
-  file: string,
-  { command, flag, expected }: FlagSource & { expected?: "CERTIFICATE" },
-): string {
-  let text: string;
+export function fileFlag(file: string, { command, flag }: FlagSource): Uint8Array {
   try {
-    text = Deno.readTextFileSync(file);
+    return Deno.readFileSync(file);
   } catch (error) {
     const why = error instanceof Deno.errors.NotFound
       ? "no such file"
@@ -223,6 +218,18 @@ export function pemFlag(
       command,
     );
   }
+}
+
+/**
+ * Reads the PEM file a flag names (`--cert`, `--key`, `--ca`), or throws a
+ * `UsageError` saying why it cannot: missing, unreadable, or holding no PEM
+ * block of the `expected` kind (`CERTIFICATE`, or any with none given).
+ */
+export function pemFlag(
+  file: string,
+  { command, flag, expected }: FlagSource & { expected?: "CERTIFICATE" },
+): string {
+  const text = new TextDecoder().decode(fileFlag(file, { command, flag }));
   if (expected && !text.includes(`-----BEGIN ${expected}-----`)) {
     throw new UsageError(
       `--${flag} ${JSON.stringify(file)} holds no PEM ${expected.toLowerCase()}`,

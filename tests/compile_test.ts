@@ -7,8 +7,7 @@
  */
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import { ROOT, runProcess } from "./helpers.ts";
-import { WELCOME } from "../lib/protocol.ts";
+import { chatsEndToEnd, ROOT, runProcess } from "./helpers.ts";
 
 const BINARY = `${ROOT}dist/chat`;
 
@@ -23,7 +22,7 @@ const buildErrors = new TextDecoder().decode(build.stderr);
 const noBaseRuntime = !build.success && /base runtime/.test(buildErrors);
 
 function run(args: string[], stdin = "") {
-  return runProcess(BINARY, args, stdin);
+  return runProcess(BINARY, args, { stdin });
 }
 
 Deno.test({
@@ -39,25 +38,7 @@ Deno.test({
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /^chat: invalid --port "nope"/);
 
-    const server = new Deno.Command(BINARY, {
-      args: ["server", "--port", "0"],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!text.includes("\n")) text += (await reader.read()).value ?? "";
-    const url = text.match(/^listening on (ws:\/\/\S+)/)?.[1];
-    assert.ok(url, text);
-    const client = await run(
-      ["client", "--url", url, "--name", "bin"],
-      "from the binary\n",
-    );
-    assert.equal(client.code, 0, client.stderr);
-    assert.equal(client.stdout, `${WELCOME}\nbin: from the binary\n`);
-    server.kill("SIGTERM");
-    assert.equal((await server.status).code, 0);
-    await reader.cancel();
+    await chatsEndToEnd(BINARY, "bin");
   },
 });
 

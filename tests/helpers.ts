@@ -4,7 +4,9 @@
  * can be awaited line by line. Everything waits on events, never on time.
  */
 
+import assert from "node:assert/strict";
 import { type ChatServer, serveChat, type ServerOptions } from "../server.ts";
+import { WELCOME } from "../lib/protocol.ts";
 import { readLines } from "../client.ts";
 import { redisServerArgs } from "./proc.ts";
 
@@ -292,15 +294,15 @@ export class Cli {
   }
 }
 
-/** Runs a command to the end with the given stdin; returns its output. */
+/** Runs a command to the end with the given stdin (in `cwd`, this checkout by default). */
 export async function runProcess(
   command: string,
   args: string[],
-  stdin = "",
+  { stdin = "", cwd = ROOT }: { stdin?: string; cwd?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(command, {
     args,
-    cwd: ROOT,
+    cwd,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -323,7 +325,7 @@ export function runCli(args: string[], stdin = "") {
   return runProcess(
     Deno.execPath(),
     ["run", "--allow-net", "--allow-read", "main.ts", ...args],
-    stdin,
+    { stdin },
   );
 }
 
@@ -418,5 +420,42 @@ export class RedisServer {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.kill();
+  }
+}
+
+/**
+ * Runs a `chat` command (`program`, e.g. an installed or compiled one) as
+ * server and client: the server's first line names its address, a client
+ * named `name` sends one line and gets the welcome and its echo, and
+ * SIGTERM ends the server with status 0.
+ */
+export async function chatsEndToEnd(program: string, name: string): Promise<void> {
+  const server = new Deno.Command(program, {
+    args: ["server", "--port", "0"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines = readLines(server.stdout)[Symbol.asyncIterator]();
+  try {
+    const first = (await lines.next()).value ?? "";
+    const url = first.match(/^listening on (ws:\/\/\S+)/)?.[1];
+    assert.ok(url, first);
+    const client = await runProcess(
+      program,
+      ["client", "--url", url, "--name", name],
+      { stdin: "hi\n" },
+    );
+    assert.equal(client.code, 0, client.stderr);
+    assert.equal(client.stdout, `${WELCOME}\n${name}: hi\n`);
+    server.kill("SIGTERM");
+    assert.equal((await server.status).code, 0);
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch {
+      // Ended.
+    }
+    await server.status;
+    await lines.return?.(undefined);
   }
 }

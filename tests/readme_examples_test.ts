@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import { join, ROOT, startServer } from "./helpers.ts";
+import { join, ROOT, runProcess, startServer } from "./helpers.ts";
 import { readLines } from "../client.ts";
 
 const README = await Deno.readTextFile(`${ROOT}README.md`);
@@ -146,23 +146,12 @@ Deno.test("README: a closed chat, step by step, prints what the transcript shows
         continue;
       }
       if (step.command.includes("task client")) line += ` --url ws://127.0.0.1:${port}`;
-      const child = new Deno.Command("sh", {
-        args: ["-c", line],
+      const out = await runProcess("sh", ["-c", line], {
+        stdin: step.typed.map((t) => t + "\n").join(""),
         cwd: dir,
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-        env: { NO_COLOR: "1" },
-      }).spawn();
-      const writer = child.stdin.getWriter();
-      await writer.write(
-        new TextEncoder().encode(step.typed.map((t) => t + "\n").join("")),
-      );
-      await writer.close();
-      const out = await child.output();
-      const decode = (bytes: Uint8Array) =>
-        new TextDecoder().decode(bytes).replaceAll(`:${port}`, ":8080").split("\n")
-          .filter(Boolean);
+      });
+      const decode = (text: string) =>
+        text.replaceAll(`:${port}`, ":8080").split("\n").filter(Boolean);
       assert.deepEqual(
         [...decode(out.stdout), ...decode(out.stderr)],
         step.shown,
