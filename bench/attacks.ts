@@ -14,7 +14,14 @@
  */
 
 import { errorText } from "../lib/errors.ts";
-import { cpuSeconds, freePort, rssBytes, waitForPort } from "../tests/proc.ts";
+import {
+  cpuSeconds,
+  freePort,
+  HAVE_TASKSET,
+  pinnedCommand,
+  rssBytes,
+  waitForPort,
+} from "../tests/proc.ts";
 import { encodeFrame, Opcode } from "../tests/raw.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -124,9 +131,13 @@ const ATTACKS: Attack[] = [
     title: "6: 1,200 YewChat registrations into one room",
     async run(port) {
       console.log("ready");
-      await openMany(1200, () => `ws://127.0.0.1:${port}/yew`, 64).then((sockets) =>
+      await openMany(1200, () => `ws://127.0.0.1:${port}/yew`, 64).then((
+        sockets,
+      ) =>
         sockets.forEach((socket, i) =>
-          socket.send(JSON.stringify({ messageType: "register", data: `u${i}` }))
+          socket.send(
+            JSON.stringify({ messageType: "register", data: `u${i}` }),
+          )
         )
       );
     },
@@ -190,7 +201,10 @@ class Bystanders {
 
   static async join(port: number): Promise<Bystanders> {
     return new Bystanders(
-      await openMany(BYSTANDERS, (i) => `ws://127.0.0.1:${port}/quiet?name=b${i}`),
+      await openMany(
+        BYSTANDERS,
+        (i) => `ws://127.0.0.1:${port}/quiet?name=b${i}`,
+      ),
     );
   }
 
@@ -223,14 +237,17 @@ class Bystanders {
 
 function percentile(values: number[], p: number): number {
   const sorted = values.toSorted((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ??
+    NaN;
 }
 
 /** Can a new client join (get its welcome) within `ms`? Its time, or null. */
 let newcomers = 0;
 async function joinTime(port: number, ms: number): Promise<number | null> {
   const t0 = performance.now();
-  const socket = new WebSocket(`ws://127.0.0.1:${port}/late?name=n${newcomers++}`);
+  const socket = new WebSocket(
+    `ws://127.0.0.1:${port}/late?name=n${newcomers++}`,
+  );
   const welcomed = new Promise<boolean>((resolve) => {
     socket.onmessage = () => resolve(true);
     socket.onerror = () => resolve(false);
@@ -244,48 +261,34 @@ async function joinTime(port: number, ms: number): Promise<number | null> {
   return ok ? took : null;
 }
 
-const taskset = await new Deno.Command("sh", { args: ["-c", "command -v taskset"] })
-  .output().then((out) => out.success, () => false);
-const pinned = (core: number, cmd: string[]) =>
-  taskset ? ["taskset", "-c", String(core), ...cmd] : cmd;
-
 async function main(wanted: string[]) {
   // The bystanders share the server's core, so that the attacker's own work
   // (on core 1) is not counted against the server.
-  if (taskset) {
+  if (HAVE_TASKSET) {
     await new Deno.Command("taskset", {
       args: ["-a", "-p", "-c", "0", String(Deno.pid)],
       stdout: "null",
     }).output();
   }
   const port = freePort();
-  const server = new Deno.Command("bash", {
-    args: [
-      "-c",
-      'ulimit -n 20000; exec "$@"',
-      "--",
-      ...pinned(0, [
-        Deno.execPath(),
-        "run",
-        "--allow-net",
-        "--allow-read",
-        `${ROOT}main.ts`,
-        "server",
-        "--port",
-        String(port),
-        "--max-clients-per-ip",
-        "10000",
-      ]),
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
+  const server = pinnedCommand(0, [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    "--allow-read",
+    `${ROOT}main.ts`,
+    "server",
+    "--port",
+    String(port),
+    "--max-clients-per-ip",
+    "10000",
+  ], { stdout: "piped", stderr: "null" }).spawn();
   const drained = server.stdout.pipeTo(new WritableStream());
   await waitForPort(port);
   console.log(
     `# deno task bench attacks: ${new Date().toISOString().slice(0, 10)}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
-      (taskset
+      (HAVE_TASKSET
         ? "server and bystanders on core 0, attacker on core 1"
         : "no taskset: not pinned"),
   );
@@ -307,7 +310,8 @@ async function main(wanted: string[]) {
     const t0 = performance.now();
     const joined = await joinTime(port, 1000);
     const latencies = await bystanders.measure(WINDOW_SECONDS);
-    const cpu = (cpuSeconds(server.pid) - cpu0) / ((performance.now() - t0) / 1000);
+    const cpu = (cpuSeconds(server.pid) - cpu0) /
+      ((performance.now() - t0) / 1000);
     const p99 = percentile(latencies, 0.99);
     if (!attacker) quiet = Number.isNaN(quiet) ? p99 : quiet;
     const ratio = p99 / quiet;
@@ -325,25 +329,21 @@ async function main(wanted: string[]) {
     await row("quiet");
     for (const attack of ATTACKS) {
       if (wanted.length > 0 && !wanted.includes(attack.key)) continue;
-      const child = new Deno.Command("bash", {
-        args: [
-          "-c",
-          'ulimit -n 20000; exec "$@"',
-          "--",
-          ...pinned(1, [
-            Deno.execPath(),
-            "run",
-            "-A",
-            SELF,
-            "attacker",
-            attack.key,
-            String(port),
-          ]),
+      const child = pinnedCommand(
+        1,
+        [
+          Deno.execPath(),
+          "run",
+          "-A",
+          SELF,
+          "attacker",
+          attack.key,
+          String(port),
         ],
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        { stdout: "piped", stderr: "inherit" },
+      ).spawn();
+      const lines = child.stdout.pipeThrough(new TextDecoderStream())
+        .getReader();
       let head = "";
       while (!head.includes("ready\n")) {
         const { value, done } = await lines.read();
@@ -351,7 +351,10 @@ async function main(wanted: string[]) {
         head += value;
       }
       const opened = /opened (\d+)/.exec(head)?.[1];
-      await row(opened ? `${attack.title} (${opened} opened)` : attack.title, child);
+      await row(
+        opened ? `${attack.title} (${opened} opened)` : attack.title,
+        child,
+      );
       child.kill("SIGKILL");
       await child.status;
       lines.releaseLock();
@@ -364,7 +367,9 @@ async function main(wanted: string[]) {
       }
       console.log(
         `|   after it stops | | | | | | | ${
-          after === null ? "no (10 s)" : `${(performance.now() - t0).toFixed(0)} ms`
+          after === null
+            ? "no (10 s)"
+            : `${(performance.now() - t0).toFixed(0)} ms`
         } |`,
       );
     }

@@ -14,6 +14,8 @@ import { errorText } from "../lib/errors.ts";
 import {
   cpuSeconds,
   freePort,
+  HAVE_TASKSET,
+  pinnedCommand,
   redisServerArgs,
   rssBytes,
   waitForPort,
@@ -21,8 +23,9 @@ import {
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
-const haveTaskset = await run(["sh", "-c", "command -v taskset"]).then((r) => r.ok);
-const haveRedis = await run(["sh", "-c", "command -v redis-server"]).then((r) => r.ok);
+const haveRedis = await run(["sh", "-c", "command -v redis-server"]).then((r) =>
+  r.ok
+);
 
 interface Server {
   name: string;
@@ -87,7 +90,8 @@ async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
 
 /** Installs ws and Bun from the npm registry into bench/ (pinned in bench/package.json). */
 async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
-  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  const exists = (path: string) =>
+    Deno.stat(path).then(() => true, () => false);
   if (
     !await exists(`${BENCH}node_modules/ws`) ||
     !await exists(`${BENCH}node_modules/.bin/bun`)
@@ -113,13 +117,16 @@ async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
 }
 
 function pinned(core: number, cmd: string[]): string[] {
-  return haveTaskset ? ["taskset", "-c", String(core), ...cmd] : cmd;
+  return HAVE_TASKSET ? ["taskset", "-c", String(core), ...cmd] : cmd;
 }
 
 /** Starts a redis-server on a free port, on the server's core, without persistence. */
 async function startRedis() {
   const port = freePort();
-  const [command, ...args] = pinned(0, ["redis-server", ...redisServerArgs(port)]);
+  const [command, ...args] = pinned(0, [
+    "redis-server",
+    ...redisServerArgs(port),
+  ]);
   const child = new Deno.Command(command, {
     args,
     stdout: "null",
@@ -138,14 +145,7 @@ async function startRedis() {
 /** Starts a server and waits until it accepts connections. */
 async function startServer(server: Server, redis?: string) {
   const port = freePort();
-  const child = new Deno.Command("bash", {
-    // A higher descriptor limit for the 10,000 idle connections.
-    args: [
-      "-c",
-      'ulimit -n 20000; exec "$@"',
-      "--",
-      ...pinned(0, server.command(port, redis)),
-    ],
+  const child = pinnedCommand(0, server.command(port, redis), {
     stdout: "piped",
     stderr: "null",
   }).spawn();
@@ -171,23 +171,11 @@ async function load(
   options: Record<string, unknown>,
   onLine?: (line: string) => void,
 ) {
-  const child = new Deno.Command("bash", {
-    args: [
-      "-c",
-      'ulimit -n 20000; exec "$@"',
-      "--",
-      ...pinned(1, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        `${BENCH}load.ts`,
-        JSON.stringify(options),
-      ]),
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
+  const child = pinnedCommand(
+    1,
+    [Deno.execPath(), "run", "-A", `${BENCH}load.ts`, JSON.stringify(options)],
+    { stdin: "piped", stdout: "piped", stderr: "inherit" },
+  ).spawn();
   const writer = child.stdin.getWriter();
   let last = "";
   let buffered = "";
@@ -234,7 +222,8 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "closed1000",
@@ -247,25 +236,41 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "few100",
     title: "100 clients, 10 senders, 8 in flight each, closed loop",
     headline: "rate",
-    load: { scenario: "closed", clients: 100, senders: 10, window: 8, seconds: 5 },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    load: {
+      scenario: "closed",
+      clients: 100,
+      senders: 10,
+      window: 8,
+      seconds: 5,
+    },
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "few1000",
     title: "1000 clients, 10 senders, 4 in flight each, closed loop",
     headline: "rate",
-    load: { scenario: "closed", clients: 1000, senders: 10, window: 4, seconds: 5 },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    load: {
+      scenario: "closed",
+      clients: 1000,
+      senders: 10,
+      window: 4,
+      seconds: 5,
+    },
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "open",
-    title: "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
+    title:
+      "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
     headline: "p99",
     repeat: 3,
     load: {
@@ -288,11 +293,14 @@ const SCENARIOS: Scenario[] = [
     report: (r, extra) =>
       `${rate(r.connectPerSecond)} connects/s, ${
         (extra.rssPerConnection / 1024).toFixed(1)
-      } KiB RSS each, broadcast to all ${ms(r.broadcastMs)} (${r.reached} reached)`,
+      } KiB RSS each, broadcast to all ${
+        ms(r.broadcastMs)
+      } (${r.reached} reached)`,
   },
   {
     key: "stalled",
-    title: "one never-reading client, 4 KiB messages, open loop 10 s, median of 3 runs",
+    title:
+      "one never-reading client, 4 KiB messages, open loop 10 s, median of 3 runs",
     headline: "p99",
     repeat: 3,
     load: {
@@ -305,9 +313,11 @@ const SCENARIOS: Scenario[] = [
       stalled: true,
     },
     report: (r, extra) =>
-      `others' p99 ${ms(r.p99)}, loss ${(r.loss * 100).toFixed(2)}%, server RSS +${
-        (extra.rssGrowth / 2 ** 20).toFixed(1)
-      } MiB, +${(extra.lateGrowth / 2 ** 20).toFixed(1)} MiB of it in the second half`,
+      `others' p99 ${ms(r.p99)}, loss ${
+        (r.loss * 100).toFixed(2)
+      }%, server RSS +${(extra.rssGrowth / 2 ** 20).toFixed(1)} MiB, +${
+        (extra.lateGrowth / 2 ** 20).toFixed(1)
+      } MiB of it in the second half`,
   },
 ];
 
@@ -395,7 +405,9 @@ if (import.meta.main) {
   const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
     a,
   ) => a.slice(7));
-  const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
+  const scenarios = SCENARIOS.filter((s) =>
+    wanted.size === 0 || wanted.has(s.key)
+  );
   const peers = await installPeers();
   const servers: Server[] = [
     {
@@ -468,7 +480,9 @@ if (import.meta.main) {
       new Date().toISOString().slice(0, 10)
     }, ${Deno.build.os}/${Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
-      (haveTaskset ? "server on core 0, generator on core 1" : "no taskset: not pinned"),
+      (HAVE_TASKSET
+        ? "server on core 0, generator on core 1"
+        : "no taskset: not pinned"),
   );
   if (!peers.ws) console.log("(node ws: not installed, skipped)");
   if (!peers.bun) console.log("(Bun: not installed, skipped)");
@@ -515,8 +529,12 @@ if (import.meta.main) {
         : "–";
       // A generator near a full core may be what limits the result: such a
       // row is to be compared on server µs per delivery, not on its rate.
-      const bound = m.generatorCpu >= GENERATOR_BOUND ? " (generator-bound)" : "";
-      const of = measurements.length > 1 ? ` (median of ${measurements.length})` : "";
+      const bound = m.generatorCpu >= GENERATOR_BOUND
+        ? " (generator-bound)"
+        : "";
+      const of = measurements.length > 1
+        ? ` (median of ${measurements.length})`
+        : "";
       console.log(
         `| ${server.name} | ${
           scenario.report(m.result, m.extra)
@@ -525,7 +543,9 @@ if (import.meta.main) {
             ? m.result.cpuPerDelivery.toFixed(3)
             : "–"
         } | ${
-          Number.isFinite(m.generatorCpu) ? `${(m.generatorCpu * 100).toFixed(0)}%` : "–"
+          Number.isFinite(m.generatorCpu)
+            ? `${(m.generatorCpu * 100).toFixed(0)}%`
+            : "–"
         } |`,
       );
     }

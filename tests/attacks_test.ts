@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { Opcode, RawSocket } from "./raw.ts";
-import { join, pump, startServer, startServerProcess, TestClient } from "./helpers.ts";
+import {
+  join,
+  pump,
+  startServer,
+  startServerProcess,
+  TestClient,
+} from "./helpers.ts";
 import { rssBytes } from "./proc.ts";
 import { closeReason, MAX_CLOSE_REASON_BYTES } from "../lib/protocol.ts";
 import { quoteForLog, stdoutLog } from "../server/log.ts";
@@ -20,7 +26,11 @@ async function stillChats(url: string, name = "survivor"): Promise<void> {
 }
 
 /** A masked frame header with an all-zero key: the payload goes as it is. */
-function zeroKeyHeader(opcode: number, length: number, fin: boolean): Uint8Array {
+function zeroKeyHeader(
+  opcode: number,
+  length: number,
+  fin: boolean,
+): Uint8Array {
   const header = new Uint8Array(14);
   header[0] = (fin ? 0x80 : 0) | opcode;
   header[1] = 0x80 | 127;
@@ -44,7 +54,9 @@ Deno.test("1: a 528 MiB message in 16 MiB fragments does not end the server", as
       await raw.send(zeroKeyHeader(opcode, chunk.length, i === fragments - 1));
       await raw.send(chunk);
     }
-    const line = await cli.stdout.take((l) => l.startsWith("Error in the runtime"));
+    const line = await cli.stdout.take((l) =>
+      l.startsWith("Error in the runtime")
+    );
     assert.match(line, /^Error in the runtime, survived: .*allocate/);
     // Alive, and serving: a new client joins and chats at once.
     const started = performance.now();
@@ -88,7 +100,9 @@ Deno.test({
       before.send("during the flood");
       assert.equal(await before.messages.next(), "before: during the flood");
       for (const conn of bare) conn.close();
-      await cli.stdout.take((line) => line.startsWith("Accepting connections again"));
+      await cli.stdout.take((line) =>
+        line.startsWith("Accepting connections again")
+      );
       await stillChats(url);
     } finally {
       await cli.stop();
@@ -111,7 +125,10 @@ Deno.test("7: --max-clients-per-ip: one address past its share gets 503 with Ret
   const refused = await RawSocket.open(server.addr.port, { path: "/?name=c" });
   assert.equal(refused.status, 503);
   assert.equal(refused.headers.get("retry-after"), "10");
-  assert.equal(await refused.body(), "too many connections from 127.0.0.1: 2 at most\n");
+  assert.equal(
+    await refused.body(),
+    "too many connections from 127.0.0.1: 2 at most\n",
+  );
   refused.close();
 });
 
@@ -177,8 +194,11 @@ Deno.test("8: a stdout nobody reads stalls neither delivery nor /healthz", async
     const health = await fetch(`${url.replace("ws:", "http:")}/healthz`);
     assert.equal(health.status, 200);
     await health.body?.cancel();
-    const metrics = await (await fetch(`${url.replace("ws:", "http:")}/metrics`)).text();
-    const dropped = Number(metrics.match(/^chat_log_dropped_total (\d+)$/m)?.[1]);
+    const metrics =
+      await (await fetch(`${url.replace("ws:", "http:")}/metrics`)).text();
+    const dropped = Number(
+      metrics.match(/^chat_log_dropped_total (\d+)$/m)?.[1],
+    );
     assert.ok(dropped > 0, `dropped ${dropped}`);
   } finally {
     child.kill("SIGKILL");
@@ -220,7 +240,10 @@ Deno.test("9: a message's log line quotes at most 200 bytes of it", async () => 
   const controls = "\x01".repeat(65536);
   const quoted = quoteForLog(controls);
   assert.equal(quoted, `"${"\\u0001".repeat(200)}..." (+${65536 - 200} bytes)`);
-  assert.equal(quoteForLog("é".repeat(150)), `"${"é".repeat(100)}..." (+100 bytes)`);
+  assert.equal(
+    quoteForLog("é".repeat(150)),
+    `"${"é".repeat(100)}..." (+100 bytes)`,
+  );
   await using server = startServer();
   await using sender = await server.join("sender");
   sender.send("z".repeat(1000));
@@ -234,10 +257,16 @@ Deno.test("10: an upgrade naming a foreign Host on a loopback server gets 403", 
   await using server = startServer();
   const port = server.addr.port;
   const rebound = await RawSocket.open(port, {
-    headers: { Host: `evil.example:${port}`, Origin: `http://evil.example:${port}` },
+    headers: {
+      Host: `evil.example:${port}`,
+      Origin: `http://evil.example:${port}`,
+    },
   });
   assert.equal(rebound.status, 403);
-  assert.equal(await rebound.body(), `host not allowed: evil.example:${port}\n`);
+  assert.equal(
+    await rebound.body(),
+    `host not allowed: evil.example:${port}\n`,
+  );
   rebound.close();
   for (const host of [`localhost:${port}`, `127.0.0.1:${port}`]) {
     const own = await RawSocket.open(port, { headers: { Host: host } });
@@ -247,7 +276,9 @@ Deno.test("10: an upgrade naming a foreign Host on a loopback server gets 403", 
 });
 
 Deno.test("10: with --public-url, a browser's Origin must be that URL's", async () => {
-  await using server = startServer({ publicUrls: ["https://chat.example.com"] });
+  await using server = startServer({
+    publicUrls: ["https://chat.example.com"],
+  });
   const port = server.addr.port;
   const cases: [string, number][] = [
     ["https://chat.example.com", 101],
@@ -278,7 +309,9 @@ Deno.test("13: names are unique whatever their case; reserved paths in any case"
   await using server = startServer();
   await using _alice = await server.join("alice");
   for (const name of ["Alice", "ALICE"]) {
-    const raw = await RawSocket.open(server.addr.port, { path: `/?name=${name}` });
+    const raw = await RawSocket.open(server.addr.port, {
+      path: `/?name=${name}`,
+    });
     assert.equal(raw.status, 409, name);
     assert.equal(await raw.body(), `name taken: ${name}\n`);
     raw.close();
@@ -294,7 +327,9 @@ Deno.test("13: names are unique whatever their case; reserved paths in any case"
 Deno.test("14: malformed upgrades are refused as RFC 6455 says", async () => {
   await using server = startServer();
   const port = server.addr.port;
-  const badKey = await RawSocket.open(port, { headers: { "Sec-WebSocket-Key": "!!!" } });
+  const badKey = await RawSocket.open(port, {
+    headers: { "Sec-WebSocket-Key": "!!!" },
+  });
   assert.equal(badKey.status, 400);
   assert.match(await badKey.body(), /Sec-WebSocket-Key/);
   badKey.close();
@@ -315,7 +350,9 @@ Deno.test("14: malformed upgrades are refused as RFC 6455 says", async () => {
  * RSS growth of a server process (with `args`) while 100 clients, each alone
  * in its room, send 50 messages of 65,000 bytes: 325 MB through the server.
  */
-async function roomsOfOne(args: string[]): Promise<{ growth: number; held: number }> {
+async function roomsOfOne(
+  args: string[],
+): Promise<{ growth: number; held: number }> {
   const { cli, url } = await startServerProcess([
     "--quiet",
     "--rate-limit",
@@ -335,8 +372,9 @@ async function roomsOfOne(args: string[]): Promise<{ growth: number; held: numbe
       await Promise.all(
         clients.map((client, i) => pump(client, `c${i}`, 50, 65_000, 10)),
       );
-      const metrics = await (await fetch(`${url.replace("ws:", "http:")}/metrics`))
-        .text();
+      const metrics =
+        await (await fetch(`${url.replace("ws:", "http:")}/metrics`))
+          .text();
       const held = Number(metrics.match(/^chat_history_bytes (\d+)$/m)?.[1]);
       return { growth: rssBytes(pid) - before, held };
     } finally {
@@ -358,6 +396,8 @@ Deno.test("3: rooms of one with large messages hold at most --history-bytes of h
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
   assert.ok(
     bounded.growth < unbounded.growth - 150 * 2 ** 20,
-    `RSS grew ${mib(bounded.growth)} with the budget, ${mib(unbounded.growth)} without`,
+    `RSS grew ${mib(bounded.growth)} with the budget, ${
+      mib(unbounded.growth)
+    } without`,
   );
 });

@@ -18,21 +18,29 @@ import {
 import { mintToken, parseTtl, verifyToken } from "../lib/auth.ts";
 import { CloseCode, WELCOME } from "../lib/protocol.ts";
 
-const SECRET = new TextEncoder().encode("a test secret of forty-two bytes, at least");
-const OTHER = new TextEncoder().encode("another secret, just as long as the first one");
+const SECRET = new TextEncoder().encode(
+  "a test secret of forty-two bytes, at least",
+);
+const OTHER = new TextEncoder().encode(
+  "another secret, just as long as the first one",
+);
 
 const now = () => Math.floor(Date.now() / 1000);
 
 /** A token signed with `alg` (HS256 unless told) over `claims`. */
 function sign(
   claims: Record<string, unknown>,
-  { alg = "HS256", secret = SECRET }: { alg?: string; secret?: Uint8Array } = {},
+  { alg = "HS256", secret = SECRET }: { alg?: string; secret?: Uint8Array } =
+    {},
 ): Promise<string> {
   return new SignJWT(claims).setProtectedHeader({ alg }).sign(secret);
 }
 
 const b64 = (value: unknown) =>
-  btoa(JSON.stringify(value)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+  btoa(JSON.stringify(value)).replace(/=+$/, "").replace(/\+/g, "-").replace(
+    /\//g,
+    "_",
+  );
 
 /** The status and body an upgrade to `path` with `headers` gets. */
 async function upgrade(
@@ -42,7 +50,10 @@ async function upgrade(
 ): Promise<[number, string]> {
   const socket = await RawSocket.open(port, { path, headers });
   try {
-    return [socket.status, socket.status === 101 ? "" : (await socket.body()).trim()];
+    return [
+      socket.status,
+      socket.status === 101 ? "" : (await socket.body()).trim(),
+    ];
   } finally {
     socket.close();
   }
@@ -54,8 +65,18 @@ Deno.test("tokens: each kind of wrong one is refused with its status and body", 
   const good = { sub: "alice", exp: now() + 60 };
   const cases: [string, string | undefined, number, string][] = [
     ["no token", undefined, 401, "token missing"],
-    ["expired", await sign({ sub: "alice", exp: now() - 10 }), 401, "token expired"],
-    ["bad signature", await sign(good, { secret: OTHER }), 401, "token invalid"],
+    [
+      "expired",
+      await sign({ sub: "alice", exp: now() - 10 }),
+      401,
+      "token expired",
+    ],
+    [
+      "bad signature",
+      await sign(good, { secret: OTHER }),
+      401,
+      "token invalid",
+    ],
     [
       "alg none",
       `${b64({ alg: "none", typ: "JWT" })}.${b64(good)}.`,
@@ -90,8 +111,9 @@ Deno.test("tokens: each kind of wrong one is refused with its status and body", 
     await upgrade(port, `/?name=bob&token=${await sign(good)}`),
     [400, "name bob is not the token's (alice)"],
   );
-  const metrics = await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
-    .text();
+  const metrics =
+    await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
+      .text();
   assert.match(metrics, /chat_refusals_total\{reason="auth"\} 11/);
   // Nothing of a token reaches the log.
   assert.ok(!server.log.queued.some((line) => line.includes("eyJ")));
@@ -129,20 +151,30 @@ Deno.test("tokens: a connection closes when its token expires, unless /token ren
   await using renewing = await TestClient.join(
     `${server.url}/?token=${await short("alice", 5)}`,
   );
-  const lapsing = await TestClient.join(`${server.url}/?token=${await short("bob", 2)}`);
+  const lapsing = await TestClient.join(
+    `${server.url}/?token=${await short("bob", 2)}`,
+  );
   const fresh = await mintToken({ name: "alice", ttlSeconds: 3600 }, SECRET);
   renewing.send(`/token ${fresh}`);
   const renewed = await renewing.messages.next();
   const until = new Date((now() + 3600) * 1000).toISOString().slice(0, 16);
-  assert.match(renewed, new RegExp(`^\\* token renewed until ${until}:\\d\\dZ$`));
+  assert.match(
+    renewed,
+    new RegExp(`^\\* token renewed until ${until}:\\d\\dZ$`),
+  );
   // A token for someone else, or a broken one, is refused and changes nothing.
-  renewing.send(`/token ${await mintToken({ name: "carol", ttlSeconds: 60 }, SECRET)}`);
+  renewing.send(
+    `/token ${await mintToken({ name: "carol", ttlSeconds: 60 }, SECRET)}`,
+  );
   assert.equal(
     await renewing.messages.next(),
     "* token refused: it names carol, not alice",
   );
   renewing.send("/token nonsense");
-  assert.equal(await renewing.messages.next(), "* token refused: token invalid");
+  assert.equal(
+    await renewing.messages.next(),
+    "* token refused: token invalid",
+  );
   // bob's lapses: closed with 1008 and the reason.
   const closed = await lapsing.closed;
   assert.deepEqual([closed.code, closed.reason], [
@@ -175,17 +207,29 @@ Deno.test("chat token mints what chat server --auth-secret accepts; refusals are
     assert.equal(minted.code, 0, minted.stderr);
     const token = minted.stdout.trimEnd();
     assert.equal(minted.stdout, `${token}\n`);
-    const identity = await verifyToken(token, new TextEncoder().encode("s".repeat(48)));
+    const identity = await verifyToken(
+      token,
+      new TextEncoder().encode("s".repeat(48)),
+    );
     assert.ok(typeof identity === "object");
     assert.equal(identity.name, "alice");
     assert.ok(Math.abs(identity.expires - Date.now() - 3600_000) < 5000);
 
-    const { cli: server, url } = await startServerProcess(["--auth-secret", secretFile]);
+    const { cli: server, url } = await startServerProcess([
+      "--auth-secret",
+      secretFile,
+    ]);
     try {
-      const client = await runCli(["client", "--url", url, "--token", token], "hi\n");
+      const client = await runCli(
+        ["client", "--url", url, "--token", token],
+        "hi\n",
+      );
       assert.equal(client.code, 0, client.stderr);
       assert.equal(client.stdout, `${WELCOME}\nalice: hi\n`);
-      const refused = await runCli(["client", "--url", url, "--reconnect"], "hi\n");
+      const refused = await runCli(
+        ["client", "--url", url, "--reconnect"],
+        "hi\n",
+      );
       assert.equal(refused.code, 1);
       assert.equal(
         refused.stderr,
@@ -240,9 +284,13 @@ Deno.test("--token-command gets the first token and renews it 60 s before it exp
   try {
     const secretFile = `${dir}/secret`;
     await Deno.writeTextFile(secretFile, "r".repeat(40));
-    const { cli: server, url } = await startServerProcess(["--auth-secret", secretFile]);
+    const { cli: server, url } = await startServerProcess([
+      "--auth-secret",
+      secretFile,
+    ]);
     // Tokens of 62 s: each is renewed about 2 s after it was minted.
-    const mint = `'${Deno.execPath()}' run --allow-read '${ROOT}main.ts' token ` +
+    const mint =
+      `'${Deno.execPath()}' run --allow-read '${ROOT}main.ts' token ` +
       `--secret '${secretFile}' --name alice --ttl 62`;
     const client = new Cli(
       ["client", "--url", url, "--token-command", mint],
@@ -259,7 +307,13 @@ Deno.test("--token-command gets the first token and renews it 60 s before it exp
       await server.stop();
     }
     // Without permission to run programs, it says so at once.
-    const refused = await runCli(["client", "--url", url, "--token-command", "true"]);
+    const refused = await runCli([
+      "client",
+      "--url",
+      url,
+      "--token-command",
+      "true",
+    ]);
     assert.equal(refused.code, 2);
     assert.equal(
       refused.stderr,

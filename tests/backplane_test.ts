@@ -32,7 +32,9 @@ import { mintToken } from "../lib/auth.ts";
 /** A Redis test, reported ignored (with the reason) without `redis-server`. */
 function redisTest(name: string, fn: () => Promise<void>) {
   Deno.test({
-    name: HAS_REDIS ? name : `${name} (ignored: /usr/bin/redis-server is not installed)`,
+    name: HAS_REDIS
+      ? name
+      : `${name} (ignored: /usr/bin/redis-server is not installed)`,
     ignore: !HAS_REDIS,
     fn,
   });
@@ -44,7 +46,11 @@ async function instance(
   args: string[] = [],
   expect: "up" | "down" = "up",
 ): Promise<Joinable & { cli: Cli; http: string } & AsyncDisposable> {
-  const { cli, url, join } = await startServerProcess(["--redis", redis, ...args]);
+  const { cli, url, join } = await startServerProcess([
+    "--redis",
+    redis,
+    ...args,
+  ]);
   await cli.stdout.take((line) => line.startsWith(`Backplane ${expect}`));
   return {
     cli,
@@ -87,7 +93,9 @@ async function json(url: string): Promise<{ status: number; body: unknown }> {
 
 async function metrics(http: string): Promise<Map<string, number>> {
   const values = new Map<string, number>();
-  for (const line of (await (await fetch(`${http}/metrics`)).text()).split("\n")) {
+  for (
+    const line of (await (await fetch(`${http}/metrics`)).text()).split("\n")
+  ) {
     if (line === "" || line.startsWith("#")) continue;
     const [name, value] = line.split(" ");
     values.set(name, Number(value));
@@ -95,33 +103,36 @@ async function metrics(http: string): Promise<Map<string, number>> {
   return values;
 }
 
-redisTest("two instances: every member sees every message, in one order", async () => {
-  await using cluster = await twoInstances();
-  const { a, b } = cluster;
-  await using a1 = await a.join("a1");
-  await using a2 = await a.join("a2");
-  await using b1 = await b.join("b1");
-  await a1.presence.take((line) => line === joinedNotice("b1", 3));
-  const clients = [a1, a2, b1];
-  const names = ["a1", "a2", "b1"];
-  const count = 30;
-  // All at once, from both instances: nothing orders them but Redis.
-  for (let i = 0; i < count; i++) {
-    clients.forEach((client, c) => client.send(`${names[c]} says ${i}`));
-  }
-  const seen = await Promise.all(
-    clients.map((client) => client.messages.many(3 * count)),
-  );
-  assert.deepEqual(seen[1], seen[0]);
-  assert.deepEqual(seen[2], seen[0]);
-  for (const name of names) {
-    const own = seen[0].filter((line) => line.startsWith(`${name}: `));
-    assert.deepEqual(
-      own,
-      [...Array(count).keys()].map((i) => `${name}: ${name} says ${i}`),
+redisTest(
+  "two instances: every member sees every message, in one order",
+  async () => {
+    await using cluster = await twoInstances();
+    const { a, b } = cluster;
+    await using a1 = await a.join("a1");
+    await using a2 = await a.join("a2");
+    await using b1 = await b.join("b1");
+    await a1.presence.take((line) => line === joinedNotice("b1", 3));
+    const clients = [a1, a2, b1];
+    const names = ["a1", "a2", "b1"];
+    const count = 30;
+    // All at once, from both instances: nothing orders them but Redis.
+    for (let i = 0; i < count; i++) {
+      clients.forEach((client, c) => client.send(`${names[c]} says ${i}`));
+    }
+    const seen = await Promise.all(
+      clients.map((client) => client.messages.many(3 * count)),
     );
-  }
-});
+    assert.deepEqual(seen[1], seen[0]);
+    assert.deepEqual(seen[2], seen[0]);
+    for (const name of names) {
+      const own = seen[0].filter((line) => line.startsWith(`${name}: `));
+      assert.deepEqual(
+        own,
+        [...Array(count).keys()].map((i) => `${name}: ${name} says ${i}`),
+      );
+    }
+  },
+);
 
 redisTest("presence, history and names span instances", async () => {
   await using cluster = await twoInstances();
@@ -199,7 +210,10 @@ redisTest(
     // Meanwhile each instance serves its own members, in order.
     alice.send("alone 1");
     alice.send("alone 2");
-    assert.deepEqual(await alice.messages.many(2), ["alice: alone 1", "alice: alone 2"]);
+    assert.deepEqual(await alice.messages.many(2), [
+      "alice: alone 1",
+      "alice: alone 2",
+    ]);
     bob.send("by myself");
     assert.equal(await bob.messages.next(), "bob: by myself");
     // A newcomer while it is gone is told so after the welcome and history.
@@ -231,23 +245,26 @@ redisTest(
   },
 );
 
-redisTest("a hung Redis counts as down, and is back when it answers again", async () => {
-  await using redis = await RedisServer.start();
-  await using a = await instance(redis.url, ["--redis-timeout", "300"]);
-  await using alice = await a.join("alice");
-  redis.signal("SIGSTOP");
-  try {
-    assert.equal(await alice.messages.next(), BACKPLANE_DOWN);
-    alice.send("still here");
-    assert.equal(await alice.messages.next(), "alice: still here");
-    assert.equal((await json(`${a.http}/readyz`)).status, 503);
-  } finally {
-    redis.signal("SIGCONT");
-  }
-  assert.equal(await alice.messages.next(), BACKPLANE_BACK);
-  alice.send("through Redis");
-  assert.equal(await alice.messages.next(), "alice: through Redis");
-});
+redisTest(
+  "a hung Redis counts as down, and is back when it answers again",
+  async () => {
+    await using redis = await RedisServer.start();
+    await using a = await instance(redis.url, ["--redis-timeout", "300"]);
+    await using alice = await a.join("alice");
+    redis.signal("SIGSTOP");
+    try {
+      assert.equal(await alice.messages.next(), BACKPLANE_DOWN);
+      alice.send("still here");
+      assert.equal(await alice.messages.next(), "alice: still here");
+      assert.equal((await json(`${a.http}/readyz`)).status, 503);
+    } finally {
+      redis.signal("SIGCONT");
+    }
+    assert.equal(await alice.messages.next(), BACKPLANE_BACK);
+    alice.send("through Redis");
+    assert.equal(await alice.messages.next(), "alice: through Redis");
+  },
+);
 
 redisTest(
   "an instance that starts without Redis serves locally, then joins it",
@@ -348,39 +365,45 @@ redisTest(
   },
 );
 
-redisTest("--no-echo and a graceful shutdown work across instances", async () => {
-  await using cluster = await twoInstances(["--no-echo"]);
-  const { a, b } = cluster;
-  await using alice = await a.join("alice");
-  await using bob = await b.join("bob");
-  await alice.presence.take((line) => line === joinedNotice("bob", 2));
-  alice.send("not to me");
-  assert.equal(await bob.messages.next(), "alice: not to me");
-  bob.send("nor to me");
-  // alice's next message is bob's: her own never came back to her.
-  assert.equal(await alice.messages.next(), "bob: nor to me");
-  // A stopped instance takes its members out of the room at once, not after the expiry.
-  const status = await a.cli.stop("SIGTERM");
-  assert.equal(status.code, 0);
-  assert.equal((await alice.closed).code, 1001);
-  assert.equal(await bob.presence.next(), leftNotice("alice", 1));
-  bob.send("/who");
-  assert.equal(await bob.messages.next(), whoLine(["bob"]));
-});
+redisTest(
+  "--no-echo and a graceful shutdown work across instances",
+  async () => {
+    await using cluster = await twoInstances(["--no-echo"]);
+    const { a, b } = cluster;
+    await using alice = await a.join("alice");
+    await using bob = await b.join("bob");
+    await alice.presence.take((line) => line === joinedNotice("bob", 2));
+    alice.send("not to me");
+    assert.equal(await bob.messages.next(), "alice: not to me");
+    bob.send("nor to me");
+    // alice's next message is bob's: her own never came back to her.
+    assert.equal(await alice.messages.next(), "bob: nor to me");
+    // A stopped instance takes its members out of the room at once, not after the expiry.
+    const status = await a.cli.stop("SIGTERM");
+    assert.equal(status.code, 0);
+    assert.equal((await alice.closed).code, 1001);
+    assert.equal(await bob.presence.next(), leftNotice("alice", 1));
+    bob.send("/who");
+    assert.equal(await bob.messages.next(), whoLine(["bob"]));
+  },
+);
 
-redisTest("past --presence-limit, YewChat lists still span instances", async () => {
-  await using cluster = await twoInstances(["--presence-limit", "1"]);
-  const { a, b } = cluster;
-  await using alice = await a.join("alice");
-  await using yew = new TestClient(b.url);
-  await yew.opened;
-  yew.send(JSON.stringify({ messageType: "register", data: "yui" }));
-  assert.equal(await yew.messages.next(), yewUsers(["alice", "yui"]));
-  // Two members are past the limit: alice hears of no join; a message still arrives.
-  yew.send(JSON.stringify({ messageType: "message", data: "hello" }));
-  assert.equal(await alice.messages.next(), "yui: hello");
-  assert.deepEqual(alice.presence.queued, []);
-});
+redisTest(
+  "past --presence-limit, YewChat lists still span instances",
+  async () => {
+    await using cluster = await twoInstances(["--presence-limit", "1"]);
+    const { a, b } = cluster;
+    await using alice = await a.join("alice");
+    await using yew = new TestClient(b.url);
+    await yew.opened;
+    yew.send(JSON.stringify({ messageType: "register", data: "yui" }));
+    assert.equal(await yew.messages.next(), yewUsers(["alice", "yui"]));
+    // Two members are past the limit: alice hears of no join; a message still arrives.
+    yew.send(JSON.stringify({ messageType: "message", data: "hello" }));
+    assert.equal(await alice.messages.next(), "yui: hello");
+    assert.deepEqual(alice.presence.queued, []);
+  },
+);
 
 Deno.test("the log shows a Redis URL without its password", async () => {
   const { redactedUrl } = await import("../server/redis.ts");
@@ -392,7 +415,10 @@ Deno.test("the log shows a Redis URL without its password", async () => {
 });
 
 /** Runs `redis-cli` against `redis` and returns its answer. */
-async function redisCli(redis: RedisServer, ...args: string[]): Promise<string> {
+async function redisCli(
+  redis: RedisServer,
+  ...args: string[]
+): Promise<string> {
   const out = await new Deno.Command("redis-cli", {
     args: ["-p", String(redis.port), ...args],
     stdout: "piped",
@@ -414,7 +440,10 @@ redisTest(
     await using cluster = await twoInstances(["--rate-limit", "0"]);
     const { redis, a } = cluster;
     await using alice = await a.join("alice");
-    assert.equal(await redisCli(redis, "CONFIG", "SET", "maxmemory", "1"), "OK");
+    assert.equal(
+      await redisCli(redis, "CONFIG", "SET", "maxmemory", "1"),
+      "OK",
+    );
     const big = "x".repeat(60_000);
     for (let i = 0; i < 30; i++) alice.send(`${i} ${big}`);
     // Every message still reaches this instance's members, in order; they
@@ -422,7 +451,9 @@ redisTest(
     const got = await alice.messages.many(31);
     assert.deepEqual(got.filter((line) => line === BACKPLANE_DOWN).length, 1);
     assert.deepEqual(
-      got.filter((line) => line !== BACKPLANE_DOWN).map((line) => line.split(" ")[1]),
+      got.filter((line) => line !== BACKPLANE_DOWN).map((line) =>
+        line.split(" ")[1]
+      ),
       Array.from({ length: 30 }, (_, i) => String(i)),
     );
     // It keeps trying (each attempt's probe write refused), and stays down.
@@ -431,11 +462,15 @@ redisTest(
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     assert.equal((await json(`${a.http}/readyz`)).status, 503);
-    assert.equal(await redisCli(redis, "CONFIG", "SET", "maxmemory", "0"), "OK");
+    assert.equal(
+      await redisCli(redis, "CONFIG", "SET", "maxmemory", "0"),
+      "OK",
+    );
     // No flapping: the next thing its members hear is that it is back.
     assert.equal(await alice.messages.next(), BACKPLANE_BACK);
     assert.equal(
-      a.cli.stdoutLines.filter((line) => line.startsWith("Backplane down")).length,
+      a.cli.stdoutLines.filter((line) => line.startsWith("Backplane down"))
+        .length,
       1,
     );
     assert.match(
@@ -470,7 +505,12 @@ redisTest(
 redisTest(
   "a client held before it joins gets, through Redis, what the room said meanwhile, once each",
   async () => {
-    await using cluster = await twoInstances(["--history", "5", "--rate-limit", "0"]);
+    await using cluster = await twoInstances([
+      "--history",
+      "5",
+      "--rate-limit",
+      "0",
+    ]);
     const { a, b } = cluster;
     await using bob = await b.join("bob");
     for (let i = 1; i <= 10; i++) bob.send(String(i));
@@ -483,7 +523,10 @@ redisTest(
     const numbers = (await held.messages.many(105)).map((line) =>
       line.replace("bob: ", "")
     );
-    assert.deepEqual(numbers, Array.from({ length: 105 }, (_, i) => String(i + 6)));
+    assert.deepEqual(
+      numbers,
+      Array.from({ length: 105 }, (_, i) => String(i + 6)),
+    );
   },
 );
 
@@ -557,12 +600,17 @@ redisTest("a moderator's kick and mute hold on every instance", async () => {
   const token = (name: string, admin = false) =>
     mintToken({ name, ttlSeconds: 600, admin }, key);
   try {
-    await using cluster = await twoInstances(["--auth-secret", `${dir}/secret`]);
+    await using cluster = await twoInstances([
+      "--auth-secret",
+      `${dir}/secret`,
+    ]);
     const { a, b } = cluster;
     await using admin = await TestClient.join(
       `${a.url}/r?token=${await token("admin", true)}`,
     );
-    await using carol = await TestClient.join(`${a.url}/r?token=${await token("carol")}`);
+    await using carol = await TestClient.join(
+      `${a.url}/r?token=${await token("carol")}`,
+    );
     const bob = await TestClient.join(`${b.url}/r?token=${await token("bob")}`);
     await admin.presence.take((l) => l.startsWith("* bob joined"));
 
@@ -582,20 +630,32 @@ redisTest("a moderator's kick and mute hold on every instance", async () => {
     assert.deepEqual([closed.code, closed.reason], [4001, "kicked: spamming"]);
     assert.equal(await carol.messages.next(), "* bob was kicked by admin");
     for (const instance of [a, b]) {
-      const again = new TestClient(`${instance.url}/r?token=${await token("bob")}`);
+      const again = new TestClient(
+        `${instance.url}/r?token=${await token("bob")}`,
+      );
       await assert.rejects(again.opened);
       await again.closed;
     }
     // An instance that did not serve the room then learns it from Redis.
-    await using c = await instance(cluster.redis.url, ["--auth-secret", `${dir}/secret`]);
+    await using c = await instance(cluster.redis.url, [
+      "--auth-secret",
+      `${dir}/secret`,
+    ]);
     const late = new TestClient(`${c.url}/r?token=${await token("bob")}`);
     await assert.rejects(late.opened);
     await late.closed;
     // The page's name check says so too.
-    const refused = await fetch(`${c.http}/r?name=bob&token=${await token("bob")}`);
-    assert.deepEqual([refused.status, (await refused.text()).trim()], [403, "kicked"]);
+    const refused = await fetch(
+      `${c.http}/r?name=bob&token=${await token("bob")}`,
+    );
+    assert.deepEqual([refused.status, (await refused.text()).trim()], [
+      403,
+      "kicked",
+    ]);
     // Nothing bob said while muted reached the room.
-    assert.ok(!carol.messages.queued.some((l) => l.includes("can anyone hear me")));
+    assert.ok(
+      !carol.messages.queued.some((l) => l.includes("can anyone hear me")),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

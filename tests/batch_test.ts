@@ -10,7 +10,10 @@ import {
 
 Deno.test("a chat.batch client gets a burst in few frames, every message in order", async () => {
   await using server = startServer({ rateLimit: 0 });
-  await using batched = new TestClient(`${server.url}/?name=batched`, BATCH_PROTOCOL);
+  await using batched = new TestClient(
+    `${server.url}/?name=batched`,
+    BATCH_PROTOCOL,
+  );
   await batched.opened;
   assert.equal(batched.socket.protocol, BATCH_PROTOCOL);
   assert.equal(await batched.messages.next(), WELCOME);

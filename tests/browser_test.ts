@@ -47,7 +47,9 @@ async function phone(browser: Browser): Promise<Page> {
 /** Waits until `selector`'s text matches. */
 async function waitForText(page: Page, selector: string, pattern: RegExp) {
   await page.waitForFunction(
-    `new RegExp(${JSON.stringify(pattern.source)}).test(document.querySelector(${
+    `new RegExp(${
+      JSON.stringify(pattern.source)
+    }).test(document.querySelector(${
       JSON.stringify(selector)
     })?.textContent ?? "")`,
   );
@@ -68,7 +70,10 @@ Deno.test({
     const started = await startServerProcess();
     const port = started.port;
     let server = started.cli;
-    assert.equal(await server.stdout.next(), `chat page at http://127.0.0.1:${port}/`);
+    assert.equal(
+      await server.stdout.next(),
+      `chat page at http://127.0.0.1:${port}/`,
+    );
     const terminal = new Cli([
       "client",
       "--url",
@@ -124,7 +129,10 @@ Deno.test({
       // Your own message looks different from the others'.
       await waitForText(page, "#log", /webhello terminal/);
       assert.equal(
-        await page.$eval("#log .chat:last-child", (el) => el.classList.contains("own")),
+        await page.$eval(
+          "#log .chat:last-child",
+          (el) => el.classList.contains("own"),
+        ),
         true,
       );
 
@@ -149,8 +157,12 @@ Deno.test({
       await waitForText(page, "#log", /send me your password/);
       mallory.send("file \u202Egnp.exe ok");
       await waitForText(page, "#log", /gnp\.exe ok/);
-      const shown: { lines: number; from: string[]; marks: number; tags: string[] } =
-        await page.evaluate(`(() => {
+      const shown: {
+        lines: number;
+        from: string[];
+        marks: number;
+        tags: string[];
+      } = await page.evaluate(`(() => {
           const lines = [...document.querySelectorAll("#log .chat")].slice(${before});
           return {
             lines: lines.length,
@@ -175,15 +187,25 @@ Deno.test({
       await terminal.write(`${"w".repeat(300)}\n`);
       for (let i = 0; i < 30; i++) await terminal.write(`filler ${i}\n`);
       await waitForText(page, "#log", /filler 29/);
-      const fit: { scrollWidth: number; width: number; input: number; height: number } =
-        await page.evaluate(`({
+      const fit: {
+        scrollWidth: number;
+        width: number;
+        input: number;
+        height: number;
+      } = await page.evaluate(`({
           scrollWidth: document.documentElement.scrollWidth,
           width: document.documentElement.clientWidth,
           input: document.getElementById("text").getBoundingClientRect().bottom,
           height: innerHeight,
         })`);
-      assert.ok(fit.scrollWidth <= fit.width, `page is ${fit.scrollWidth}px wide`);
-      assert.ok(fit.input <= fit.height, `input bottom at ${fit.input} of ${fit.height}`);
+      assert.ok(
+        fit.scrollWidth <= fit.width,
+        `page is ${fit.scrollWidth}px wide`,
+      );
+      assert.ok(
+        fit.input <= fit.height,
+        `input bottom at ${fit.input} of ${fit.height}`,
+      );
       // A name already in the room, on first join: ask for another. An invalid
       // one gets the page's own words, not the browser's.
       const second = await phone(browser);
@@ -206,7 +228,10 @@ Deno.test({
         /disconnected \(1001 server shutting down\)/,
       );
       server = new Cli(["server", "--port", String(port)]);
-      assert.equal(await server.stdout.next(), `listening on ws://127.0.0.1:${port}`);
+      assert.equal(
+        await server.stdout.next(),
+        `listening on ws://127.0.0.1:${port}`,
+      );
       await waitForText(page, "#status", /^connected as web$/);
       const again = new Cli([
         "client",
@@ -224,7 +249,8 @@ Deno.test({
       assert.equal(
         await page.$$eval(
           "#log .notice .text",
-          (lines, welcome) => lines.filter((l) => l.textContent === welcome).length,
+          (lines, welcome) =>
+            lines.filter((l) => l.textContent === welcome).length,
           WELCOME,
         ),
         1,

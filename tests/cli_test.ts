@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import { Cli, closedPort, join, runCli, startServerProcess } from "./helpers.ts";
+import {
+  Cli,
+  closedPort,
+  join,
+  runCli,
+  startServerProcess,
+} from "./helpers.ts";
 import { WELCOME } from "../lib/protocol.ts";
 
 Deno.test("--help for chat, server and client prints usage and exits 0", async () => {
@@ -38,8 +44,14 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
       ["serve"],
       `chat: unknown command "serve": expected 'server', 'client' or 'token' (try 'chat --help')`,
     ],
-    [["server", "--nope"], "chat: unknown flag --nope (try 'chat server --help')"],
-    [["server", "--port"], "chat: flag --port needs a value (try 'chat server --help')"],
+    [
+      ["server", "--nope"],
+      "chat: unknown flag --nope (try 'chat server --help')",
+    ],
+    [
+      ["server", "--port"],
+      "chat: flag --port needs a value (try 'chat server --help')",
+    ],
     [
       ["server", "--port", "abc"],
       `chat: invalid --port "abc": expected a whole number from 0 to 65535 (try 'chat server --help')`,
@@ -52,7 +64,10 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
       ["server", "--port", "-5"],
       `chat: invalid --port "-5": expected a whole number from 0 to 65535 (try 'chat server --help')`,
     ],
-    [["server", "extra"], `chat: unexpected argument "extra" (try 'chat server --help')`],
+    [
+      ["server", "extra"],
+      `chat: unexpected argument "extra" (try 'chat server --help')`,
+    ],
     [
       ["client", "--url", "127.0.0.1:8080"],
       `chat: invalid --url "127.0.0.1:8080": add the scheme, as in ws://127.0.0.1:8080 (try 'chat client --help')`,
@@ -69,7 +84,10 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
       ["client", "--url", "ftp://x/"],
       `chat: invalid --url "ftp://x/": expected ws:// or wss:// (try 'chat client --help')`,
     ],
-    [["client", "--url"], "chat: flag --url needs a value (try 'chat client --help')"],
+    [
+      ["client", "--url"],
+      "chat: flag --url needs a value (try 'chat client --help')",
+    ],
     [
       ["client", "--room", "a/b"],
       `chat: invalid room "a/b": use 1 to 32 ASCII letters, digits, '_', '-' or '.', not healthz, readyz, metrics, favicon.ico (try 'chat client --help')`,
@@ -86,7 +104,10 @@ Deno.test("usage errors: one stderr line with a hint, nothing on stdout, exit 2"
 Deno.test("the server's first line is its real address, also for --port 0", async () => {
   const { cli, port } = await startServerProcess();
   assert.equal(cli.stdoutLines[0], `listening on ws://127.0.0.1:${port}`);
-  assert.equal(await cli.stdout.next(), `chat page at http://127.0.0.1:${port}/`);
+  assert.equal(
+    await cli.stdout.next(),
+    `chat page at http://127.0.0.1:${port}/`,
+  );
   assert.ok(port > 0);
   assert.equal((await cli.stop()).code, 0);
 });
@@ -137,7 +158,10 @@ Deno.test("one server, three `deno task client`s: each sees the others' lines", 
   assert.equal((await server.stop()).code, 0);
   const log = server.stdoutLines.join("\n");
   assert.match(log, /^From client 127\.0\.0\.1:\d+ "hello from bob"$/m);
-  assert.equal(server.stdoutLines.filter((l) => l.startsWith("Disconnected ")).length, 3);
+  assert.equal(
+    server.stdoutLines.filter((l) => l.startsWith("Disconnected ")).length,
+    3,
+  );
 });
 
 Deno.test("a piped client sends every non-blank line, then exits 0 at EOF", async () => {
@@ -168,7 +192,10 @@ Deno.test("the client escapes control characters, one message per line", async (
   assert.equal(await client.chat.next(), WELCOME);
   await using peer = await join(url, "peer");
   peer.send("two\nlines \x1b[2J\rgone\u009b");
-  assert.equal(await client.chat.next(), "peer: two\\x0alines \\x1b[2J\\x0dgone\\x9b");
+  assert.equal(
+    await client.chat.next(),
+    "peer: two\\x0alines \\x1b[2J\\x0dgone\\x9b",
+  );
   await client.finished();
   await server.stop();
 });
@@ -210,7 +237,10 @@ Deno.test("SIGTERM and SIGINT: clients are closed with 1001, the server exits 0"
     assert.equal(closed.code, 1001);
     assert.equal(closed.reason, "server shutting down");
     assert.equal((await server.finished()).code, 0);
-    assert.equal(await terminal.stderr.next(), "disconnected: 1001 server shutting down");
+    assert.equal(
+      await terminal.stderr.next(),
+      "disconnected: 1001 server shutting down",
+    );
     assert.equal((await terminal.child.status).code, 0);
     await terminal.finished();
   }
@@ -237,7 +267,10 @@ Deno.test("every --help fits 80 columns", async () => {
     const { code, stdout } = await runCli(args);
     assert.equal(code, 0);
     for (const line of stdout.split("\n")) {
-      assert.ok(line.length <= 80, `${args.join(" ")}: ${line.length} columns: ${line}`);
+      assert.ok(
+        line.length <= 80,
+        `${args.join(" ")}: ${line.length} columns: ${line}`,
+      );
     }
   }
 });

@@ -55,7 +55,8 @@ Deno.test({
       lines[0],
       /^chat compile: cannot get Deno's base runtime https:\/\/\S+denort\S+ \([^)]+\): run it on a machine with network access, or set DENORT_BIN to a denort binary of Deno \d/,
     );
-    const left = await Deno.readDir(`${ROOT}dist`)[Symbol.asyncIterator]().next()
+    const left = await Deno.readDir(`${ROOT}dist`)[Symbol.asyncIterator]()
+      .next()
       .then((entry) => entry.value?.name ?? "(empty)", () => "nothing");
     assert.equal(left, "nothing", "dist/ was left behind");
   },

@@ -19,7 +19,13 @@ const COMMAND: CommandSpec = {
       help: "the port",
     },
     { name: "quiet", type: "boolean", help: "say less" },
-    { name: "allow", type: "string", valueName: "URL", multiple: true, help: "allow it" },
+    {
+      name: "allow",
+      type: "string",
+      valueName: "URL",
+      multiple: true,
+      help: "allow it",
+    },
   ],
 };
 
@@ -49,8 +55,14 @@ Deno.test("flags parse into values", () => {
 });
 
 Deno.test("usage errors name the problem and the help command", () => {
-  assert.equal(problem(["--nope"]), "chat: unknown flag --nope (try 'chat demo --help')");
-  assert.equal(problem(["-x"]), "chat: unknown flag -x (try 'chat demo --help')");
+  assert.equal(
+    problem(["--nope"]),
+    "chat: unknown flag --nope (try 'chat demo --help')",
+  );
+  assert.equal(
+    problem(["-x"]),
+    "chat: unknown flag -x (try 'chat demo --help')",
+  );
   assert.equal(
     problem(["--port"]),
     "chat: flag --port needs a value (try 'chat demo --help')",
@@ -108,10 +120,16 @@ Deno.test("server flags become server options", async () => {
   assert.equal(options.port, 0);
   assert.equal(options.rateLimit, 0);
   assert.equal(options.maxClients, 3);
-  assert.deepEqual(options.allowOrigins, ["https://a.example", "http://b.example:81"]);
+  assert.deepEqual(options.allowOrigins, [
+    "https://a.example",
+    "http://b.example:81",
+  ]);
   assert.equal(serverOptions(parseFlags(SERVER_COMMAND, [])).echo, true);
   assert.throws(
-    () => serverOptions(parseFlags(SERVER_COMMAND, ["--allow-origin", "example.com"])),
+    () =>
+      serverOptions(
+        parseFlags(SERVER_COMMAND, ["--allow-origin", "example.com"]),
+      ),
     UsageError,
   );
   assert.throws(
@@ -131,7 +149,10 @@ Deno.test("--redis takes a redis:// URL; the prefix and timeout have defaults", 
   assert.equal(options.redis, "redis://127.0.0.1:6379");
   assert.equal(options.redisTimeout, 250);
   assert.equal(options.redisPrefix, undefined);
-  assert.match(usage(SERVER_COMMAND), /--redis-prefix PREFIX +[^]+?\(default: chat:\)/);
+  assert.match(
+    usage(SERVER_COMMAND),
+    /--redis-prefix PREFIX +[^]+?\(default: chat:\)/,
+  );
   const refused = (args: string[]) => {
     try {
       serverOptions(parseFlags(SERVER_COMMAND, args));

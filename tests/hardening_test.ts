@@ -12,7 +12,10 @@ import { Admission, messageBytes, utf8Length } from "../server/admission.ts";
 async function stillServes(url: string, client: TestClient) {
   await using probe = await join(url, "probe");
   probe.send("ok");
-  assert.equal(await client.messages.take((m) => m.startsWith("probe: ")), "probe: ok");
+  assert.equal(
+    await client.messages.take((m) => m.startsWith("probe: ")),
+    "probe: ok",
+  );
 }
 
 Deno.test("messageBytes counts UTF-8 bytes, and stops counting past the limit", () => {
@@ -104,9 +107,13 @@ Deno.test("a fragmented message is judged whole, after Deno reassembles it", asy
   const raw = await RawSocket.open(server.addr.port);
   assert.equal(await raw.readText(), WELCOME);
   for (let i = 0; i < 3; i++) {
-    await raw.sendFrame(i === 0 ? Opcode.TEXT : Opcode.CONTINUATION, "x".repeat(400), {
-      fin: i === 2,
-    });
+    await raw.sendFrame(
+      i === 0 ? Opcode.TEXT : Opcode.CONTINUATION,
+      "x".repeat(400),
+      {
+        fin: i === 2,
+      },
+    );
   }
   const closed = await raw.readUntilClose();
   assert.equal(closed.code, 1009);
@@ -160,7 +167,9 @@ Deno.test("a client that never reads is dropped as too slow; the others get ever
   await using server = startServer({ rateLimit: 0 });
   await using reader = await server.join("reader");
   await using sender = await server.join("sender");
-  const stalled = await RawSocket.open(server.addr.port, { path: "/?name=stalled" });
+  const stalled = await RawSocket.open(server.addr.port, {
+    path: "/?name=stalled",
+  });
   // 64 MiB: enough to fill the kernel's buffers both ways and then some.
   const count = 16_384;
   const dropped = server.log.take((line) => line.includes("slow consumer"));
@@ -171,7 +180,9 @@ Deno.test("a client that never reads is dropped as too slow; the others get ever
   );
   // The reader missed nothing, in order.
   const got = await reader.messages.many(count);
-  got.forEach((line, i) => assert.ok(line.startsWith(`sender: ${i} `), `message ${i}`));
+  got.forEach((line, i) =>
+    assert.ok(line.startsWith(`sender: ${i} `), `message ${i}`)
+  );
   sender.send("last");
   assert.equal(await reader.messages.next(), "sender: last");
   // The stalled client, once it reads, finds a prefix of the chat and then 1008.
@@ -179,7 +190,10 @@ Deno.test("a client that never reads is dropped as too slow; the others get ever
   stalled.close();
   assert.equal(code, 1008);
   assert.equal(reason, "too slow");
-  assert.ok(texts.length < count, `${texts.length} messages reached the stalled client`);
+  assert.ok(
+    texts.length < count,
+    `${texts.length} messages reached the stalled client`,
+  );
   assert.ok(!texts.includes("sender: last"));
   assert.equal(server.clients, 2);
 });
@@ -210,7 +224,9 @@ Deno.test("--idle-timeout: a client that answers no ping is closed with 1001", a
 });
 
 Deno.test("a foreign Origin gets HTTP 403; no Origin, the own one and allowed ones pass", async () => {
-  await using server = startServer({ allowOrigins: ["https://chat.example.com"] });
+  await using server = startServer({
+    allowOrigins: ["https://chat.example.com"],
+  });
   const port = server.addr.port;
   const cases: [Record<string, string>, number][] = [
     [{}, 101],
@@ -232,11 +248,19 @@ Deno.test("malformed frames, invalid UTF-8 and resets cost only that connection"
   await using server = startServer();
   await using watcher = await server.join("watcher");
   const attacks: [string, (raw: RawSocket) => Promise<void>][] = [
-    ["invalid UTF-8", (raw) => raw.sendFrame(Opcode.TEXT, new Uint8Array([0xff, 0xfe]))],
+    [
+      "invalid UTF-8",
+      (raw) => raw.sendFrame(Opcode.TEXT, new Uint8Array([0xff, 0xfe])),
+    ],
     ["reserved opcode", (raw) => raw.sendFrame(0x3, "?")],
-    ["reserved bits", (raw) => raw.send(new Uint8Array([0xf1, 0x80, 0, 0, 0, 0]))],
+    [
+      "reserved bits",
+      (raw) => raw.send(new Uint8Array([0xf1, 0x80, 0, 0, 0, 0])),
+    ],
     ["reset mid-frame", async (raw) => {
-      await raw.send(new Uint8Array([0x81, 0xfe, 0x10, 0x00, 1, 2, 3, 4, 5, 6]));
+      await raw.send(
+        new Uint8Array([0x81, 0xfe, 0x10, 0x00, 1, 2, 3, 4, 5, 6]),
+      );
       raw.close();
     }],
     [
@@ -264,7 +288,10 @@ Deno.test("garbage HTTP and huge headers get Deno's own answer; the server goes 
       `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"b".repeat(200_000)}\r\n\r\n`,
     ]
   ) {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.addr.port,
+    });
     await conn.write(new TextEncoder().encode(request)).catch(() => 0);
     const answer = new Uint8Array(1024);
     const n = await conn.read(answer).catch(() => null);
@@ -292,7 +319,9 @@ Deno.test("a throw while handling a message costs that client 1011, not the serv
   assert.equal(closed.code, 1011);
   assert.equal(closed.reason, "internal error");
   assert.ok(
-    lines.some((line) => /^Error 127\.0\.0\.1:\d+ in message: log failed$/.test(line)),
+    lines.some((line) =>
+      /^Error 127\.0\.0\.1:\d+ in message: log failed$/.test(line)
+    ),
   );
   await stillServes(server.url, watcher);
   assert.deepEqual(watcher.messages.queued, []);

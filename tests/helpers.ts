@@ -79,8 +79,14 @@ export class Inbox<T> {
  * client's address) in `room` (the default room without one), and waits
  * for the welcome.
  */
-export function join(url: string, name?: string, room = ""): Promise<TestClient> {
-  return TestClient.join(`${url}/${room}${name === undefined ? "" : `?name=${name}`}`);
+export function join(
+  url: string,
+  name?: string,
+  room = "",
+): Promise<TestClient> {
+  return TestClient.join(
+    `${url}/${room}${name === undefined ? "" : `?name=${name}`}`,
+  );
 }
 
 /** Something that serves the chat at `url`, joined by name. */
@@ -395,7 +401,9 @@ export class RedisServer {
       for await (const line of readLines(child.stdout)) {
         if (line.includes("Ready to accept connections")) ready.resolve();
       }
-      ready.reject(new Error(`redis-server on port ${this.port} did not start`));
+      ready.reject(
+        new Error(`redis-server on port ${this.port} did not start`),
+      );
     })();
     await ready.promise;
   }
@@ -429,7 +437,10 @@ export class RedisServer {
  * named `name` sends one line and gets the welcome and its echo, and
  * SIGTERM ends the server with status 0.
  */
-export async function chatsEndToEnd(program: string, name: string): Promise<void> {
+export async function chatsEndToEnd(
+  program: string,
+  name: string,
+): Promise<void> {
   const server = new Deno.Command(program, {
     args: ["server", "--port", "0"],
     stdout: "piped",

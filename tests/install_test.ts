@@ -9,7 +9,9 @@ import config from "../deno.json" with { type: "json" };
 const README = await Deno.readTextFile(`${ROOT}README.md`);
 
 Deno.test("the README's install line makes a chat command that works", async () => {
-  const section = README.slice(README.indexOf("## Installing it as a `chat` command"));
+  const section = README.slice(
+    README.indexOf("## Installing it as a `chat` command"),
+  );
   const line = section.split("\n").find((l) => l.startsWith("deno install "));
   assert.ok(line, "no deno install line");
   const root = await Deno.makeTempDir({ prefix: "chat-install-" });

@@ -36,7 +36,11 @@ Deno.test("SIGTERM during traffic: reading clients get every accepted message, t
   let sent = 0;
   const sending = (async () => {
     while (sender.socket.readyState === WebSocket.OPEN) {
-      for (let i = 0; i < 20 && sender.socket.readyState === WebSocket.OPEN; i++) {
+      for (
+        let i = 0;
+        i < 20 && sender.socket.readyState === WebSocket.OPEN;
+        i++
+      ) {
         sender.send(`m${sent++}`);
       }
       await sender.messages.next().catch(() => {});
@@ -92,7 +96,10 @@ Deno.test("a piped file of 100 lines passes a default server's rate limit, all o
     lines.join("\n") + "\n",
   );
   assert.equal(result.code, 0, result.stderr);
-  assert.deepEqual(await watcher.messages.many(100), lines.map((l) => `cat: ${l}`));
+  assert.deepEqual(
+    await watcher.messages.many(100),
+    lines.map((l) => `cat: ${l}`),
+  );
   assert.ok(!result.stdout.includes("* rate limit"), "the client was refused");
   await server.stop();
 });
@@ -100,7 +107,17 @@ Deno.test("a piped file of 100 lines passes a default server's rate limit, all o
 Deno.test("backoff: 0.5 s doubling to 30 s, jittered, reset after a connection", () => {
   const backoff = new Backoff();
   const full = Array.from({ length: 9 }, () => backoff.delay(1));
-  assert.deepEqual(full, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+  assert.deepEqual(full, [
+    500,
+    1000,
+    2000,
+    4000,
+    8000,
+    16000,
+    30000,
+    30000,
+    30000,
+  ]);
   backoff.reset();
   assert.equal(backoff.delay(0), 250); // half of it, at the least
   assert.equal(backoff.delay(0.5), 750);
@@ -109,7 +126,14 @@ Deno.test("backoff: 0.5 s doubling to 30 s, jittered, reset after a connection",
 Deno.test("--reconnect: retries until the server is up, across a restart, lines sent once", async () => {
   const port = closedPort();
   const url = `ws://127.0.0.1:${port}`;
-  const client = new Cli(["client", "--url", url, "--name", "phoenix", "--reconnect"]);
+  const client = new Cli([
+    "client",
+    "--url",
+    url,
+    "--name",
+    "phoenix",
+    "--reconnect",
+  ]);
   const firstRetry = await client.stderr.next();
   assert.match(
     firstRetry,
@@ -162,7 +186,14 @@ Deno.test("--reconnect: retries until the server is up, across a restart, lines 
 Deno.test("--reconnect: an HTTP 503 (server full) is retried until a slot frees", async () => {
   const { cli: server, url } = await startServerProcess(["--max-clients", "1"]);
   const holder = await join(url, "holder");
-  const client = new Cli(["client", "--url", url, "--name", "waiter", "--reconnect"]);
+  const client = new Cli([
+    "client",
+    "--url",
+    url,
+    "--name",
+    "waiter",
+    "--reconnect",
+  ]);
   assert.match(
     await client.stderr.next(),
     /: HTTP 503: server full: 1 client; retrying in \d\.\d s$/,
@@ -195,7 +226,10 @@ Deno.test("--reconnect does not retry a refusal that will not change (HTTP 400)"
 
 /** Sends `count` 4 KiB messages through a server process; returns its RSS growth. */
 async function rssGrowth(withStalledClient: boolean): Promise<number> {
-  const { cli: server, url, port } = await startServerProcess(["--rate-limit", "0"]);
+  const { cli: server, url, port } = await startServerProcess([
+    "--rate-limit",
+    "0",
+  ]);
   await using sender = await join(url, "sender");
   const stalled = withStalledClient
     ? await RawSocket.open(port, { path: "/?name=stalled" })
@@ -249,7 +283,13 @@ Deno.test("--reconnect: once the input ends, the client gives up after 10 s out 
 Deno.test("SIGINT (Ctrl-C) at a piped client: a clean close with 1000, exit 0", async () => {
   await using server = startServer();
   await using bob = await server.join("bob");
-  await using client = new Cli(["client", "--url", server.url, "--name", "alice"]);
+  await using client = new Cli([
+    "client",
+    "--url",
+    server.url,
+    "--name",
+    "alice",
+  ]);
   await client.write("before\n");
   assert.equal(await bob.messages.next(), "alice: before");
   client.kill("SIGINT");

@@ -32,8 +32,9 @@ Deno.test("/healthz and /readyz answer 200 with JSON while the server serves", a
 
 Deno.test("/metrics: every metric with HELP and TYPE, and no backplane metric without one", async () => {
   await using server = startServer();
-  const text = await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
-    .text();
+  const text =
+    await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
+      .text();
   for (
     const name of [
       "chat_clients",
@@ -46,7 +47,11 @@ Deno.test("/metrics: every metric with HELP and TYPE, and no backplane metric wi
     ]
   ) {
     assert.match(text, new RegExp(`^# HELP ${name} .+$`, "m"), name);
-    assert.match(text, new RegExp(`^# TYPE ${name} (gauge|counter)$`, "m"), name);
+    assert.match(
+      text,
+      new RegExp(`^# TYPE ${name} (gauge|counter)$`, "m"),
+      name,
+    );
   }
   assert.doesNotMatch(text, /chat_backplane_up/);
 });
@@ -89,8 +94,12 @@ Deno.test("/metrics counts what the test sent and what was refused", async () =>
   assert.equal(values.get("chat_bytes_received_total"), 6 + 4 + 101);
   // "bob: héllo" twice (11 bytes each), the /who answer, dave's welcome.
   const who = new TextEncoder().encode("* online (2): bob, carol").length;
-  const welcome = new TextEncoder().encode("Welcome to chat! Type a message").length;
-  assert.equal(values.get("chat_bytes_sent_total")! - sentBefore, 2 * 11 + who + welcome);
+  const welcome =
+    new TextEncoder().encode("Welcome to chat! Type a message").length;
+  assert.equal(
+    values.get("chat_bytes_sent_total")! - sentBefore,
+    2 * 11 + who + welcome,
+  );
   assert.equal(values.get('chat_refusals_total{reason="too_big"}'), 1);
   assert.equal(values.get('chat_refusals_total{reason="bad_name"}'), 2);
   assert.equal(values.get('chat_refusals_total{reason="origin"}'), 1);

@@ -11,7 +11,11 @@ import {
   yewMessage,
   yewUsers,
 } from "../lib/protocol.ts";
-import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backplane.ts";
+import {
+  type Delivery,
+  LocalBackplane,
+  type RoomEvent,
+} from "../server/backplane.ts";
 import { type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
@@ -56,7 +60,8 @@ function recorder(id: number, name: string, codec = PLAIN) {
     inbox.push(frame.text);
   };
   const closed: [number, string][] = [];
-  const close = (code: number, reason: string) => void closed.push([code, reason]);
+  const close = (code: number, reason: string) =>
+    void closed.push([code, reason]);
   const member = { id, name, codec, deliver, close };
   return {
     member,
@@ -115,12 +120,18 @@ Deno.test("a room encodes an event once per codec, keeps the last N, and announc
   // One frame object for every member of a codec: encoded once.
   assert.equal(a.frames.at(-1), b.frames.at(-1));
   const { time } = JSON.parse(JSON.parse(y.texts().at(-1)!).data);
-  assert.equal(y.texts().at(-1), yewMessage({ from: "a", text: "three", time }));
+  assert.equal(
+    y.texts().at(-1),
+    yewMessage({ from: "a", text: "three", time }),
+  );
   assert.deepEqual(room.history().map((m) => m.text), ["two", "three"]);
   room.leave(b.member);
   assert.equal(a.texts().at(-1), leftNotice("b", 2));
   // Lists wait out USER_LIST_INTERVAL_MS since the last one.
-  assert.equal(await y.inbox.skipTo((t) => t.includes('"users"')), yewUsers(["a", "y"]));
+  assert.equal(
+    await y.inbox.skipTo((t) => t.includes('"users"')),
+    yewUsers(["a", "y"]),
+  );
   for (const m of [a, y]) room.leave(m.member);
   assert.ok(room.empty);
   room.close();
@@ -183,7 +194,9 @@ Deno.test("a batching outbox sends a turn's frames as one at its end", async () 
   outbox.send("three");
   assert.deepEqual(socket.sent, []);
   await endOfTurn();
-  assert.deepEqual(socket.sent, [`one${BATCH_SEPARATOR}two${BATCH_SEPARATOR}three`]);
+  assert.deepEqual(socket.sent, [
+    `one${BATCH_SEPARATOR}two${BATCH_SEPARATOR}three`,
+  ]);
   // A turn with one frame: that frame alone.
   outbox.send("four");
   await endOfTurn();
@@ -257,7 +270,9 @@ async function sessionFor(name?: string) {
   const socket = new FakeSocket();
   const chat = host();
   const address = `127.0.0.1:${5000 + ++sessions}`;
-  assert.ok(await room.hold(name ?? address, { exclusive: name !== undefined }));
+  assert.ok(
+    await room.hold(name ?? address, { exclusive: name !== undefined }),
+  );
   const session = new Session({
     id: sessions,
     socket: socket as unknown as WebSocket,
@@ -366,7 +381,13 @@ Deno.test("a kick closes the name's members, bars the name, and tells the rest; 
   assert.equal(b.texts().at(-1), "* you are muted for 60 s");
   assert.equal(room.mutedFor("BOB"), 60);
   assert.notEqual(a.texts().at(-1), "* you are muted for 60 s");
-  room.publish({ kind: "kicked", name: "bob", by: "admin", reason: "spam", until });
+  room.publish({
+    kind: "kicked",
+    name: "bob",
+    by: "admin",
+    reason: "spam",
+    until,
+  });
   assert.deepEqual(b.closed, [[4001, "kicked: spam"]]);
   assert.equal(a.texts().at(-1), "* bob was kicked by admin");
   assert.ok(room.kicked("Bob"));

@@ -68,3 +68,31 @@ export function redisServerArgs(port: number): string[] {
     "no",
   ];
 }
+
+/** `taskset` exists here: benchmark processes can be pinned to cores. */
+export const HAVE_TASKSET = ["/usr/bin/taskset", "/bin/taskset"].some(
+  (path) => {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch {
+      return false;
+    }
+  },
+);
+
+/**
+ * `cmd` as a command pinned to `core` (where `taskset` exists), with a
+ * descriptor limit of 20,000 for the thousands of connections a benchmark
+ * opens.
+ */
+export function pinnedCommand(
+  core: number,
+  cmd: string[],
+  options: Omit<Deno.CommandOptions, "args"> = {},
+): Deno.Command {
+  const pinned = HAVE_TASKSET ? ["taskset", "-c", String(core), ...cmd] : cmd;
+  return new Deno.Command("bash", {
+    ...options,
+    args: ["-c", 'ulimit -n 20000; exec "$@"', "--", ...pinned],
+  });
+}

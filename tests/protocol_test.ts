@@ -28,16 +28,32 @@ Deno.test("close codes are the documented ones", () => {
 });
 
 Deno.test("names of 1 to 32 letters, digits, _ - . are valid", () => {
-  for (const name of ["a", "alice", "Bob_2", "x-y.z", "_", "a".repeat(MAX_NAME_LENGTH)]) {
+  for (
+    const name of [
+      "a",
+      "alice",
+      "Bob_2",
+      "x-y.z",
+      "_",
+      "a".repeat(MAX_NAME_LENGTH),
+    ]
+  ) {
     assert.equal(nameProblem(name), undefined, name);
   }
 });
 
 Deno.test("other names are refused with a reason", () => {
   assert.equal(nameProblem(""), "name is empty");
-  assert.equal(nameProblem("a".repeat(33)), "name is longer than 32 characters");
+  assert.equal(
+    nameProblem("a".repeat(33)),
+    "name is longer than 32 characters",
+  );
   for (const name of ["a b", "ali:ce", "é", "a/b", "a\nb", "<script>", "a+b"]) {
-    assert.match(nameProblem(name) ?? "", /^invalid name ".*": use 1 to 32 ASCII/, name);
+    assert.match(
+      nameProblem(name) ?? "",
+      /^invalid name ".*": use 1 to 32 ASCII/,
+      name,
+    );
   }
 });
 

@@ -29,7 +29,8 @@ export function encodeFrame(
   const extra = length < 126 ? 0 : length < 65536 ? 2 : 8;
   const frame = new Uint8Array(2 + extra + (mask ? 4 : 0) + length);
   frame[0] = (fin ? 0x80 : 0) | opcode;
-  frame[1] = (mask ? 0x80 : 0) | (extra === 0 ? length : extra === 2 ? 126 : 127);
+  frame[1] = (mask ? 0x80 : 0) |
+    (extra === 0 ? length : extra === 2 ? 126 : 127);
   const view = new DataView(frame.buffer);
   if (extra === 2) view.setUint16(2, length);
   if (extra === 8) view.setBigUint64(2, BigInt(length));
@@ -38,7 +39,9 @@ export function encodeFrame(
     const key = crypto.getRandomValues(new Uint8Array(4));
     frame.set(key, offset);
     offset += 4;
-    for (let i = 0; i < length; i++) frame[offset + i] = payload[i] ^ key[i & 3];
+    for (let i = 0; i < length; i++) {
+      frame[offset + i] = payload[i] ^ key[i & 3];
+    }
   } else {
     frame.set(payload, offset);
   }
@@ -79,10 +82,14 @@ export class RawSocket {
       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     };
     // A header given in any case replaces the handshake's own.
-    const given = new Set(Object.keys(headers).map((name) => name.toLowerCase()));
+    const given = new Set(
+      Object.keys(headers).map((name) => name.toLowerCase()),
+    );
     const lines = [
       `${method} ${path} HTTP/1.1`,
-      ...Object.entries(handshake).filter(([name]) => !given.has(name.toLowerCase()))
+      ...Object.entries(handshake).filter(([name]) =>
+        !given.has(name.toLowerCase())
+      )
         .map(([name, value]) => `${name}: ${value}`),
       ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
     ];
@@ -93,10 +100,17 @@ export class RawSocket {
     const headerMap = new Map(
       headerLines.filter(Boolean).map((line) => {
         const colon = line.indexOf(":");
-        return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()];
+        return [
+          line.slice(0, colon).trim().toLowerCase(),
+          line.slice(colon + 1).trim(),
+        ];
       }),
     );
-    const socket = new RawSocket(conn, Number(statusLine.split(" ")[1]), headerMap);
+    const socket = new RawSocket(
+      conn,
+      Number(statusLine.split(" ")[1]),
+      headerMap,
+    );
     socket.#buffer = raw.#buffer;
     return socket;
   }
@@ -121,7 +135,9 @@ export class RawSocket {
         this.#buffer = this.#buffer.slice(end + 4);
         return head;
       }
-      if (!await this.#fill()) throw new Error("connection closed during the handshake");
+      if (!await this.#fill()) {
+        throw new Error("connection closed during the handshake");
+      }
     }
   }
 
@@ -141,7 +157,9 @@ export class RawSocket {
     payload: Uint8Array | string,
     options?: { fin?: boolean; mask?: boolean },
   ): Promise<void> {
-    const bytes = typeof payload === "string" ? encoder.encode(payload) : payload;
+    const bytes = typeof payload === "string"
+      ? encoder.encode(payload)
+      : payload;
     await this.send(encodeFrame(opcode, bytes, options));
   }
 
@@ -180,7 +198,9 @@ export class RawSocket {
     while (true) {
       const frame = await this.readFrame();
       if (!frame) throw new Error("connection ended");
-      if (frame.opcode === Opcode.TEXT) return new TextDecoder().decode(frame.payload);
+      if (frame.opcode === Opcode.TEXT) {
+        return new TextDecoder().decode(frame.payload);
+      }
       if (frame.opcode === Opcode.CLOSE) {
         throw new Error(`closed: ${describeClose(frame)}`);
       }
@@ -188,7 +208,9 @@ export class RawSocket {
   }
 
   /** Reads until the close frame; returns its code and reason (code 1006 if none came). */
-  async readUntilClose(): Promise<{ code: number; reason: string; texts: string[] }> {
+  async readUntilClose(): Promise<
+    { code: number; reason: string; texts: string[] }
+  > {
     const texts: string[] = [];
     while (true) {
       const frame = await this.readFrame();
@@ -197,7 +219,10 @@ export class RawSocket {
         texts.push(new TextDecoder().decode(frame.payload));
       }
       if (frame.opcode === Opcode.CLOSE) {
-        const view = new DataView(frame.payload.buffer, frame.payload.byteOffset);
+        const view = new DataView(
+          frame.payload.buffer,
+          frame.payload.byteOffset,
+        );
         return {
           code: frame.payload.length >= 2 ? view.getUint16(0) : 1005,
           reason: new TextDecoder().decode(frame.payload.subarray(2)),
@@ -225,5 +250,7 @@ function describeClose(frame: Frame): string {
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
   let written = 0;
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+  while (written < bytes.length) {
+    written += await conn.write(bytes.subarray(written));
+  }
 }

@@ -49,13 +49,22 @@ Deno.test("README: the Deno.serve app that mounts the chat runs as written", asy
     ),
   );
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-read", `--config=${ROOT}deno.json`, file],
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      `--config=${ROOT}deno.json`,
+      file,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   const errors = readLines(child.stderr)[Symbol.asyncIterator]();
   try {
-    const [listening] = await linesUntil(errors, (l) => l.startsWith("Listening on"));
+    const [listening] = await linesUntil(
+      errors,
+      (l) => l.startsWith("Listening on"),
+    );
     const port = listening.match(/:(\d+)\//)![1];
     const hello = await fetch(`http://127.0.0.1:${port}/hello`);
     assert.equal(await hello.text(), "hello from my app\n");
@@ -129,7 +138,9 @@ Deno.test("README: a closed chat, step by step, prints what the transcript shows
     let port = "";
     for (const step of steps) {
       let line = taskCommand(step.command);
-      if (/ server /.test(` ${line} `) && step.command.includes("task server")) {
+      if (
+        / server /.test(` ${line} `) && step.command.includes("task server")
+      ) {
         server = new Deno.Command("sh", {
           args: ["-c", `exec ${line} --port 0`],
           cwd: dir,
@@ -137,15 +148,23 @@ Deno.test("README: a closed chat, step by step, prints what the transcript shows
           stderr: "null",
         }).spawn();
         const lines = readLines(server.stdout)[Symbol.asyncIterator]();
-        const first = await linesUntil(lines, (l) => l.startsWith("chat page at"));
+        const first = await linesUntil(
+          lines,
+          (l) => l.startsWith("chat page at"),
+        );
         port = first[0].match(/:(\d+)$/)![1];
-        assert.deepEqual(first.map((l) => l.replaceAll(`:${port}`, ":8080")), step.shown);
+        assert.deepEqual(
+          first.map((l) => l.replaceAll(`:${port}`, ":8080")),
+          step.shown,
+        );
         void (async () => {
           while (!(await lines.next()).done);
         })();
         continue;
       }
-      if (step.command.includes("task client")) line += ` --url ws://127.0.0.1:${port}`;
+      if (step.command.includes("task client")) {
+        line += ` --url ws://127.0.0.1:${port}`;
+      }
       const out = await runProcess("sh", ["-c", line], {
         stdin: step.typed.map((t) => t + "\n").join(""),
         cwd: dir,

@@ -35,11 +35,16 @@ Deno.test("the README's version and test command are the real ones", async () =>
 });
 
 /** `@default {X}` in an options interface's JSDoc, by option name. */
-function documentedDefaults(source: string, interfaceName: string): Map<string, string> {
+function documentedDefaults(
+  source: string,
+  interfaceName: string,
+): Map<string, string> {
   const start = source.indexOf(`export interface ${interfaceName} {`);
   const body = source.slice(start, source.indexOf("\n}\n", start));
   const defaults = new Map<string, string>();
-  for (const match of body.matchAll(/@default \{([^}]*)\}[^/]*\*\/\s*(\w+)\?:/g)) {
+  for (
+    const match of body.matchAll(/@default \{([^}]*)\}[^/]*\*\/\s*(\w+)\?:/g)
+  ) {
     defaults.set(match[2], match[1]);
   }
   return defaults;
@@ -55,18 +60,30 @@ Deno.test("the options' JSDoc defaults are the defaults the code uses", async ()
   for (const [file, name, defaults] of cases) {
     const source = await Deno.readTextFile(`${ROOT}${file}`);
     const documented = documentedDefaults(source, name);
-    assert.ok(documented.size >= Object.keys(defaults).length - 1, `${file}: ${name}`);
+    assert.ok(
+      documented.size >= Object.keys(defaults).length - 1,
+      `${file}: ${name}`,
+    );
     for (const [option, value] of Object.entries(defaults)) {
       // A required option (the client's url) has a default on the command line only.
       if (!source.includes(`  ${option}?:`)) continue;
-      assert.equal(documented.get(option), JSON.stringify(value), `${name}.${option}`);
+      assert.equal(
+        documented.get(option),
+        JSON.stringify(value),
+        `${name}.${option}`,
+      );
     }
   }
 });
 
 Deno.test("the README's backplane timings are the ones the code uses", async () => {
-  const { PRESENCE_TTL_MS, REFRESH_MS, HEARTBEAT_MS, FIRST_RETRY_MS, MAX_RETRY_MS } =
-    await import("../server/redis.ts");
+  const {
+    PRESENCE_TTL_MS,
+    REFRESH_MS,
+    HEARTBEAT_MS,
+    FIRST_RETRY_MS,
+    MAX_RETRY_MS,
+  } = await import("../server/redis.ts");
   const { SERVER_DEFAULTS } = await import("../server.ts");
   const text = README.replace(/\s+/g, " ");
   const s = (ms: number) => `${ms / 1000} s`;
@@ -85,7 +102,9 @@ Deno.test("the README's backplane timings are the ones the code uses", async () 
 });
 
 Deno.test("the README's limits are the ones the code uses", async () => {
-  const { LOG_BUFFER_CHARS, LOGGED_TEXT_BYTES } = await import("../server/log.ts");
+  const { LOG_BUFFER_CHARS, LOGGED_TEXT_BYTES } = await import(
+    "../server/log.ts"
+  );
   const { MESSAGE_OVERHEAD_BYTES } = await import("../server/history.ts");
   const { USER_LIST_INTERVAL_MS } = await import("../server/room.ts");
   const { NOTICE_PAIR_INTERVAL_MS } = await import("../server/redis.ts");
@@ -149,7 +168,9 @@ Deno.test("the walkthrough's transcripts are what the chat prints", async () => 
   await bob.write(`${bobAsks}\n`);
   await bob.stdout.take((l) => l.startsWith("* online (3)"));
   await third.write(`${thirdSays}\n`);
-  for (const each of [alice, bob]) await each.stdout.take((l) => l.endsWith(thirdSays));
+  for (const each of [alice, bob]) {
+    await each.stdout.take((l) => l.endsWith(thirdSays));
+  }
   await third.finished();
   for (const each of [alice, bob]) {
     await each.stdout.take((l) => l.endsWith("left (2 online)"));
@@ -164,11 +185,16 @@ Deno.test("the walkthrough's transcripts are what the chat prints", async () => 
   await server.stop();
 
   // Addresses as the README shows them: each client's port, in order of connection.
-  const ports = [...new Set(server.stdoutLines.join("\n").match(/127\.0\.0\.1:\d+/g))]
+  const ports = [
+    ...new Set(server.stdoutLines.join("\n").match(/127\.0\.0\.1:\d+/g)),
+  ]
     .filter((address) => !url.endsWith(address));
   const readmePorts = ["127.0.0.1:41042", "127.0.0.1:41052", "127.0.0.1:41054"];
   const normal = (line: string) =>
-    ports.reduce((text, address, i) => text.replaceAll(address, readmePorts[i]), line)
+    ports.reduce(
+      (text, address, i) => text.replaceAll(address, readmePorts[i]),
+      line,
+    )
       .replace(url.replace("ws://", ""), "127.0.0.1:8080");
   const shown = (block: { lines: string[] }) =>
     block.lines.filter((l) => !l.startsWith("> "));

@@ -2,13 +2,21 @@
 import assert from "node:assert/strict";
 import { RawSocket } from "./raw.ts";
 import { startServer, TestClient } from "./helpers.ts";
-import { HELP_LINE, roomFromPath, WELCOME, whoLine, yewUsers } from "../lib/protocol.ts";
+import {
+  HELP_LINE,
+  roomFromPath,
+  WELCOME,
+  whoLine,
+  yewUsers,
+} from "../lib/protocol.ts";
 
 Deno.test("room paths: / is the default room, /NAME a room, anything else none", () => {
   assert.equal(roomFromPath("/"), "");
   assert.equal(roomFromPath("/rust"), "rust");
   assert.equal(roomFromPath("/a.b-c_d"), "a.b-c_d");
-  for (const path of ["/a/b", "/rust/", "//", "/a%20b", "/é", `/${"x".repeat(33)}`]) {
+  for (
+    const path of ["/a/b", "/rust/", "//", "/a%20b", "/é", `/${"x".repeat(33)}`]
+  ) {
     assert.equal(roomFromPath(path), undefined, path);
   }
   for (const reserved of ["healthz", "readyz", "metrics", "favicon.ico"]) {
@@ -26,7 +34,10 @@ Deno.test("messages never cross rooms", async () => {
   lobby.send("in the lobby");
   assert.equal(await lobby.messages.next(), "lobby: in the lobby");
   rust2.send("still rust");
-  assert.equal(await rust.messages.take((m) => m.includes("still")), "crab: still rust");
+  assert.equal(
+    await rust.messages.take((m) => m.includes("still")),
+    "crab: still rust",
+  );
   assert.deepEqual(rust.messages.queued, ["ferris: in rust"]);
   assert.deepEqual(lobby.presence.queued, []);
 });
@@ -35,7 +46,14 @@ Deno.test("bad room paths: 400 for an upgrade, 404 for a page", async () => {
   await using server = startServer();
   const http = server.url.replace("ws:", "http:");
   for (
-    const path of ["/a/b", "/rust/", "/a%20b", "/healthz", "/metrics", "/favicon.ico"]
+    const path of [
+      "/a/b",
+      "/rust/",
+      "/a%20b",
+      "/healthz",
+      "/metrics",
+      "/favicon.ico",
+    ]
   ) {
     const raw = await RawSocket.open(server.addr.port, { path });
     assert.equal(raw.status, 400, path);
@@ -55,7 +73,9 @@ Deno.test("presence: joined and left, with the count, to the others only", async
   const bob = await server.join("bob");
   assert.equal(await alice.presence.next(), "* bob joined (2 online)");
   await using anonymous = await server.join();
-  const address = (await alice.presence.next()).match(/^\* (\S+) joined \(3 online\)$/)
+  const address = (await alice.presence.next()).match(
+    /^\* (\S+) joined \(3 online\)$/,
+  )
     ?.[1];
   assert.match(address ?? "", /^127\.0\.0\.1:\d+$/);
   await bob.close();
@@ -68,7 +88,9 @@ Deno.test("presence: joined and left, with the count, to the others only", async
 Deno.test("a name already in the room gets 409; the same name elsewhere is fine", async () => {
   await using server = startServer();
   await using alice = await server.join("alice");
-  const taken = await RawSocket.open(server.addr.port, { path: "/?name=alice" });
+  const taken = await RawSocket.open(server.addr.port, {
+    path: "/?name=alice",
+  });
   assert.equal(taken.status, 409);
   assert.equal(await taken.body(), "name taken: alice\n");
   taken.close();
@@ -97,7 +119,10 @@ Deno.test("commands answer the sender alone: /who, /help, unknown, and // escape
   alice.send("/help");
   assert.equal(await alice.messages.next(), HELP_LINE);
   alice.send("/nope now");
-  assert.equal(await alice.messages.next(), "* unknown command /nope: try /help");
+  assert.equal(
+    await alice.messages.next(),
+    "* unknown command /nope: try /help",
+  );
   alice.send("//slash is text");
   assert.equal(await bob.messages.next(), "alice: /slash is text");
   assert.equal(await alice.messages.next(), "alice: /slash is text");
@@ -150,7 +175,10 @@ Deno.test("GET and HEAD of a room serve the self-contained chat page", async () 
   ) {
     const response = await fetch(http + path);
     assert.equal(response.status, 200);
-    assert.equal(response.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.equal(
+      response.headers.get("content-type"),
+      "text/html; charset=utf-8",
+    );
     assert.match(
       response.headers.get("content-security-policy") ?? "",
       /default-src 'none'/,
@@ -190,7 +218,10 @@ Deno.test("YewChat: register, user lists and JSON messages, mixed with plain cli
   // Never commands, never text: a /who from YewChat is a message like any other.
   yew.send(JSON.stringify({ messageType: "message", data: "/who" }));
   assert.equal(await plain.messages.next(), "yewser: /who");
-  assert.equal(JSON.parse(JSON.parse(await yew.messages.next()).data).message, "/who");
+  assert.equal(
+    JSON.parse(JSON.parse(await yew.messages.next()).data).message,
+    "/who",
+  );
   await plain.close();
   assert.equal(await yew.messages.next(), yewUsers(["yewser"]));
   await yew.close();
@@ -226,12 +257,20 @@ Deno.test("without a name: the welcome comes after the first message or 500 ms o
   const started = performance.now();
   await using silent = new TestClient(server.url);
   assert.equal(await silent.messages.next(), WELCOME);
-  assert.ok(performance.now() - started >= 450, "the welcome came before 500 ms");
+  assert.ok(
+    performance.now() - started >= 450,
+    "the welcome came before 500 ms",
+  );
   await quick.close();
 });
 
 /** Sends `count` messages `1`..`count` from `sender` and waits for its own echo of the last. */
-async function sendNumbered(sender: TestClient, name: string, from: number, to: number) {
+async function sendNumbered(
+  sender: TestClient,
+  name: string,
+  from: number,
+  to: number,
+) {
   for (let i = from; i <= to; i++) sender.send(String(i));
   await sender.messages.skipTo((line) => line === `${name}: ${to}`);
 }
@@ -250,7 +289,10 @@ Deno.test("without a name: what the room says while the client is held reaches i
     line.replace("bob: ", "")
   );
   // The history at its upgrade (the last 5), then all 100 sent while it was held.
-  assert.deepEqual(numbers, Array.from({ length: 105 }, (_, i) => String(i + 6)));
+  assert.deepEqual(
+    numbers,
+    Array.from({ length: 105 }, (_, i) => String(i + 6)),
+  );
   bob.send("live");
   assert.equal(await held.messages.next(), "bob: live");
 });

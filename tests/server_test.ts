@@ -60,7 +60,10 @@ Deno.test("a plain request that is not GET or HEAD gets 426 and a hint", async (
   await using server = startServer();
   const http = server.url.replace("ws:", "http:");
   for (
-    const [method, path] of [["POST", "/"], ["PUT", "/rust?name=%%"], ["DELETE", "/x"]]
+    const [method, path] of [["POST", "/"], ["PUT", "/rust?name=%%"], [
+      "DELETE",
+      "/x",
+    ]]
   ) {
     const response = await fetch(http + path, {
       method,
@@ -90,7 +93,8 @@ Deno.test("the log has connect, each message as a JSON string, and disconnect", 
   await using server = startServer();
   const client = await server.join("alice");
   const connected = await server.log.next();
-  const address = connected.match(/^New connection from (127\.0\.0\.1:\d+)$/)?.[1];
+  const address = connected.match(/^New connection from (127\.0\.0\.1:\d+)$/)
+    ?.[1];
   assert.ok(address, connected);
   client.send('forged\nFrom client 1.2.3.4:5 "x" \u001b[31m');
   await client.messages.next();
@@ -119,8 +123,14 @@ Deno.test("all clients see two busy senders' messages in one order, each sender'
   assert.deepEqual(seen[2], seen[0]);
   const fromAlice = seen[0].filter((line) => line.startsWith("alice: "));
   const fromBob = seen[0].filter((line) => line.startsWith("bob: "));
-  assert.deepEqual(fromAlice, Array.from({ length: count }, (_, i) => `alice: a${i}`));
-  assert.deepEqual(fromBob, Array.from({ length: count }, (_, i) => `bob: b${i}`));
+  assert.deepEqual(
+    fromAlice,
+    Array.from({ length: count }, (_, i) => `alice: a${i}`),
+  );
+  assert.deepEqual(
+    fromBob,
+    Array.from({ length: count }, (_, i) => `bob: b${i}`),
+  );
 });
 
 Deno.test("a binary message closes its sender with 1003 and is not broadcast", async () => {
@@ -173,8 +183,13 @@ Deno.test("the chat mounts in another Deno.serve app, beside the app's own route
   );
   const url = `ws://127.0.0.1:${app.addr.port}`;
   const http = url.replace("ws:", "http:");
-  assert.equal(await (await fetch(`${http}/hello`)).text(), "hello from my app\n");
-  assert.deepEqual(await (await fetch(`${http}/readyz`)).json(), { ready: true });
+  assert.equal(
+    await (await fetch(`${http}/hello`)).text(),
+    "hello from my app\n",
+  );
+  assert.deepEqual(await (await fetch(`${http}/readyz`)).json(), {
+    ready: true,
+  });
   await using alice = await join(url, "alice", "rust");
   assert.equal(chat.clients, 1);
   alice.send("mounted");

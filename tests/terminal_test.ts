@@ -30,7 +30,8 @@ class Screen {
     this.#partial = cut >= 0 ? text.slice(cut) : "";
     if (cut >= 0) text = text.slice(0, cut);
     // deno-lint-ignore no-control-regex
-    const tokens = text.match(/\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]/g) ?? [];
+    const tokens = text.match(/\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]/g) ??
+      [];
     for (const token of tokens) {
       if (token === "\r") this.col = 0;
       else if (token === "\n") this.#down();
@@ -46,13 +47,16 @@ class Screen {
 
   #put(char: string): void {
     const line = this.rows[this.row].padEnd(this.col);
-    this.rows[this.row] = line.slice(0, this.col) + char + line.slice(this.col + 1);
+    this.rows[this.row] = line.slice(0, this.col) + char +
+      line.slice(this.col + 1);
     this.col++;
   }
 
   #control(token: string): void {
     const kind = token.at(-1)!;
-    const n = Number(token.slice(2, -1) || (kind === "J" || kind === "K" ? 0 : 1));
+    const n = Number(
+      token.slice(2, -1) || (kind === "J" || kind === "K" ? 0 : 1),
+    );
     switch (kind) {
       case "A":
         this.row = Math.max(0, this.row - n);
@@ -97,7 +101,14 @@ class Terminal {
   #ended = false;
 
   constructor(args: string[], env: Record<string, string> = {}) {
-    const command = [Deno.execPath(), "run", "-A", `${ROOT}main.ts`, "client", ...args]
+    const command = [
+      Deno.execPath(),
+      "run",
+      "-A",
+      `${ROOT}main.ts`,
+      "client",
+      ...args,
+    ]
       .map((word) => `'${word}'`).join(" ");
     const child = new Deno.Command(SCRIPT, {
       args: ["-qfec", command, "/dev/null"],
@@ -109,7 +120,9 @@ class Terminal {
     this.#child = child;
     this.#keys = child.stdin.getWriter();
     this.#reading = (async () => {
-      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      for await (
+        const chunk of child.stdout.pipeThrough(new TextDecoderStream())
+      ) {
         this.screen.write(chunk);
         for (const wake of this.#changed.splice(0)) wake();
       }
@@ -123,7 +136,10 @@ class Terminal {
   }
 
   /** Waits until the screen's rows pass `test` (the screen as it is, on failure). */
-  async until(test: (rows: string[]) => boolean, what: string): Promise<string[]> {
+  async until(
+    test: (rows: string[]) => boolean,
+    what: string,
+  ): Promise<string[]> {
     let late = false;
     const timer = setTimeout(() => {
       late = true;
@@ -132,7 +148,9 @@ class Terminal {
     try {
       while (!test(this.screen.text)) {
         if (late || this.#ended) {
-          throw new Error(`screen never showed ${what}:\n${this.screen.text.join("\n")}`);
+          throw new Error(
+            `screen never showed ${what}:\n${this.screen.text.join("\n")}`,
+          );
         }
         await new Promise<void>((resolve) => this.#changed.push(resolve));
       }
@@ -172,7 +190,12 @@ Deno.test({
   ignore: missing,
   async fn() {
     await using server = startServer({ rateLimit: 0 });
-    await using terminal = new Terminal(["--url", server.url, "--name", "alice"]);
+    await using terminal = new Terminal([
+      "--url",
+      server.url,
+      "--name",
+      "alice",
+    ]);
     await terminal.until(
       (rows) => rows.includes(WELCOME) && rows.at(-1) === ">",
       "the welcome and the prompt",
@@ -185,10 +208,14 @@ Deno.test({
 
     // A message arrives while alice types: it goes above her line, which stays intact.
     await terminal.type("see you");
-    await terminal.until((rows) => rows.at(-1) === "> see you", "the typed text");
+    await terminal.until(
+      (rows) => rows.at(-1) === "> see you",
+      "the typed text",
+    );
     bob.send("are you there?");
     const rows = await terminal.until(
-      (rows) => rows.includes("bob: are you there?") && rows.at(-1) === "> see you",
+      (rows) =>
+        rows.includes("bob: are you there?") && rows.at(-1) === "> see you",
       "bob's message above the line being typed",
     );
     assert.deepEqual(rows.slice(-2), ["bob: are you there?", "> see you"]);
@@ -203,19 +230,30 @@ Deno.test({
       (rows) => rows.includes("alice: see you at noon") && rows.at(-1) === ">",
       "her echo",
     );
-    assert.equal(after.filter((row) => row.includes("see you at noon")).length, 1);
+    assert.equal(
+      after.filter((row) => row.includes("see you at noon")).length,
+      1,
+    );
 
     // Left, then a letter, inserts; Up recalls the line sent before.
     await terminal.type(`helo${LEFT}l\r`);
-    assert.equal(await bob.messages.take((m) => m.startsWith("alice: ")), "alice: hello");
+    assert.equal(
+      await bob.messages.take((m) => m.startsWith("alice: ")),
+      "alice: hello",
+    );
     await terminal.type(`${UP}\r`);
-    assert.equal(await bob.messages.take((m) => m.startsWith("alice: ")), "alice: hello");
+    assert.equal(
+      await bob.messages.take((m) => m.startsWith("alice: ")),
+      "alice: hello",
+    );
 
     // Ctrl-D on an empty line: a clean close (1000) and exit status 0.
     await terminal.type("\x04");
     assert.equal(await terminal.finished(), 0);
     assert.equal(await bob.presence.next(), "* alice left (1 online)");
-    const disconnected = await server.log.take((line) => line.startsWith("Disconnected"));
+    const disconnected = await server.log.take((line) =>
+      line.startsWith("Disconnected")
+    );
     assert.match(disconnected, /^Disconnected 127\.0\.0\.1:\d+$/);
     assert.ok(!server.log.queued.some((line) => line.startsWith("Error")));
   },
@@ -229,7 +267,12 @@ Deno.test({
   async fn() {
     await using server = startServer();
     await using bob = await server.join("bob");
-    await using terminal = new Terminal(["--url", server.url, "--name", "alice"]);
+    await using terminal = new Terminal([
+      "--url",
+      server.url,
+      "--name",
+      "alice",
+    ]);
     await terminal.until(
       (rows) => rows.includes(WELCOME) && rows.at(-1) === ">",
       "the welcome and the prompt",
@@ -246,7 +289,9 @@ Deno.test({
 
 Deno.test("names get one colour each, wherever printed; notices are dimmed", () => {
   assert.equal(nameColour("alice"), nameColour("alice"));
-  const colours = new Set(["alice", "bob", "carol", "dave", "erin"].map(nameColour));
+  const colours = new Set(
+    ["alice", "bob", "carol", "dave", "erin"].map(nameColour),
+  );
   assert.ok(colours.size > 1, "every name had the same colour");
   assert.equal(
     colourLine("bob: hi: there"),
@@ -266,7 +311,15 @@ Deno.test("names get one colour each, wherever printed; notices are dimmed", () 
 Deno.test("a piped client with --timestamps prefixes HH:MM to each line, no colour", async () => {
   await using server = startServer();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, "client", "--url", server.url, "--timestamps"],
+    args: [
+      "run",
+      "-A",
+      `${ROOT}main.ts`,
+      "client",
+      "--url",
+      server.url,
+      "--timestamps",
+    ],
     stdin: "piped",
     stdout: "piped",
     stderr: "null",
@@ -274,9 +327,10 @@ Deno.test("a piped client with --timestamps prefixes HH:MM to each line, no colo
   const writer = child.stdin.getWriter();
   await writer.write(new TextEncoder().encode("hi\n"));
   await writer.close();
-  const out = new TextDecoder().decode((await child.output()).stdout).trimEnd().split(
-    "\n",
-  );
+  const out = new TextDecoder().decode((await child.output()).stdout).trimEnd()
+    .split(
+      "\n",
+    );
   assert.equal(out.length, 2);
   assert.match(out[0], /^\d\d:\d\d Welcome to chat! Type a message$/);
   assert.match(out[1], /^\d\d:\d\d 127\.0\.0\.1:\d+: hi$/);

@@ -23,7 +23,9 @@ async function makeCertificates(): Promise<string> {
       stdout: "null",
       stderr: "piped",
     }).output();
-    if (!success) throw new Error(`${script}: ${new TextDecoder().decode(stderr)}`);
+    if (!success) {
+      throw new Error(`${script}: ${new TextDecoder().decode(stderr)}`);
+    }
   }
   return dir;
 }
@@ -36,7 +38,10 @@ const opensslMissing = await new Deno.Command("openssl", {
 const dir = opensslMissing ? "" : await makeCertificates();
 // The throwaway files go when the test run ends.
 if (dir) {
-  globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+  globalThis.addEventListener(
+    "unload",
+    () => Deno.removeSync(dir, { recursive: true }),
+  );
 }
 const ignore = opensslMissing;
 const because = ignore ? " (ignored: openssl is not installed)" : "";
@@ -61,7 +66,10 @@ Deno.test({
       "16000000",
     ]);
     assert.equal(server.stdoutLines[0], `listening on wss://127.0.0.1:${port}`);
-    assert.equal(await server.stdout.next(), `chat page at https://127.0.0.1:${port}/`);
+    assert.equal(
+      await server.stdout.next(),
+      `chat page at https://127.0.0.1:${port}/`,
+    );
     const url = `wss://localhost:${port}`;
     const client = Deno.createHttpClient({
       caCerts: [await Deno.readTextFile(`${dir}/ca.pem`)],
@@ -137,7 +145,13 @@ Deno.test({
   async fn() {
     const cases: [string[], string][] = [
       [
-        ["server", "--cert", `${dir}/missing.pem`, "--key", `${dir}/server-key.pem`],
+        [
+          "server",
+          "--cert",
+          `${dir}/missing.pem`,
+          "--key",
+          `${dir}/server-key.pem`,
+        ],
         `chat: cannot read --cert "${dir}/missing.pem": no such file (try 'chat server --help')`,
       ],
       [
