@@ -5,13 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Opcode, RawSocket } from "./raw.ts";
-import {
-  join,
-  pump,
-  startServer,
-  startServerProcess,
-  TestClient,
-} from "./helpers.ts";
+import { join, pump, startServer, startServerProcess, TestClient } from "./helpers.ts";
 import { rssBytes } from "./proc.ts";
 import { closeReason, MAX_CLOSE_REASON_BYTES } from "../lib/protocol.ts";
 import { quoteForLog, stdoutLog } from "../server/log.ts";
@@ -54,9 +48,7 @@ Deno.test("1: a 528 MiB message in 16 MiB fragments does not end the server", as
       await raw.send(zeroKeyHeader(opcode, chunk.length, i === fragments - 1));
       await raw.send(chunk);
     }
-    const line = await cli.stdout.take((l) =>
-      l.startsWith("Error in the runtime")
-    );
+    const line = await cli.stdout.take((l) => l.startsWith("Error in the runtime"));
     assert.match(line, /^Error in the runtime, survived: .*allocate/);
     // Alive, and serving: a new client joins and chats at once.
     const started = performance.now();
@@ -100,9 +92,7 @@ Deno.test({
       before.send("during the flood");
       assert.equal(await before.messages.next(), "before: during the flood");
       for (const conn of bare) conn.close();
-      await cli.stdout.take((line) =>
-        line.startsWith("Accepting connections again")
-      );
+      await cli.stdout.take((line) => line.startsWith("Accepting connections again"));
       await stillChats(url);
     } finally {
       await cli.stop();
@@ -194,8 +184,7 @@ Deno.test("8: a stdout nobody reads stalls neither delivery nor /healthz", async
     const health = await fetch(`${url.replace("ws:", "http:")}/healthz`);
     assert.equal(health.status, 200);
     await health.body?.cancel();
-    const metrics =
-      await (await fetch(`${url.replace("ws:", "http:")}/metrics`)).text();
+    const metrics = await (await fetch(`${url.replace("ws:", "http:")}/metrics`)).text();
     const dropped = Number(
       metrics.match(/^chat_log_dropped_total (\d+)$/m)?.[1],
     );
@@ -372,9 +361,8 @@ async function roomsOfOne(
       await Promise.all(
         clients.map((client, i) => pump(client, `c${i}`, 50, 65_000, 10)),
       );
-      const metrics =
-        await (await fetch(`${url.replace("ws:", "http:")}/metrics`))
-          .text();
+      const metrics = await (await fetch(`${url.replace("ws:", "http:")}/metrics`))
+        .text();
       const held = Number(metrics.match(/^chat_history_bytes (\d+)$/m)?.[1]);
       return { growth: rssBytes(pid) - before, held };
     } finally {
@@ -396,8 +384,6 @@ Deno.test("3: rooms of one with large messages hold at most --history-bytes of h
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
   assert.ok(
     bounded.growth < unbounded.growth - 150 * 2 ** 20,
-    `RSS grew ${mib(bounded.growth)} with the budget, ${
-      mib(unbounded.growth)
-    } without`,
+    `RSS grew ${mib(bounded.growth)} with the budget, ${mib(unbounded.growth)} without`,
   );
 });

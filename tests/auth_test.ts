@@ -30,8 +30,7 @@ const now = () => Math.floor(Date.now() / 1000);
 /** A token signed with `alg` (HS256 unless told) over `claims`. */
 function sign(
   claims: Record<string, unknown>,
-  { alg = "HS256", secret = SECRET }: { alg?: string; secret?: Uint8Array } =
-    {},
+  { alg = "HS256", secret = SECRET }: { alg?: string; secret?: Uint8Array } = {},
 ): Promise<string> {
   return new SignJWT(claims).setProtectedHeader({ alg }).sign(secret);
 }
@@ -111,9 +110,8 @@ Deno.test("tokens: each kind of wrong one is refused with its status and body", 
     await upgrade(port, `/?name=bob&token=${await sign(good)}`),
     [400, "name bob is not the token's (alice)"],
   );
-  const metrics =
-    await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
-      .text();
+  const metrics = await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
+    .text();
   assert.match(metrics, /chat_refusals_total\{reason="auth"\} 11/);
   // Nothing of a token reaches the log.
   assert.ok(!server.log.queued.some((line) => line.includes("eyJ")));
@@ -289,8 +287,7 @@ Deno.test("--token-command gets the first token and renews it 60 s before it exp
       secretFile,
     ]);
     // Tokens of 62 s: each is renewed about 2 s after it was minted.
-    const mint =
-      `'${Deno.execPath()}' run --allow-read '${ROOT}main.ts' token ` +
+    const mint = `'${Deno.execPath()}' run --allow-read '${ROOT}main.ts' token ` +
       `--secret '${secretFile}' --name alice --ttl 62`;
     const client = new Cli(
       ["client", "--url", url, "--token-command", mint],

@@ -32,9 +32,7 @@ import { mintToken } from "../lib/auth.ts";
 /** A Redis test, reported ignored (with the reason) without `redis-server`. */
 function redisTest(name: string, fn: () => Promise<void>) {
   Deno.test({
-    name: HAS_REDIS
-      ? name
-      : `${name} (ignored: /usr/bin/redis-server is not installed)`,
+    name: HAS_REDIS ? name : `${name} (ignored: /usr/bin/redis-server is not installed)`,
     ignore: !HAS_REDIS,
     fn,
   });
@@ -451,9 +449,7 @@ redisTest(
     const got = await alice.messages.many(31);
     assert.deepEqual(got.filter((line) => line === BACKPLANE_DOWN).length, 1);
     assert.deepEqual(
-      got.filter((line) => line !== BACKPLANE_DOWN).map((line) =>
-        line.split(" ")[1]
-      ),
+      got.filter((line) => line !== BACKPLANE_DOWN).map((line) => line.split(" ")[1]),
       Array.from({ length: 30 }, (_, i) => String(i)),
     );
     // It keeps trying (each attempt's probe write refused), and stays down.

@@ -47,9 +47,7 @@ async function phone(browser: Browser): Promise<Page> {
 /** Waits until `selector`'s text matches. */
 async function waitForText(page: Page, selector: string, pattern: RegExp) {
   await page.waitForFunction(
-    `new RegExp(${
-      JSON.stringify(pattern.source)
-    }).test(document.querySelector(${
+    `new RegExp(${JSON.stringify(pattern.source)}).test(document.querySelector(${
       JSON.stringify(selector)
     })?.textContent ?? "")`,
   );
@@ -249,8 +247,7 @@ Deno.test({
       assert.equal(
         await page.$$eval(
           "#log .notice .text",
-          (lines, welcome) =>
-            lines.filter((l) => l.textContent === welcome).length,
+          (lines, welcome) => lines.filter((l) => l.textContent === welcome).length,
           WELCOME,
         ),
         1,

@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import {
-  Cli,
-  closedPort,
-  join,
-  runCli,
-  startServerProcess,
-} from "./helpers.ts";
+import { Cli, closedPort, join, runCli, startServerProcess } from "./helpers.ts";
 import { WELCOME } from "../lib/protocol.ts";
 
 Deno.test("--help for chat, server and client prints usage and exits 0", async () => {

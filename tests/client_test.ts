@@ -1,10 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  clientUrl,
-  escapeControl,
-  networkProblem,
-  readLines,
-} from "../client.ts";
+import { clientUrl, escapeControl, networkProblem, readLines } from "../client.ts";
 import { TokenBucket } from "../lib/rate.ts";
 import { UsageError } from "../lib/flags.ts";
 
@@ -13,9 +8,7 @@ function streamOf(
 ): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
   return ReadableStream.from(
-    chunks.map((chunk) =>
-      typeof chunk === "string" ? encoder.encode(chunk) : chunk
-    ),
+    chunks.map((chunk) => typeof chunk === "string" ? encoder.encode(chunk) : chunk),
   );
 }
 

@@ -180,9 +180,7 @@ Deno.test("a client that never reads is dropped as too slow; the others get ever
   );
   // The reader missed nothing, in order.
   const got = await reader.messages.many(count);
-  got.forEach((line, i) =>
-    assert.ok(line.startsWith(`sender: ${i} `), `message ${i}`)
-  );
+  got.forEach((line, i) => assert.ok(line.startsWith(`sender: ${i} `), `message ${i}`));
   sender.send("last");
   assert.equal(await reader.messages.next(), "sender: last");
   // The stalled client, once it reads, finds a prefix of the chat and then 1008.
@@ -319,9 +317,7 @@ Deno.test("a throw while handling a message costs that client 1011, not the serv
   assert.equal(closed.code, 1011);
   assert.equal(closed.reason, "internal error");
   assert.ok(
-    lines.some((line) =>
-      /^Error 127\.0\.0\.1:\d+ in message: log failed$/.test(line)
-    ),
+    lines.some((line) => /^Error 127\.0\.0\.1:\d+ in message: log failed$/.test(line)),
   );
   await stillServes(server.url, watcher);
   assert.deepEqual(watcher.messages.queued, []);

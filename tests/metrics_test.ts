@@ -32,9 +32,8 @@ Deno.test("/healthz and /readyz answer 200 with JSON while the server serves", a
 
 Deno.test("/metrics: every metric with HELP and TYPE, and no backplane metric without one", async () => {
   await using server = startServer();
-  const text =
-    await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
-      .text();
+  const text = await (await fetch(server.url.replace("ws:", "http:") + "/metrics"))
+    .text();
   for (
     const name of [
       "chat_clients",
@@ -94,8 +93,7 @@ Deno.test("/metrics counts what the test sent and what was refused", async () =>
   assert.equal(values.get("chat_bytes_received_total"), 6 + 4 + 101);
   // "bob: héllo" twice (11 bytes each), the /who answer, dave's welcome.
   const who = new TextEncoder().encode("* online (2): bob, carol").length;
-  const welcome =
-    new TextEncoder().encode("Welcome to chat! Type a message").length;
+  const welcome = new TextEncoder().encode("Welcome to chat! Type a message").length;
   assert.equal(
     values.get("chat_bytes_sent_total")! - sentBefore,
     2 * 11 + who + welcome,

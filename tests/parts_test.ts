@@ -11,11 +11,7 @@ import {
   yewMessage,
   yewUsers,
 } from "../lib/protocol.ts";
-import {
-  type Delivery,
-  LocalBackplane,
-  type RoomEvent,
-} from "../server/backplane.ts";
+import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backplane.ts";
 import { type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
@@ -60,8 +56,7 @@ function recorder(id: number, name: string, codec = PLAIN) {
     inbox.push(frame.text);
   };
   const closed: [number, string][] = [];
-  const close = (code: number, reason: string) =>
-    void closed.push([code, reason]);
+  const close = (code: number, reason: string) => void closed.push([code, reason]);
   const member = { id, name, codec, deliver, close };
   return {
     member,

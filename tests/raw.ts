@@ -87,9 +87,7 @@ export class RawSocket {
     );
     const lines = [
       `${method} ${path} HTTP/1.1`,
-      ...Object.entries(handshake).filter(([name]) =>
-        !given.has(name.toLowerCase())
-      )
+      ...Object.entries(handshake).filter(([name]) => !given.has(name.toLowerCase()))
         .map(([name, value]) => `${name}: ${value}`),
       ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
     ];
@@ -157,9 +155,7 @@ export class RawSocket {
     payload: Uint8Array | string,
     options?: { fin?: boolean; mask?: boolean },
   ): Promise<void> {
-    const bytes = typeof payload === "string"
-      ? encoder.encode(payload)
-      : payload;
+    const bytes = typeof payload === "string" ? encoder.encode(payload) : payload;
     await this.send(encodeFrame(opcode, bytes, options));
   }
 

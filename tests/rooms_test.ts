@@ -2,13 +2,7 @@
 import assert from "node:assert/strict";
 import { RawSocket } from "./raw.ts";
 import { startServer, TestClient } from "./helpers.ts";
-import {
-  HELP_LINE,
-  roomFromPath,
-  WELCOME,
-  whoLine,
-  yewUsers,
-} from "../lib/protocol.ts";
+import { HELP_LINE, roomFromPath, WELCOME, whoLine, yewUsers } from "../lib/protocol.ts";
 
 Deno.test("room paths: / is the default room, /NAME a room, anything else none", () => {
   assert.equal(roomFromPath("/"), "");

@@ -160,6 +160,16 @@ class Terminal {
     }
   }
 
+  /** `chat client` joined as `name`: the welcome shown, the prompt below it. */
+  static async joined(url: string, name: string): Promise<Terminal> {
+    const terminal = new Terminal(["--url", url, "--name", name]);
+    await terminal.until(
+      (rows) => rows.includes(WELCOME) && rows.at(-1) === ">",
+      "the welcome and the prompt",
+    );
+    return terminal;
+  }
+
   /** Ends it, if still running (after a failed test). */
   async [Symbol.asyncDispose](): Promise<void> {
     try {
@@ -190,16 +200,7 @@ Deno.test({
   ignore: missing,
   async fn() {
     await using server = startServer({ rateLimit: 0 });
-    await using terminal = new Terminal([
-      "--url",
-      server.url,
-      "--name",
-      "alice",
-    ]);
-    await terminal.until(
-      (rows) => rows.includes(WELCOME) && rows.at(-1) === ">",
-      "the welcome and the prompt",
-    );
+    await using terminal = await Terminal.joined(server.url, "alice");
     await using bob = await server.join("bob");
     await terminal.until(
       (rows) => rows.includes("* bob joined (2 online)"),
@@ -214,8 +215,7 @@ Deno.test({
     );
     bob.send("are you there?");
     const rows = await terminal.until(
-      (rows) =>
-        rows.includes("bob: are you there?") && rows.at(-1) === "> see you",
+      (rows) => rows.includes("bob: are you there?") && rows.at(-1) === "> see you",
       "bob's message above the line being typed",
     );
     assert.deepEqual(rows.slice(-2), ["bob: are you there?", "> see you"]);
@@ -251,9 +251,7 @@ Deno.test({
     await terminal.type("\x04");
     assert.equal(await terminal.finished(), 0);
     assert.equal(await bob.presence.next(), "* alice left (1 online)");
-    const disconnected = await server.log.take((line) =>
-      line.startsWith("Disconnected")
-    );
+    const disconnected = await server.log.take((line) => line.startsWith("Disconnected"));
     assert.match(disconnected, /^Disconnected 127\.0\.0\.1:\d+$/);
     assert.ok(!server.log.queued.some((line) => line.startsWith("Error")));
   },
@@ -267,16 +265,7 @@ Deno.test({
   async fn() {
     await using server = startServer();
     await using bob = await server.join("bob");
-    await using terminal = new Terminal([
-      "--url",
-      server.url,
-      "--name",
-      "alice",
-    ]);
-    await terminal.until(
-      (rows) => rows.includes(WELCOME) && rows.at(-1) === ">",
-      "the welcome and the prompt",
-    );
+    await using terminal = await Terminal.joined(server.url, "alice");
     await bob.presence.next();
     await terminal.type("half a line\x03");
     assert.equal(await terminal.finished(), 0);
