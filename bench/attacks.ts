@@ -367,9 +367,7 @@ async function main(wanted: string[]) {
       }
       console.log(
         `|   after it stops | | | | | | | ${
-          after === null
-            ? "no (10 s)"
-            : `${(performance.now() - t0).toFixed(0)} ms`
+          after === null ? "no (10 s)" : `${(performance.now() - t0).toFixed(0)} ms`
         } |`,
       );
     }

@@ -349,8 +349,7 @@ async function connectAll(
     const batch = await Promise.all(
       Array.from(
         { length: Math.min(200, rest - i) },
-        (_, j) =>
-          Client.connect(opts, `r${i + j}`, stats, trackReceivers, lineLength),
+        (_, j) => Client.connect(opts, `r${i + j}`, stats, trackReceivers, lineLength),
       ),
     );
     clients.push(...batch);
