@@ -38,6 +38,9 @@ export interface LoadOptions {
   serverPid?: number;
 }
 
+/** Open loop: messages sent in this first stretch are left out of the latencies. */
+const OPEN_LOOP_WARMUP_MS = 1000;
+
 const DEFAULTS: LoadOptions = {
   port: 8080,
   scenario: "closed",
@@ -106,6 +109,8 @@ function readStamp(bytes: Uint8Array, at: number): number {
 class Stats {
   deliveries = 0;
   latencies: number[] = [];
+  /** Latencies count for messages sent from this time on (µs, as `now()`). */
+  since = 0;
   ownReceived = 0;
 }
 
@@ -259,7 +264,8 @@ class Client {
       const own = b[at + 1] === this.name.charCodeAt(1) &&
         b[at + 2] === this.name.charCodeAt(2);
       if (this.track === "all" || own) {
-        this.stats.latencies.push(t - readStamp(b, at + 5));
+        const stamp = readStamp(b, at + 5);
+        if (stamp >= this.stats.since) this.stats.latencies.push(t - stamp);
       }
       if (own && this.onOwn) this.onOwn(this);
     }
@@ -435,6 +441,9 @@ async function openLoop(opts: LoadOptions) {
   let sent = 0;
   const window = serverCpuWindow(opts);
   const t0 = performance.now();
+  // The first second warms up (compilation, first bursts): its messages
+  // count as delivered or lost, but not in the latencies.
+  stats.since = now() + OPEN_LOOP_WARMUP_MS * 1000;
   while (performance.now() - t0 < opts.seconds * 1000) {
     const due = Math.floor(((performance.now() - t0) / 1000) * perSecond);
     while (sent < due) {
