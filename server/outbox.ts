@@ -95,8 +95,10 @@ export class Outbox {
   #checkDue = false;
   /** Frames held for the turn's batch (allocated when first needed). */
   #held: string[] | undefined;
-  /** The characters `#held` holds. */
+  /** The characters `#held` holds (against `MAX_BATCH_CHARS`). */
   #heldChars = 0;
+  /** The UTF-8 bytes `#held` holds (for the backlog). */
+  #heldBytes = 0;
   /** A flush is scheduled for the end of this turn. */
   #flushDue = false;
   /**
@@ -124,7 +126,7 @@ export class Outbox {
    * with it, every frame of the turn is held and they go out as one frame
    * at its end: one write per turn, however many frames it had.
    */
-  send(frame: string): void {
+  send(frame: string, bytes: number = frame.length): void {
     if (this.#stopped) return;
     if (this.#options.batching) {
       if (!this.#flushDue) {
@@ -133,19 +135,22 @@ export class Outbox {
       }
       (this.#held ??= []).push(frame);
       this.#heldChars += frame.length;
+      this.#heldBytes += bytes;
       // A long turn's frames do not all wait for its end: they leave in
       // batches of about MAX_BATCH_CHARS while the turn goes on.
       if (this.#heldChars >= MAX_BATCH_CHARS) this.#sendHeld();
     } else {
       this.socket.send(frame);
     }
-    this.#owed += frame.length;
+    this.#owed += bytes;
     if (this.#owed > 4 * this.#options.maxBufferedBytes) {
       // The bound is loose: look at the real backlog before judging.
-      this.#owed = this.socket.bufferedAmount + this.#heldChars;
+      this.#owed = this.socket.bufferedAmount + this.#heldBytes;
       if (this.#owed > 4 * this.#options.maxBufferedBytes) return this.#slow();
     }
-    if (!this.#checkDue) {
+    // Under the limit even by the upper bound: nothing to judge, and no
+    // call into the runtime to read the real backlog.
+    if (this.#owed > this.#options.maxBufferedBytes && !this.#checkDue) {
       this.#checkDue = true;
       this.#options.turns.check(this);
     }
@@ -164,6 +169,7 @@ export class Outbox {
       : this.#held.join(BATCH_SEPARATOR);
     this.#held.length = 0;
     this.#heldChars = 0;
+    this.#heldBytes = 0;
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(batch);
   }
 
@@ -171,7 +177,7 @@ export class Outbox {
   check(): void {
     this.#checkDue = false;
     if (this.#stopped) return;
-    this.#owed = this.socket.bufferedAmount + this.#heldChars;
+    this.#owed = this.socket.bufferedAmount + this.#heldBytes;
     if (this.#owed > this.#options.maxBufferedBytes) this.#slow();
   }
 
@@ -180,6 +186,7 @@ export class Outbox {
     this.#stopped = true;
     this.#held = undefined;
     this.#heldChars = 0;
+    this.#heldBytes = 0;
   }
 
   #slow() {

@@ -480,7 +480,7 @@ export class Session implements Member, Arrival {
     if (this.#outbox.stopped) return;
     if (this.#catchUp) return void this.#catchUp.push([frame, seq]);
     this.#host.metrics.bytesSent += frame.bytes;
-    this.#outbox.send(frame.text);
+    this.#outbox.send(frame.text, frame.bytes);
   }
 
   /** A notice to this client alone, if its codec carries notices. */
