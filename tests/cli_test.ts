@@ -257,7 +257,12 @@ Deno.test("--room joins that room: its messages stay there", async () => {
 });
 
 Deno.test("every --help fits 80 columns", async () => {
-  for (const args of [["--help"], ["server", "--help"], ["client", "--help"]]) {
+  for (
+    const args of [["--help"], ["server", "--help"], ["client", "--help"], [
+      "token",
+      "--help",
+    ]]
+  ) {
     const { code, stdout } = await runCli(args);
     assert.equal(code, 0);
     for (const line of stdout.split("\n")) {
