@@ -94,6 +94,9 @@ export const END_OF_INPUT_WAIT_MS = 10_000;
 /** How long before its token expires the client renews it with `tokenCommand`. */
 export const TOKEN_RENEW_AHEAD_MS = 60_000;
 
+/** After `tokenCommand` failed, how long until it is run again. */
+const TOKEN_RETRY_MS = 10_000;
+
 /** How many lines the client reads ahead of what it sent. */
 const READ_AHEAD_LINES = 1000;
 
@@ -616,8 +619,8 @@ export function tokenExpiry(token: string): number | undefined {
 
 /**
  * Keeps a token fresh with `--token-command`: runs it at start, then again
- * `TOKEN_RENEW_AHEAD_MS` before each token expires (every 10 s after a
- * failure, until the token is gone).
+ * `TOKEN_RENEW_AHEAD_MS` before each token expires (every `TOKEN_RETRY_MS`
+ * after a failure, until the token is gone).
  */
 class TokenRenewal {
   #timer?: ReturnType<typeof setTimeout>;
@@ -663,7 +666,7 @@ class TokenRenewal {
       return this.#schedule(token);
     }
     if (Date.now() < expires) {
-      this.#timer = setTimeout(() => void this.#renew(expires), 10_000);
+      this.#timer = setTimeout(() => void this.#renew(expires), TOKEN_RETRY_MS);
     }
   }
 
@@ -750,8 +753,9 @@ export const CLIENT_COMMAND: CommandSpec = {
       name: "token-command",
       type: "string",
       valueName: "CMD",
-      help:
-        "run CMD for a token at start and 60 s before each expires (needs --allow-run)",
+      help: `run CMD for a token at start and ${
+        TOKEN_RENEW_AHEAD_MS / 1000
+      } s before each expires (needs --allow-run)`,
     },
     {
       name: "header",

@@ -8,7 +8,7 @@
  */
 
 import { X509Certificate } from "node:crypto";
-import { readSecret } from "../lib/auth.ts";
+import { MIN_SECRET_BYTES, readSecret } from "../lib/auth.ts";
 import {
   type CommandSpec,
   type FlagSpec,
@@ -372,7 +372,8 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     option: "authSecret",
     kind: "text",
     valueName: "FILE",
-    help: "require a token signed with the secret in FILE (32 bytes at least)",
+    help:
+      `require a token signed with the secret in FILE (${MIN_SECRET_BYTES} bytes at least)`,
     parse: (file) => readSecret(file, { command: COMMAND, flag: "auth-secret" }),
   },
   {

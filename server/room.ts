@@ -84,6 +84,9 @@ export class Moderation {
 
   /** Milliseconds it still holds; 0 when it does not (a lapsed entry goes). */
   left(kind: "kicked" | "muted", room: string, name: string): number {
+    // Asked for every message: nothing to look up (or build a key for) when
+    // nobody is kicked or muted anywhere.
+    if (this.#until.size === 0) return 0;
     const key = this.#key(kind, room, name);
     const left = (this.#until.get(key) ?? 0) - Date.now();
     if (left > 0) return left;

@@ -335,19 +335,22 @@ export class Session implements Member, Arrival {
       case "message":
         // Batched frames separate messages with it: no message may hold one.
         if (input.text.includes(BATCH_SEPARATOR)) return this.#notify(SEPARATOR_REFUSED);
-        if (!this.#host.quiet) {
-          this.#host.log(`From client ${this.address} ${quoteForLog(input.text)}`);
-        }
-        this.#host.metrics.messagesReceived++;
-        {
-          const muted = this.#room.mutedFor(this.#name);
-          if (muted > 0) {
-            if (this.#admission.mayNotify()) this.#notify(mutedNotice(muted));
-            return;
-          }
-        }
-        this.#room.post(this, input.text);
+        return this.#post(input.text);
     }
+  }
+
+  /** A chat message for the room, unless a moderator muted its sender. */
+  #post(text: string): void {
+    const muted = this.#room.mutedFor(this.#name);
+    if (muted > 0) {
+      if (this.#admission.mayNotify()) this.#notify(mutedNotice(muted));
+      return;
+    }
+    if (!this.#host.quiet) {
+      this.#host.log(`From client ${this.address} ${quoteForLog(text)}`);
+    }
+    this.#host.metrics.messagesReceived++;
+    this.#room.post(this, text);
   }
 
   /**

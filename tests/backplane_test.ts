@@ -22,6 +22,7 @@ import {
   HAS_REDIS,
   type Joinable,
   RedisServer,
+  sendNumbered,
   startServerProcess,
   TestClient,
 } from "./helpers.ts";
@@ -509,12 +510,10 @@ redisTest(
     ]);
     const { a, b } = cluster;
     await using bob = await b.join("bob");
-    for (let i = 1; i <= 10; i++) bob.send(String(i));
-    await bob.messages.skipTo((line) => line === "bob: 10");
+    await sendNumbered(bob, "bob", 1, 10);
     await using held = new TestClient(a.url);
     await held.opened;
-    for (let i = 11; i <= 110; i++) bob.send(String(i));
-    await bob.messages.skipTo((line) => line === "bob: 110");
+    await sendNumbered(bob, "bob", 11, 110);
     assert.equal(await held.messages.next(), WELCOME);
     const numbers = (await held.messages.many(105)).map((line) =>
       line.replace("bob: ", "")

@@ -197,6 +197,20 @@ export async function pump(
   }
 }
 
+/**
+ * Sends the numbers `from`..`to` as messages from `sender` (in the chat as
+ * `name`) and waits for its own echo of the last.
+ */
+export async function sendNumbered(
+  sender: TestClient,
+  name: string,
+  from: number,
+  to: number,
+): Promise<void> {
+  for (let i = from; i <= to; i++) sender.send(String(i));
+  await sender.messages.skipTo((line) => line === `${name}: ${to}`);
+}
+
 /** Splits a byte stream into lines, pushed to an inbox as they arrive. */
 function pumpLines(
   stream: ReadableStream<Uint8Array>,

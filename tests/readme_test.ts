@@ -111,6 +111,8 @@ Deno.test("the README's limits are the ones the code uses", async () => {
   const { FIRST_RELISTEN_MS } = await import("../server/listener.ts");
   const { MAX_CLOSE_REASON_BYTES } = await import("../lib/protocol.ts");
   const { RUNTIME_DESCRIPTORS } = await import("../server/process.ts");
+  const { END_OF_INPUT_WAIT_MS, TOKEN_RENEW_AHEAD_MS } = await import("../client.ts");
+  const { MIN_SECRET_BYTES } = await import("../lib/auth.ts");
   const text = README.replace(/\s+/g, " ");
   for (
     const phrase of [
@@ -122,6 +124,10 @@ Deno.test("the README's limits are the ones the code uses", async () => {
       `(${FIRST_RELISTEN_MS / 1000} s doubling to 5 s)`,
       `cut to ${MAX_CLOSE_REASON_BYTES} bytes`,
       `--max-clients + ${RUNTIME_DESCRIPTORS}`,
+      `tries for ${END_OF_INPUT_WAIT_MS / 1000} s more`,
+      `no connection within ${END_OF_INPUT_WAIT_MS / 1000} s after the input ended`,
+      `again ${TOKEN_RENEW_AHEAD_MS / 1000} s before each token expires`,
+      `at least ${MIN_SECRET_BYTES} bytes`,
     ]
   ) {
     assert.ok(text.includes(phrase), `README does not say "${phrase}"`);

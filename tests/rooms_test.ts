@@ -1,7 +1,7 @@
 /** Rooms, presence, commands, history, the chat page, and the YewChat protocol. */
 import assert from "node:assert/strict";
 import { RawSocket } from "./raw.ts";
-import { startServer, TestClient } from "./helpers.ts";
+import { sendNumbered, startServer, TestClient } from "./helpers.ts";
 import { HELP_LINE, roomFromPath, WELCOME, whoLine, yewUsers } from "../lib/protocol.ts";
 
 Deno.test("room paths: / is the default room, /NAME a room, anything else none", () => {
@@ -257,17 +257,6 @@ Deno.test("without a name: the welcome comes after the first message or 500 ms o
   );
   await quick.close();
 });
-
-/** Sends `count` messages `1`..`count` from `sender` and waits for its own echo of the last. */
-async function sendNumbered(
-  sender: TestClient,
-  name: string,
-  from: number,
-  to: number,
-) {
-  for (let i = from; i <= to; i++) sender.send(String(i));
-  await sender.messages.skipTo((line) => line === `${name}: ${to}`);
-}
 
 Deno.test("without a name: what the room says while the client is held reaches it, once, in order", async () => {
   await using server = startServer({ history: 5, rateLimit: 0 });

@@ -4,7 +4,7 @@
  * keys into it and reads the screen back through a small terminal model.
  */
 import assert from "node:assert/strict";
-import { ROOT, startServer } from "./helpers.ts";
+import { ROOT, runCli, startServer } from "./helpers.ts";
 import { colourLine, nameColour, timestamp } from "../lib/terminal.ts";
 import { WELCOME } from "../lib/protocol.ts";
 
@@ -299,27 +299,11 @@ Deno.test("names get one colour each, wherever printed; notices are dimmed", () 
 
 Deno.test("a piped client with --timestamps prefixes HH:MM to each line, no colour", async () => {
   await using server = startServer();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}main.ts`,
-      "client",
-      "--url",
-      server.url,
-      "--timestamps",
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode("hi\n"));
-  await writer.close();
-  const out = new TextDecoder().decode((await child.output()).stdout).trimEnd()
-    .split(
-      "\n",
-    );
+  const { stdout } = await runCli(
+    ["client", "--url", server.url, "--timestamps"],
+    "hi\n",
+  );
+  const out = stdout.trimEnd().split("\n");
   assert.equal(out.length, 2);
   assert.match(out[0], /^\d\d:\d\d Welcome to chat! Type a message$/);
   assert.match(out[1], /^\d\d:\d\d 127\.0\.0\.1:\d+: hi$/);
@@ -337,22 +321,13 @@ Deno.test("--header sends extra upgrade headers", async () => {
     },
   );
   try {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}main.ts`,
-        "client",
-        "--url",
-        `ws://127.0.0.1:${listener.addr.port}`,
-        "--header",
-        "Authorization: Bearer abc",
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    });
-    await child.output();
+    await runCli([
+      "client",
+      "--url",
+      `ws://127.0.0.1:${listener.addr.port}`,
+      "--header",
+      "Authorization: Bearer abc",
+    ]);
     assert.equal(seen, "Bearer abc");
   } finally {
     await listener.shutdown();
