@@ -175,11 +175,6 @@ export class Chat implements SessionHost, BackplaneReceiver {
     this.#perIp.set(ip, fromIp + 1);
     const room = this.#room(request.room);
     const wanted = heldName(request);
-    if (room.kicked(wanted)) {
-      this.tidy(room);
-      this.#leftIp(request.address);
-      return Refusals.kicked();
-    }
     this.#reserving++;
     let held: boolean;
     try {
@@ -189,7 +184,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
       this.#reserving--;
     }
     // Kicked, as another instance may just have told (the hold asks Redis).
-    const kicked = room.kicked(wanted);
+    const kicked = this.kicked(room.name, wanted);
     if (held && !this.#shuttingDown && !kicked) {
       return { ...request, room };
     }

@@ -108,14 +108,8 @@ if op == 'claim' then -- name, instance, ttl, limit
   prune(tonumber(ARGV[5]))
   if hold(ARGV[2], ARGV[3], tonumber(ARGV[4])) then return 1 end
   return 0
-elseif op == 'post' then -- json, presence, limit, history entry, history size
-  local seq = post(ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]))
-  local size = tonumber(ARGV[6])
-  if ARGV[5] ~= '' and size > 0 then
-    redis.call('RPUSH', history, seq .. ' ' .. ARGV[5])
-    redis.call('LTRIM', history, -size, -1)
-  end
-  return seq
+elseif op == 'post' then -- json, presence, limit (any event but chat messages)
+  return post(ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]))
 elseif op == 'batch' then -- history size, then each message's json and history entry
   -- One turn's messages: consecutive seqs, one publish (their JSON a line
   -- each, after the first's seq), one push to the history.
@@ -286,17 +280,13 @@ export class RedisBackplane implements Backplane {
         ).catch(() => {});
       }
     }
+    // Chat messages never come here while Redis is up: they go in batches.
     const { id, json } = this.#track(room, event);
-    const entry = event.kind === "message"
-      ? JSON.stringify({ from: event.from, text: event.text, time: event.time })
-      : "";
     void this.#eval(room, [
       "post",
       json,
       event.kind === "joined" || event.kind === "left" ? "1" : "0",
       String(this.#options.namesLimit),
-      entry,
-      String(this.#options.historySize),
     ]).then(() => {
       // Nobody here receives the room any more: it will not come back.
       if (!this.#rooms.has(room)) this.#inFlight.delete(id);

@@ -173,11 +173,6 @@ export class Room<M extends Member = Member> {
     this.options.backplane.release(this.name, name);
   }
 
-  /** True while `name` may not join (kicked, and the time has not passed). */
-  kicked(name: string): boolean {
-    return this.options.moderation.left("kicked", this.name, name) > 0;
-  }
-
   /** Whole seconds `name` stays muted; 0 when it may speak. */
   mutedFor(name: string): number {
     return Math.ceil(this.options.moderation.left("muted", this.name, name) / 1000);
