@@ -197,7 +197,7 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
   }
 
   /** The identity a request's token carries for `room`, or why it is refused. */
-  async function tokenRefusal(
+  async function checkToken(
     request: Request,
     url: URL,
     room: string,
@@ -219,8 +219,8 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
       // The page for joining under a name that is taken: the page asks
       // this first, since a browser cannot see a refused upgrade's status.
       const wanted = url.searchParams.get("name");
-      if (wanted !== null && options.authSecret) {
-        const refused = await tokenRefusal(request, url, room);
+      if (wanted !== null) {
+        const refused = await checkToken(request, url, room);
         if (refused && "status" in refused) {
           return plainResponse(refused.status, refused.text);
         }
@@ -260,14 +260,10 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
     if (room === undefined) return refuse(Refusals.noRoom(url.pathname));
     const { name, problem } = nameFromQuery(url);
     if (problem) return refuse(Refusals.badName(problem));
-    let identity: Identity | undefined;
-    if (options.authSecret) {
-      const verified = await tokenRefusal(request, url, room);
-      if (verified && "status" in verified) return refuse(verified);
-      identity = verified;
-      if (name !== undefined && identity && name !== identity.name) {
-        return refuse(Refusals.notTokenName(name, identity.name));
-      }
+    const identity = await checkToken(request, url, room);
+    if (identity && "status" in identity) return refuse(identity);
+    if (identity && name !== undefined && name !== identity.name) {
+      return refuse(Refusals.notTokenName(name, identity.name));
     }
     const batching = offersBatching(request);
     // Read before the upgrade: afterwards the request is closed and so is `info`.
