@@ -211,6 +211,20 @@ export async function sendNumbered(
   await sender.messages.skipTo((line) => line === `${name}: ${to}`);
 }
 
+/** Takes the next messages, which must be `name`'s numbers `from`..`to`, once each, in order. */
+export async function takeNumbered(
+  client: TestClient,
+  name: string,
+  from: number,
+  to: number,
+): Promise<void> {
+  const lines = await client.messages.many(to - from + 1);
+  assert.deepEqual(
+    lines,
+    Array.from({ length: to - from + 1 }, (_, i) => `${name}: ${from + i}`),
+  );
+}
+
 /** Splits a byte stream into lines, pushed to an inbox as they arrive. */
 function pumpLines(
   stream: ReadableStream<Uint8Array>,
