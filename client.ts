@@ -9,12 +9,17 @@
 import {
   BATCH_PROTOCOL,
   BATCH_SEPARATOR,
+  chatLine,
   CloseCode,
+  joinedNotice,
+  JSON_PROTOCOL,
+  leftNotice,
   NAME_RULE,
   nameProblem,
   plural,
   RESERVED_PATHS,
   roomFromPath,
+  WELCOME,
 } from "./lib/protocol.ts";
 import { TokenBucket } from "./lib/rate.ts";
 import { colourLine, colourWanted, Prompt, timestamp } from "./lib/terminal.ts";
@@ -317,6 +322,12 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** A line to send; a chat message keeps the ref it was first sent with (`chat.json`). */
+interface Line {
+  text: string;
+  ref?: string;
+}
+
 /**
  * The lines to send, read ahead of the connection (so that the end of the
  * input is known even while disconnected) and taken one at a time: a line
@@ -324,7 +335,7 @@ function delay(ms: number): Promise<void> {
  * goes out, once, on the next connection. Blank lines are skipped.
  */
 class Outgoing {
-  readonly #queue: string[] = [];
+  readonly #queue: Line[] = [];
   readonly #ended = Promise.withResolvers<void>();
   #endedAt?: number;
   #wake?: () => void;
@@ -341,7 +352,7 @@ class Outgoing {
       for await (const line of lines) {
         if (this.#endedAt !== undefined) return;
         if (line.trim() === "") continue;
-        this.#queue.push(line);
+        this.#queue.push({ text: line });
         this.#wake?.();
         while (this.#queue.length >= READ_AHEAD_LINES && this.#endedAt === undefined) {
           await new Promise<void>((resolve) => this.#room = resolve);
@@ -376,7 +387,7 @@ class Outgoing {
   }
 
   /** The next line to send, or `undefined` once the input ended and all is sent. */
-  async peek(): Promise<string | undefined> {
+  async peek(): Promise<Line | undefined> {
     while (this.#queue.length === 0 && this.#endedAt === undefined) {
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
@@ -385,7 +396,12 @@ class Outgoing {
 
   /** Sends `line` before any other line not yet sent (a command of the client's own). */
   pushFront(line: string): void {
-    this.#queue.unshift(line);
+    this.requeue([{ text: line }]);
+  }
+
+  /** Lines sent but not confirmed go out again, in their order, before any other. */
+  requeue(lines: Line[]): void {
+    this.#queue.unshift(...lines);
     this.#wake?.();
   }
 
@@ -423,26 +439,92 @@ type SessionEnd =
   | { kind: "closed"; code: number; reason: string }
   | { kind: "done" };
 
+/** What the client prints on stderr after a reconnect that resumed. */
+export function reconnectedLine(missed: number | null): string {
+  if (missed === null) return "chat: reconnected, history lost: messages may be missed";
+  if (missed === 0) return "chat: reconnected, nothing missed";
+  return `chat: reconnected, ${plural(missed, "message")} missed`;
+}
+
+/** A `chat.json` event as the client reads it. */
+type ServerEvent =
+  | { type: "welcome"; epoch: string; last: number }
+  | { type: "message"; id: number | null; from: string; text: string; ref: string | null }
+  | { type: "joined" | "left"; name: string; online: number }
+  | { type: "notice"; text: string }
+  | { type: "recovered"; complete: boolean; missed: number | null }
+  | { type: "duplicate" | "accepted"; ref: string }
+  | { type: "refused"; ref: string | null; reason: string; retry_ms?: number };
+
+/**
+ * What a `chat.json` client keeps across its connections: where it is in
+ * the room (the epoch and the last message id it printed, to resume from)
+ * and the lines it sent that the room has not confirmed yet (by their echo,
+ * an `accepted` or a `duplicate`), to send again after a reconnect.
+ */
+class Ledger {
+  epoch?: string;
+  last = 0;
+  /** Lines sent and not yet confirmed, in the order they were sent. */
+  readonly unconfirmed: Line[] = [];
+  /** No message goes out before this (`performance.now()`): the server asked to wait. */
+  holdUntil = 0;
+  readonly #prefix = crypto.randomUUID().slice(0, 8);
+  #count = 0;
+
+  /** A ref no other line of any client is likely to have: a random prefix and a counter. */
+  newRef(): string {
+    return `${this.#prefix}-${++this.#count}`;
+  }
+
+  /** The URL to connect to: with `since` and `epoch` once there is something to resume. */
+  url(base: URL): URL {
+    if (this.epoch === undefined) return base;
+    const url = new URL(base);
+    url.searchParams.set("since", String(this.last));
+    url.searchParams.set("epoch", this.epoch);
+    return url;
+  }
+
+  /** The room confirmed `ref`. */
+  confirm(ref: string): void {
+    const index = this.unconfirmed.findIndex((line) => line.ref === ref);
+    if (index >= 0) this.unconfirmed.splice(index, 1);
+  }
+
+  /** The lines from `ref` on (all of them without one), taken back to be sent again. */
+  takeBack(ref?: string): Line[] {
+    const index = ref === undefined
+      ? 0
+      : this.unconfirmed.findIndex((line) => line.ref === ref);
+    return index < 0 ? [] : this.unconfirmed.splice(index);
+  }
+}
+
+/** What a connection needs besides its URL. */
+interface Connection {
+  outgoing: Outgoing;
+  ledger: Ledger;
+  pacer: TokenBucket | undefined;
+  output: (line: string) => void;
+  status: (line: string) => void;
+  client: Deno.HttpClient | undefined;
+  headers: Record<string, string> | undefined;
+  onOpen: () => void;
+}
+
 /**
  * One connection, two directions at once until it ends: socket → output,
  * and outgoing lines → socket. Resolves when the server closes, the
  * connection fails, or the input ended and the close handshake finished.
+ * It offers `chat.json` (ids, resume, refs) and `chat.batch`, and speaks
+ * plain lines to a server that takes neither.
  */
-function session(
-  url: URL,
-  connection: {
-    outgoing: Outgoing;
-    pacer: TokenBucket | undefined;
-    output: (line: string) => void;
-    client: Deno.HttpClient | undefined;
-    headers: Record<string, string> | undefined;
-    onOpen: () => void;
-  },
-): Promise<SessionEnd> {
-  const { outgoing, pacer, output, client, onOpen } = connection;
-  // Offering `chat.batch`: several messages may then come in one frame.
-  const socket = new WebSocket(url, {
-    protocols: [BATCH_PROTOCOL],
+function session(url: URL, connection: Connection): Promise<SessionEnd> {
+  const { outgoing, ledger, pacer, output, client, onOpen } = connection;
+  const resuming = ledger.epoch !== undefined;
+  const socket = new WebSocket(ledger.url(url), {
+    protocols: [JSON_PROTOCOL, BATCH_PROTOCOL],
     client,
     headers: connection.headers,
   });
@@ -450,14 +532,80 @@ function session(
   let nativeError = "";
   let wasOpen = false;
   let closingByUs = false;
+  /** Settles when the ledger changes: a line confirmed, or a wait asked for. */
+  let changed = Promise.withResolvers<void>();
+  const change = () => {
+    changed.resolve();
+    changed = Promise.withResolvers<void>();
+  };
+
+  /** One `chat.json` event: printed as plain clients see it, or noted in the ledger. */
+  const handle = (event: ServerEvent) => {
+    switch (event.type) {
+      case "welcome":
+        // Another epoch: its ids start again.
+        if (event.epoch !== ledger.epoch) ledger.last = 0;
+        ledger.epoch = event.epoch;
+        return output(WELCOME);
+      case "message":
+        if (event.id !== null) {
+          if (event.id <= ledger.last) return;
+          ledger.last = event.id;
+        }
+        if (event.ref !== null) {
+          ledger.confirm(event.ref);
+          change();
+        }
+        return output(escapeControl(chatLine(event.from, event.text)));
+      case "joined":
+      case "left":
+        return output(
+          (event.type === "joined" ? joinedNotice : leftNotice)(event.name, event.online),
+        );
+      case "notice":
+        return output(escapeControl(`* ${event.text}`));
+      case "recovered":
+        if (resuming) connection.status(reconnectedLine(event.missed));
+        return;
+      case "duplicate":
+      case "accepted":
+        ledger.confirm(event.ref);
+        return change();
+      case "refused":
+        if (event.ref === null) return;
+        if (event.reason === "invalid") {
+          // Never accepted as it is: not sent again.
+          ledger.confirm(event.ref);
+          return change();
+        }
+        // It and every line sent after it go again, in order, once the server allows.
+        outgoing.requeue(ledger.takeBack(event.ref));
+        ledger.holdUntil = performance.now() + (event.retry_ms ?? 1000);
+        return change();
+    }
+  };
 
   // socket → output
-  let batched = false;
   socket.onmessage = (event) => {
     if (typeof event.data !== "string") return;
-    if (!batched) return output(escapeControl(event.data));
-    for (const message of event.data.split(BATCH_SEPARATOR)) {
-      output(escapeControl(message));
+    switch (socket.protocol) {
+      case JSON_PROTOCOL: {
+        let events: ServerEvent[];
+        try {
+          events = JSON.parse(event.data);
+        } catch {
+          return output(escapeControl(event.data));
+        }
+        for (const one of Array.isArray(events) ? events : []) handle(one);
+        return;
+      }
+      case BATCH_PROTOCOL:
+        for (const message of event.data.split(BATCH_SEPARATOR)) {
+          output(escapeControl(message));
+        }
+        return;
+      default:
+        return output(escapeControl(event.data));
     }
   };
   socket.onerror = (event) => {
@@ -466,6 +614,9 @@ function session(
   socket.onclose = async (event) => {
     if (socket.onclose === null) return; // `close` may fire twice
     socket.onclose = null;
+    // What the room did not confirm goes again on the next connection.
+    outgoing.requeue(ledger.takeBack());
+    change();
     if (!wasOpen) {
       return ended.resolve({
         kind: "failed",
@@ -481,26 +632,47 @@ function session(
   // outgoing lines → socket
   socket.onopen = async () => {
     wasOpen = true;
-    batched = socket.protocol === BATCH_PROTOCOL;
+    const structured = socket.protocol === JSON_PROTOCOL;
     onOpen();
     const closed = ended.promise.then(() => undefined);
+    const open = () => socket.readyState === WebSocket.OPEN;
     while (true) {
       const line = await Promise.race([outgoing.peek(), closed]);
-      if (socket.readyState !== WebSocket.OPEN) return;
+      if (!open()) return;
       if (line === undefined) break;
-      const wait = pacer?.wait() ?? 0;
-      if (wait > 0) await Promise.race([delay(wait), closed]);
-      if (socket.readyState !== WebSocket.OPEN) return;
+      const wait = Math.max(pacer?.wait() ?? 0, ledger.holdUntil - performance.now());
+      if (wait > 0) {
+        // A refusal meanwhile may put earlier lines back in front: look again.
+        await Promise.race([delay(wait), closed, changed.promise]);
+        continue;
+      }
       pacer?.take();
-      socket.send(line);
+      const command = line.text.startsWith("/") && !line.text.startsWith("//");
+      if (structured && !command) {
+        line.ref ??= ledger.newRef();
+        const text = line.text.startsWith("//") ? line.text.slice(1) : line.text;
+        socket.send(JSON.stringify({ type: "message", text, ref: line.ref }));
+        ledger.unconfirmed.push(line);
+      } else {
+        socket.send(line.text);
+      }
       outgoing.consume();
     }
-    // The input ended: close only once everything sent has left, then wait
+    // The input ended: close once every line is confirmed (or, from a
+    // server without chat.json, has left), within CLOSE_WAIT_MS, then wait
     // (not forever) for the server's close reply and what comes before it.
-    while (socket.bufferedAmount > 0 && socket.readyState === WebSocket.OPEN) {
+    const deadline = performance.now() + CLOSE_WAIT_MS;
+    while (
+      open() && performance.now() < deadline &&
+      (ledger.unconfirmed.length > 0 || socket.bufferedAmount > 0)
+    ) {
       await delay(5);
     }
-    if (socket.readyState !== WebSocket.OPEN) return;
+    if (!open()) return;
+    if (ledger.unconfirmed.length > 0) {
+      // Taken back now, so the caller can say how many were not confirmed.
+      outgoing.requeue(ledger.takeBack());
+    }
     closingByUs = true;
     socket.close(CloseCode.NORMAL);
     const timer = setTimeout(() => ended.resolve({ kind: "done" }), CLOSE_WAIT_MS);
@@ -545,6 +717,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
       },
       status,
     });
+  const ledger = new Ledger();
   const backoff = new Backoff();
   /** Set while retrying, so that a connection that works again is reported. */
   let retrying = false;
@@ -564,8 +737,10 @@ export async function runClient(options: ClientOptions): Promise<number> {
     while (true) {
       const end = await session(url, {
         outgoing,
+        ledger,
         pacer,
         output,
+        status,
         client,
         headers,
         onOpen: () => {
@@ -574,7 +749,15 @@ export async function runClient(options: ClientOptions): Promise<number> {
           backoff.reset();
         },
       });
-      if (end.kind === "done") return 0;
+      if (end.kind === "done") {
+        if (outgoing.unsent === 0) return 0;
+        status(
+          `chat: gave up: ${
+            plural(outgoing.unsent, "line")
+          } not confirmed by the server within ${CLOSE_WAIT_MS / 1000} s`,
+        );
+        return 1;
+      }
       let retry: boolean;
       if (end.kind === "failed") {
         const line = `chat: cannot connect to ${url.href}: ${end.failure.problem}`;

@@ -33,6 +33,7 @@ import {
   plainResponse,
 } from "./server/http.ts";
 import { ChatListener } from "./server/listener.ts";
+import { SqliteStore, StoreError } from "./server/store.ts";
 import { stdoutLog } from "./server/log.ts";
 import { descriptorShortfall, guardProcess } from "./server/process.ts";
 import {
@@ -87,9 +88,16 @@ function settingsOf(options: ServerOptions): ServerSettings {
 /** The chat's request handler: mount it in any `Deno.serve` app. */
 export function chatHandler(options: ServerOptions = {}): ChatHandler {
   const settings = settingsOf(options);
+  const log = settings.log ?? stdoutLog();
+  const historyKeep = Math.max(settings.history, settings.historyKeep);
   const chat = new Chat({
     echo: settings.echo,
     history: settings.history,
+    historyKeep,
+    roomTtl: settings.roomTtl,
+    store: settings.store === undefined
+      ? undefined
+      : new SqliteStore(settings.store, { keep: historyKeep, log }),
     presenceLimit: settings.presenceLimit,
     quiet: settings.quiet,
     limits: {
@@ -110,7 +118,7 @@ export function chatHandler(options: ServerOptions = {}): ChatHandler {
       prefix: settings.redisPrefix,
       timeoutMs: settings.redisTimeout,
     },
-    log: settings.log ?? stdoutLog(),
+    log,
   });
   const routes = chatRoutes(chat, {
     allowOrigins: settings.allowOrigins,
@@ -200,6 +208,10 @@ export async function main(args: string[]): Promise<number> {
   try {
     server = serveChat({ ...options, log });
   } catch (error) {
+    if (error instanceof StoreError) {
+      console.error(`chat: ${error.message}`);
+      return 1;
+    }
     if (options.cert !== undefined && !(error instanceof Deno.errors.AddrInUse)) {
       const why = errorText(error).replace(
         /^keys may not be consistent: KeyMismatch$/,

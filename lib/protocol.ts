@@ -248,6 +248,40 @@ export const REGISTER_WAIT_MS = 500;
 export const BATCH_PROTOCOL = "chat.batch";
 
 /**
+ * The opt-in structured subprotocol: every server frame is a JSON array of
+ * one or more events (`welcome`, `message`, `joined`, `left`, `notice`,
+ * `recovered`, `duplicate`, `accepted`, `refused`), and a client may send
+ * `{"type":"message","text":"...","ref":"..."}` besides plain lines.
+ */
+export const JSON_PROTOCOL = "chat.json";
+
+/** The subprotocols the server speaks, in the order it prefers them. */
+export const PROTOCOLS = [JSON_PROTOCOL, BATCH_PROTOCOL] as const;
+export type Protocol = typeof PROTOCOLS[number];
+
+/** A message's `ref`: chosen by its sender, so that it is delivered once. */
+export const REF_PATTERN = /^[\x20-\x7e]{1,64}$/;
+export const REF_RULE = "a ref is 1 to 64 printable ASCII characters";
+
+/** What a room's epoch looks like (the server makes them; a resume must send one back). */
+export const EPOCH_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Why a `chat.json` message was not delivered (`refused` events). */
+export type RefusedReason = "rate_limited" | "muted" | "invalid";
+
+/** What a plain client is told when a resume could not send everything it missed. */
+export function recoveryNotice(missed: number | null): string {
+  return `* some messages could not be recovered (${
+    missed === null ? "history lost" : `${missed} missed`
+  })`;
+}
+
+/** A `chat.json` frame that is not a message object, or a bad ref. */
+export function badJsonNotice(problem: string): string {
+  return `* not sent: ${problem}`;
+}
+
+/**
  * U+001E, ASCII's record separator (the one RFC 7464 uses between JSON
  * texts). The server accepts no message that contains it, so it can never
  * occur inside a message.

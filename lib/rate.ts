@@ -38,9 +38,10 @@ export class TokenBucket {
     return true;
   }
 
-  /** Milliseconds until a token is there: 0 when one is there now. */
-  wait(now: number = performance.now()): number {
+  /** Milliseconds until `cost` tokens (at most `burst`) are there: 0 when they are now. */
+  wait(now: number = performance.now(), cost = 1): number {
     this.#refill(now);
-    return this.#tokens >= 1 ? 0 : ((1 - this.#tokens) * 1000) / this.rate;
+    const wanted = Math.min(cost, this.burst);
+    return this.#tokens >= wanted ? 0 : ((wanted - this.#tokens) * 1000) / this.rate;
   }
 }

@@ -125,6 +125,17 @@ export class Admission {
     return now - oldest < FLOOD_WINDOW_MS;
   }
 
+  /**
+   * Milliseconds until a message of `bytes` for `recipients` would pass the
+   * rate limits (told to `chat.json` senders, who send it again then).
+   */
+  retryMs(bytes: number, recipients = 1, now: number = performance.now()): number {
+    return Math.max(
+      this.#bucket?.wait(now) ?? 0,
+      this.#bytes?.wait(now, bytes * Math.max(1, recipients)) ?? 0,
+    );
+  }
+
   /** True when a rate-limit notice may go out now (at most one a second). */
   mayNotify(now: number = performance.now()): boolean {
     if (now - this.#lastNotice < NOTICE_INTERVAL_MS) return false;

@@ -11,7 +11,7 @@ import type { ChatMessage } from "./codec.ts";
 
 /** Something that happened in a room, as instances tell each other. */
 export type RoomEvent =
-  | ChatMessage & {
+  | Omit<ChatMessage, "id"> & {
     kind: "message";
     /** The instance whose client sent it. */
     origin: string;
@@ -43,17 +43,23 @@ export type RoomEvent =
 export interface Delivery {
   /** The event's place in the room's order in Redis; absent in process. */
   seq?: number;
+  /** A chat message's id, as Redis numbered it; absent in process (the room numbers it). */
+  id?: number;
+  /** The room's history epoch, with `id`. */
+  epoch?: string;
   /** For joins and leaves: how many are in the room on all instances. */
   online?: number;
   /** For joins and leaves in rooms small enough: every member's name. */
   names?: string[];
 }
 
-/** A room's recent messages as the backplane holds them. */
-export interface History {
-  messages: ChatMessage[];
-  /** The `seq` of the last of them (0 for none). */
+/** What a room holds of its history: its epoch, its latest message's id, every message kept. */
+export interface Held {
+  epoch: string;
+  /** The id of the room's latest message (0 for none). */
   last: number;
+  /** Oldest first. */
+  messages: readonly ChatMessage[];
 }
 
 /** Where a backplane delivers: the chat, which routes each event to its room. */
@@ -64,6 +70,8 @@ export interface BackplaneReceiver {
   changed(up: boolean): void;
   /** Events of `room` from other instances were lost on the way here. */
   missed(room: string): void;
+  /** A message of `room` was not delivered: its `ref` is held already. */
+  duplicate(room: string, event: RoomEvent & { kind: "message" }): void;
   /** Each room with members here, and their names: written to Redis again. */
   presence(): Map<string, string[]>;
   log(line: string): void;
@@ -89,8 +97,8 @@ export interface Backplane {
   taken(room: string, name: string): Promise<boolean | undefined>;
   /** The room's members on every instance, by name; `undefined` when unknown. */
   who(room: string): Promise<string[] | undefined>;
-  /** The room's recent messages; `undefined` when unknown (or kept in process). */
-  history(room: string): Promise<History | undefined>;
+  /** The room's history (creating its epoch); `undefined` when unknown (or kept in process). */
+  history(room: string): Promise<Held | undefined>;
   /**
    * Until when a moderator's kick and mute of `name` in `room` hold (ms
    * since the epoch), as every instance knows them; `undefined` when

@@ -7,7 +7,12 @@
  * @module
  */
 
-import { BACKPLANE_BACK, BACKPLANE_DOWN, MESSAGES_LOST } from "../lib/protocol.ts";
+import {
+  BACKPLANE_BACK,
+  BACKPLANE_DOWN,
+  MESSAGES_LOST,
+  type Protocol,
+} from "../lib/protocol.ts";
 import type { AdmissionLimits } from "./admission.ts";
 import {
   type Backplane,
@@ -21,8 +26,9 @@ import type { CountingLog, Log } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { TurnChecks } from "./outbox.ts";
 import { type HttpRefusal, Refusals } from "./refusals.ts";
-import { Moderation, Room, type RoomOptions } from "./room.ts";
+import { Moderation, type Resume, Room, type RoomOptions } from "./room.ts";
 import { HistoryBudget } from "./history.ts";
+import type { Store } from "./store.ts";
 import { Session, type SessionHost } from "./session.ts";
 import type { Identity } from "../lib/auth.ts";
 
@@ -30,6 +36,12 @@ import type { Identity } from "../lib/auth.ts";
 export interface ChatSettings {
   echo: boolean;
   history: number;
+  /** Messages per room kept for resumes (at least `history`). */
+  historyKeep: number;
+  /** Seconds an emptied room keeps its history. */
+  roomTtl: number;
+  /** Keeps history across restarts (`--store`); in memory without it. */
+  store?: Store;
   historyBytes: number;
   presenceLimit: number;
   quiet: boolean;
@@ -52,16 +64,24 @@ export interface Reservation {
   /** The name the URL gave, if any (else the address is held). */
   readonly name?: string;
   readonly address: string;
-  /** The client speaks `chat.batch`. */
-  readonly batching: boolean;
+  /** The subprotocol the client speaks, if any. */
+  readonly protocol?: Protocol;
   /** Who its token says it is (with `--auth-secret`): its name is the token's. */
   readonly identity?: Identity;
+  /** Where a reconnecting client left off (`?since=&epoch=`). */
+  readonly resume?: Resume;
 }
 
 /** The name an upgrade holds: the URL's, the token's, or else the address. */
 function heldName(request: Omit<Reservation, "room">): string {
   return request.name ?? request.identity?.name ?? request.address;
 }
+
+/**
+ * Emptied rooms kept for resumes at most (the oldest emptied goes first):
+ * with `--max-clients`, it bounds how many rooms exist at once.
+ */
+export const MAX_IDLE_ROOMS = 10_000;
 
 /** The IP address of an `IP:PORT` (`[::1]:5000` gives `::1`). */
 function ipOf(address: string): string {
@@ -82,6 +102,8 @@ export class Chat implements SessionHost, BackplaneReceiver {
   readonly #settings: ChatSettings;
   readonly #roomOptions: RoomOptions;
   readonly #rooms = new Map<string, Room<Session>>();
+  /** Emptied rooms, oldest first, each with the timer that drops it after `roomTtl`. */
+  readonly #idle = new Map<Room<Session>, ReturnType<typeof setTimeout>>();
   /** Every upgraded socket until its close event: each holds a `maxClients` slot. */
   readonly #sessions = new Set<Session>();
   /** Upgrades waiting on the backplane: each will hold a `maxClients` slot. */
@@ -104,17 +126,25 @@ export class Chat implements SessionHost, BackplaneReceiver {
       ? new LocalBackplane(this)
       : new RedisBackplane({
         ...settings.redis,
-        historySize: settings.history,
         namesLimit: settings.presenceLimit,
+        historyKeep: settings.historyKeep,
+        roomTtlMs: settings.roomTtl * 1000,
       }, this);
+    const store = settings.store;
+    // What a batch tells must be in the store before the batch leaves.
+    if (store) this.turns.beforeSend = () => store.commit();
     this.#roomOptions = {
       backplane: this.backplane,
       history: settings.history,
+      historyKeep: settings.historyKeep,
+      store,
       historyBudget: new HistoryBudget(settings.historyBytes),
       presenceLimit: settings.presenceLimit,
       echo: settings.echo,
       moderation: new Moderation(),
     };
+    // The stored rooms wait, as emptied rooms do, for their members to resume.
+    for (const name of store?.rooms() ?? []) this.tidy(this.#room(name));
   }
 
   /** Log lines dropped because the log's output could not keep up (when it counts them). */
@@ -222,29 +252,52 @@ export class Chat implements SessionHost, BackplaneReceiver {
         address: reservation.address,
         name: reservation.name,
         room: reservation.room,
-        batching: reservation.batching,
+        protocol: reservation.protocol,
         identity: reservation.identity,
+        resume: reservation.resume,
         host: this,
       }),
     );
   }
 
-  /** The room called `name`, created if needed. */
+  /** The room called `name`, created (or kept from expiring) if needed. */
   #room(name: string): Room<Session> {
     let room = this.#rooms.get(name);
-    if (!room) {
+    if (room) {
+      clearTimeout(this.#idle.get(room));
+      this.#idle.delete(room);
+    } else {
       room = new Room(name, this.#roomOptions);
       this.#rooms.set(name, room);
     }
     return room;
   }
 
-  /** Drops `room` (and its history) once nobody is in it or about to join it. */
+  /**
+   * Once nobody is in `room` or about to join it, it waits `roomTtl`
+   * seconds for its members to resume, then goes with its history.
+   */
   tidy(room: Room<Session>): void {
-    if (!room.empty || this.#rooms.get(room.name) !== room) return;
+    if (!room.empty || this.#rooms.get(room.name) !== room || this.#idle.has(room)) {
+      return;
+    }
+    // At shutdown rooms stay as they are: the store keeps them for the restart.
+    if (this.#shuttingDown) return;
+    const ttl = this.#settings.roomTtl;
+    if (ttl === 0) return this.#drop(room);
+    this.#idle.set(room, setTimeout(() => this.#drop(room), ttl * 1000));
+    if (this.#idle.size > MAX_IDLE_ROOMS) this.#drop(this.#idle.keys().next().value!);
+  }
+
+  /** The room and its history go, from the store too. */
+  #drop(room: Room<Session>): void {
+    clearTimeout(this.#idle.get(room));
+    this.#idle.delete(room);
+    if (this.#rooms.get(room.name) !== room) return;
     this.#rooms.delete(room.name);
     room.close();
     this.backplane.close(room.name);
+    this.#settings.store?.forget(room.name);
   }
 
   ended(session: Session): void {
@@ -270,6 +323,12 @@ export class Chat implements SessionHost, BackplaneReceiver {
     this.#rooms.get(room)?.notify(MESSAGES_LOST);
   }
 
+  duplicate(room: string, event: RoomEvent & { kind: "message" }): void {
+    if (event.origin === this.backplane.instance && event.ref !== undefined) {
+      this.#rooms.get(room)?.duplicate(event.conn, event.ref);
+    }
+  }
+
   presence(): Map<string, string[]> {
     const rooms = new Map<string, string[]>();
     for (const room of this.#rooms.values()) {
@@ -292,7 +351,10 @@ export class Chat implements SessionHost, BackplaneReceiver {
     for (const session of this.#sessions) void session.shutdown(deadline);
     await Promise.race([ended, deadline]);
     this.turns.stop();
+    for (const timer of this.#idle.values()) clearTimeout(timer);
+    this.#idle.clear();
     for (const room of this.#rooms.values()) room.close();
+    this.#settings.store?.close();
     await this.backplane.stop();
   }
 }

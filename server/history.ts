@@ -1,8 +1,10 @@
 /**
  * Rooms' recent messages, within one byte budget for all rooms together:
- * each room keeps its last `--history` messages, and when all rooms'
- * history passes `--history-bytes`, the oldest messages of the largest
- * rooms go first, until the total is back under nine tenths of the budget.
+ * each room keeps its last `--history-keep` messages (with their ids and
+ * refs, for resumes and duplicates; newcomers get the last `--history`),
+ * and when all rooms' history passes `--history-bytes`, the oldest messages
+ * of the largest rooms go first, until the total is back under nine tenths
+ * of the budget.
  *
  * @module
  */
@@ -15,13 +17,16 @@ export const MESSAGE_OVERHEAD_BYTES = 64;
 
 /** The bytes a held message counts for in the budget. */
 export function heldBytes(message: ChatMessage): number {
-  return utf8Length(message.text) + utf8Length(message.from) + MESSAGE_OVERHEAD_BYTES;
+  return utf8Length(message.text) + utf8Length(message.from) +
+    (message.ref?.length ?? 0) + MESSAGE_OVERHEAD_BYTES;
 }
 
 /** One room's recent messages, oldest first. */
 export class History {
   readonly #messages: ChatMessage[] = [];
   readonly #sizes: number[] = [];
+  /** The refs of the messages held, each once (see `hasRef`). */
+  readonly #refs = new Set<string>();
   #bytes = 0;
 
   constructor(
@@ -40,10 +45,16 @@ export class History {
     return this.#messages;
   }
 
+  /** True when a held message carries `ref`: a message with it again is a duplicate. */
+  hasRef(ref: string): boolean {
+    return this.#refs.has(ref);
+  }
+
   /** Keeps a message (dropping the oldest past the limit), within the budget. */
   add(message: ChatMessage): void {
     if (this.limit === 0) return;
     const size = heldBytes(message);
+    if (message.ref !== undefined) this.#refs.add(message.ref);
     this.#messages.push(message);
     this.#sizes.push(size);
     this.#bytes += size;
@@ -53,7 +64,8 @@ export class History {
 
   /** Drops the oldest message; returns the bytes it freed. */
   dropOldest(): number {
-    this.#messages.shift();
+    const ref = this.#messages.shift()?.ref;
+    if (ref !== undefined) this.#refs.delete(ref);
     const size = this.#sizes.shift() ?? 0;
     this.#bytes -= size;
     this.budget.shrank(this, size);

@@ -8,9 +8,11 @@
  */
 
 import {
-  BATCH_PROTOCOL,
+  EPOCH_PATTERN,
   formatAddress,
   nameProblem,
+  type Protocol,
+  PROTOCOLS,
   roomFromPath,
 } from "../lib/protocol.ts";
 import { errorText } from "../lib/errors.ts";
@@ -18,6 +20,7 @@ import type { Chat } from "./chat.ts";
 import type { Metrics } from "./metrics.ts";
 import { chatPage } from "./page.ts";
 import { type HttpRefusal, Refusals } from "./refusals.ts";
+import type { Resume } from "./room.ts";
 import { type Identity, mayJoin, requestToken, verifyToken } from "../lib/auth.ts";
 
 /** What the HTTP front is told (from the server's options). */
@@ -84,10 +87,37 @@ function nameFromQuery(url: URL): { name?: string; problem?: string } {
   return problem ? { problem } : { name: names[0] };
 }
 
-/** True when the upgrade offers the `chat.batch` subprotocol. */
-function offersBatching(request: Request): boolean {
-  const offered = request.headers.get("sec-websocket-protocol");
-  return offered !== null && offered.split(",").some((p) => p.trim() === BATCH_PROTOCOL);
+/** The subprotocol the server picks of those the upgrade offers, in the server's preference. */
+function chosenProtocol(request: Request): Protocol | undefined {
+  const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",")
+    .map((p) => p.trim());
+  return PROTOCOLS.find((protocol) => offered.includes(protocol));
+}
+
+/**
+ * Reads a resume's `?since=ID&epoch=EPOCH`: where the client left off,
+ * nothing (no `since`), or a problem.
+ */
+function resumeFromQuery(url: URL): { resume?: Resume; problem?: string } {
+  const since = url.searchParams.get("since");
+  const epoch = url.searchParams.get("epoch");
+  if (since === null) {
+    return epoch === null ? {} : { problem: "epoch without since: give both or neither" };
+  }
+  if (!/^\d{1,15}$/.test(since)) {
+    return {
+      problem: `since must be a message id (a whole number), not ${
+        JSON.stringify(since.slice(0, 40))
+      }`,
+    };
+  }
+  if (epoch === null) return { problem: "since without epoch: give both or neither" };
+  if (!EPOCH_PATTERN.test(epoch)) {
+    return {
+      problem: "epoch must be the one the server gave (letters, digits, - and _)",
+    };
+  }
+  return { resume: { since: Number(since), epoch } };
 }
 
 function isUpgrade(request: Request): boolean {
@@ -265,16 +295,25 @@ export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler
     if (identity && name !== undefined && name !== identity.name) {
       return refuse(Refusals.notTokenName(name, identity.name));
     }
-    const batching = offersBatching(request);
+    const { resume, problem: resumeProblem } = resumeFromQuery(url);
+    if (resumeProblem) return refuse(Refusals.badResume(resumeProblem));
+    const protocol = chosenProtocol(request);
     // Read before the upgrade: afterwards the request is closed and so is `info`.
     const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
-    const reservation = await chat.reserve({ room, name, address, batching, identity });
+    const reservation = await chat.reserve({
+      room,
+      name,
+      address,
+      protocol,
+      identity,
+      resume,
+    });
     if ("status" in reservation) return refuse(reservation);
     let upgrade: Deno.WebSocketUpgrade;
     try {
       upgrade = Deno.upgradeWebSocket(request, {
         idleTimeout: options.idleTimeout,
-        protocol: reservation.batching ? BATCH_PROTOCOL : undefined,
+        protocol: reservation.protocol,
       });
     } catch (error) {
       chat.cancel(reservation);

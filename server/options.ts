@@ -30,6 +30,21 @@ export interface ServerOptions {
   /** Recent messages per room a newcomer receives after the welcome; `0` none. @default {50} */
   history?: number;
   /**
+   * Messages per room kept for clients that resume (`?since=`), with their
+   * refs; at least `history` are kept. @default {1000}
+   */
+  historyKeep?: number;
+  /**
+   * Seconds an emptied room keeps its history (and epoch), so that its
+   * last members can resume. @default {300}
+   */
+  roomTtl?: number;
+  /**
+   * An SQLite file that keeps every room's history, latest id and epoch
+   * across restarts; not with `redis`. @default {none: history in memory}
+   */
+  store?: string;
+  /**
    * The UTF-8 bytes of history all rooms together may hold (each message
    * counted with its sender and 64 bytes more); past it, the oldest
    * messages of the largest rooms go first. @default {67108864}
@@ -136,6 +151,8 @@ export const SERVER_DEFAULTS = {
   port: 8080,
   echo: true,
   history: 50,
+  historyKeep: 1000,
+  roomTtl: 300,
   historyBytes: 67108864,
   presenceLimit: 200,
   quiet: false,
@@ -218,6 +235,35 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     min: 0,
     max: 100_000,
     help: "recent messages per room a newcomer receives; 0 = none",
+  },
+  {
+    flag: "history-keep",
+    option: "historyKeep",
+    kind: "integer",
+    valueName: "N",
+    min: 0,
+    max: 100_000,
+    help: "messages per room kept for clients that resume (?since=)",
+  },
+  {
+    flag: "room-ttl",
+    option: "roomTtl",
+    kind: "integer",
+    valueName: "SECONDS",
+    min: 0,
+    max: 31_536_000,
+    help: "how long an emptied room keeps its history for resumes",
+  },
+  {
+    flag: "store",
+    option: "store",
+    kind: "text",
+    valueName: "FILE",
+    help: "keep history in this SQLite file across restarts (not with --redis)",
+    parse(value) {
+      if (value.trim() === "") throw new UsageError("--store needs a file name", COMMAND);
+      return value;
+    },
   },
   {
     flag: "history-bytes",
@@ -476,6 +522,12 @@ export const SERVER_COMMAND: CommandSpec = {
  * defaults apply.
  */
 export function serverOptions(values: FlagValues): ServerOptions {
+  if (values.store !== undefined && values.redis !== undefined) {
+    throw new UsageError(
+      "--store and --redis do not go together: with --redis, Redis keeps the history",
+      COMMAND,
+    );
+  }
   if ((values.cert === undefined) !== (values.key === undefined)) {
     throw new UsageError("--cert and --key go together: give both or neither", COMMAND);
   }

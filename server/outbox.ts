@@ -3,14 +3,14 @@
  * and where batching happens. The native `send()` never blocks and buffers
  * without bound, so each outbox watches its socket's `bufferedAmount` and
  * gives up on a consumer too slow to keep up, before it costs the server
- * unbounded memory. A client that speaks the `chat.batch` subprotocol gets
- * each event-loop turn's frames as one.
+ * unbounded memory. A client that speaks a batching subprotocol
+ * (`chat.batch`, `chat.json`) gets each event-loop turn's frames as one.
  *
  * @module
  */
 
 import { clearImmediate, setImmediate } from "node:timers";
-import { BATCH_SEPARATOR } from "../lib/protocol.ts";
+import type { Batcher } from "./codec.ts";
 
 /**
  * Schedules the outboxes' work at the end of the event-loop turn: batches
@@ -20,6 +20,12 @@ import { BATCH_SEPARATOR } from "../lib/protocol.ts";
  * is not written yet, so it is never judged mid-turn.
  */
 export class TurnChecks {
+  /**
+   * Runs before any batch leaves: what a turn's frames tell must be kept
+   * first (the store's writes), so that no client sees a message that a
+   * crash then loses.
+   */
+  beforeSend?: () => void;
   readonly #flushes = new EndOfTurn((o) => o.flush(), setImmediate, clearImmediate);
   readonly #checks = new EndOfTurn(
     (o) => o.check(),
@@ -85,8 +91,8 @@ export interface OutboxOptions {
   turns: TurnChecks;
   /** Told once when the backlog passes the limit; nothing is sent after. */
   owner: { slow(): void };
-  /** Frames of one turn after the first go out as one, separated by `BATCH_SEPARATOR`. */
-  batching: boolean;
+  /** Joins a turn's frames into one; without it, each frame leaves at once. */
+  batch?: Batcher;
 }
 
 /** Sends frames to one socket; stops for good when its consumer is too slow. */
@@ -128,7 +134,7 @@ export class Outbox {
    */
   send(frame: string, bytes: number = frame.length): void {
     if (this.#stopped) return;
-    if (this.#options.batching) {
+    if (this.#options.batch) {
       if (!this.#flushDue) {
         this.#flushDue = true;
         this.#options.turns.flush(this);
@@ -164,9 +170,10 @@ export class Outbox {
 
   #sendHeld(): void {
     if (!this.#held?.length || this.#stopped) return;
+    this.#options.turns.beforeSend?.();
     const batch = this.#held.length === 1
       ? this.#held[0]
-      : this.#held.join(BATCH_SEPARATOR);
+      : this.#options.batch!(this.#held);
     this.#held.length = 0;
     this.#heldChars = 0;
     this.#heldBytes = 0;

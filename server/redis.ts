@@ -7,22 +7,29 @@
  * Redis keys, for a room at path `P` (`/` or `/rust`) under the prefix:
  *
  * - `PREFIX` `room:P`: the pub/sub channel; each payload is
- *   `SEQ ONLINE NAMES JSON` (`ONLINE` empty and `NAMES` `*` for messages).
- *   One event-loop turn's messages to a room from one instance travel as one
- *   payload: their JSON a line each, the first line's event numbered `SEQ`,
- *   the next `SEQ + 1`, and so on.
+ *   `SEQ ONLINE NAMES ID EPOCH JSON` (`ONLINE` empty and `NAMES` `*` for
+ *   messages; `ID` and `EPOCH` `-` for anything but messages). One
+ *   event-loop turn's messages to a room from one instance travel as one
+ *   payload: their JSON a line each, the first line's event numbered `SEQ`
+ *   with message id `ID`, the next `SEQ + 1` and `ID + 1`, and so on.
  * - `PREFIX` `members:P`: sorted set, member name → expiry (Redis clock, ms);
  *   each instance pushes its members' expiries `PRESENCE_TTL_MS` ahead every
  *   `REFRESH_MS`, so a crashed instance's members expire.
  * - `PREFIX` `owners:P`: hash, member name in lower case (names are unique
  *   whatever their case) → the instance holding it.
- * - `PREFIX` `history:P`: list of `SEQ MESSAGE` (the message as JSON), capped
- *   at `--history`.
- * - `PREFIX` `seq:P`: the room's event counter.
+ * - `PREFIX` `history:P`: list of `ID MESSAGE` (the message as JSON, its ref
+ *   with it), capped at `--history-keep`.
+ * - `PREFIX` `seq:P`: the room's event counter (joins and leaves too).
+ * - `PREFIX` `ids:P`: the room's message counter: each message's id.
+ * - `PREFIX` `epoch:P`: the room's history epoch; made anew (with the
+ *   history, ids and refs started again) whenever it is missing.
+ * - `PREFIX` `refs:P`: sorted set, each held message's ref → its id; a
+ *   message whose ref is in it is a duplicate and is not published.
  * - `PREFIX` `kicked:P:NAME`, `muted:P:NAME`: a moderator's sanction, until
  *   when (ms since the epoch), expiring then.
  *
- * The room's keys expire with its last member.
+ * Presence keys go with the room's last member; its history, counters,
+ * epoch and refs `--room-ttl` seconds later.
  *
  * @module
  */
@@ -32,10 +39,12 @@ import { createClient } from "@redis/client";
 import type {
   Backplane,
   BackplaneReceiver,
-  History,
+  Held,
   RoomEvent,
   Sanctions,
 } from "./backplane.ts";
+import type { ChatMessage } from "./codec.ts";
+import { newEpoch } from "./room.ts";
 import { Backoff } from "../lib/backoff.ts";
 import { errorText } from "../lib/errors.ts";
 
@@ -56,9 +65,21 @@ export const MAX_BATCH = 1_000;
 /** Every Redis operation of the chat, one script so each is atomic. */
 const SCRIPT = `
 local members, owners, history, seqkey, channel = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local op = ARGV[1]
+local idkey, epochkey, refs = KEYS[6], KEYS[7], KEYS[8]
+local op, roomttl = ARGV[1], tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local kept = {history, seqkey, idkey, epochkey, refs}
+
+-- The room's epoch; a missing one is made (from the caller's candidate),
+-- and what it names starts again: history, ids and refs.
+local function epoch(candidate)
+  local current = redis.call('GET', epochkey)
+  if current then return current end
+  redis.call('DEL', history, idkey, refs)
+  redis.call('SET', epochkey, candidate)
+  return candidate
+end
 
 -- Publishes an event after the room's counter; joins and leaves carry the
 -- room's count and, up to limit members, their names ('*' when not listed).
@@ -72,14 +93,17 @@ local function post(json, presence, limit)
       names = table.concat(redis.call('ZRANGEBYSCORE', members, '(' .. now, '+inf'), ',')
     end
   end
-  redis.call('PUBLISH', channel, seq .. ' ' .. online .. ' ' .. names .. ' ' .. json)
+  redis.call('PUBLISH', channel, seq .. ' ' .. online .. ' ' .. names .. ' - - ' .. json)
   return seq
 end
 
--- With its last member the room's keys go, history included.
+-- With its last member the presence keys go; the history, roomttl later.
 local function tidy()
   if redis.call('ZCARD', members) == 0 then
-    redis.call('DEL', members, owners, history, seqkey)
+    redis.call('DEL', members, owners)
+    for _, key in ipairs(kept) do
+      if roomttl > 0 then redis.call('PEXPIRE', key, roomttl) else redis.call('DEL', key) end
+    end
   end
 end
 
@@ -100,55 +124,78 @@ local function hold(name, instance, ttl)
   if owner and owner ~= instance then return false end
   redis.call('ZADD', members, now + ttl, name)
   redis.call('HSET', owners, string.lower(name), instance)
-  for _, key in ipairs({members, owners, history, seqkey}) do redis.call('PEXPIRE', key, ttl) end
+  redis.call('PEXPIRE', members, ttl)
+  redis.call('PEXPIRE', owners, ttl)
+  for _, key in ipairs(kept) do redis.call('PEXPIRE', key, ttl + roomttl) end
   return true
 end
 
 if op == 'claim' then -- name, instance, ttl, limit
-  prune(tonumber(ARGV[5]))
-  if hold(ARGV[2], ARGV[3], tonumber(ARGV[4])) then return 1 end
+  prune(tonumber(ARGV[6]))
+  if hold(ARGV[3], ARGV[4], tonumber(ARGV[5])) then return 1 end
   return 0
 elseif op == 'post' then -- json, presence, limit (any event but chat messages)
-  return post(ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]))
-elseif op == 'batch' then -- history size, then each message's json and history entry
-  -- One turn's messages: consecutive seqs, one publish (their JSON a line
-  -- each, after the first's seq), one push to the history.
-  local size = tonumber(ARGV[2])
-  local n = (#ARGV - 2) / 2
-  local last = redis.call('INCRBY', seqkey, n)
-  local first = last - n + 1
-  local jsons, entries = {}, {}
-  for i = 1, n do
-    jsons[i] = ARGV[1 + 2 * i]
-    entries[i] = (first + i - 1) .. ' ' .. ARGV[2 + 2 * i]
+  return post(ARGV[3], ARGV[4] == '1', tonumber(ARGV[5]))
+elseif op == 'batch' then -- history size, epoch candidate, then each message's json, entry, ref
+  -- One turn's messages: those whose ref is held already are duplicates;
+  -- the others get consecutive seqs and ids, one publish (their JSON a line
+  -- each, after the first's seq and id), one push to the history.
+  local size = tonumber(ARGV[3])
+  local current = epoch(ARGV[4])
+  local jsons, entries, duplicates = {}, {}, {}
+  local id = tonumber(redis.call('GET', idkey) or '0')
+  local firstid = id + 1
+  for i = 1, (#ARGV - 4) / 3 do
+    local ref = ARGV[4 + 3 * i]
+    if ref ~= '' and redis.call('ZSCORE', refs, ref) then
+      table.insert(duplicates, i)
+    else
+      id = id + 1
+      if ref ~= '' then redis.call('ZADD', refs, id, ref) end
+      table.insert(jsons, ARGV[2 + 3 * i])
+      table.insert(entries, id .. ' ' .. ARGV[3 + 3 * i])
+    end
   end
-  redis.call('PUBLISH', channel, first .. '  * ' .. table.concat(jsons, '\\n'))
+  local n = #jsons
+  if n == 0 then return duplicates end
+  redis.call('SET', idkey, id)
+  local first = redis.call('INCRBY', seqkey, n) - n + 1
+  redis.call('PUBLISH', channel,
+    first .. '  * ' .. firstid .. ' ' .. current .. ' ' .. table.concat(jsons, '\\n'))
   if size > 0 then
     redis.call('RPUSH', history, unpack(entries))
     redis.call('LTRIM', history, -size, -1)
+    local oldest = redis.call('LINDEX', history, 0)
+    local held = tonumber(string.match(oldest, '^%d+'))
+    redis.call('ZREMRANGEBYSCORE', refs, '-inf', '(' .. held)
+  else
+    redis.call('DEL', refs)
   end
-  return last
+  return duplicates
+elseif op == 'history' then -- epoch candidate: the epoch, the latest id, the history
+  local current = epoch(ARGV[3])
+  return {current, redis.call('GET', idkey) or '0', redis.call('LRANGE', history, 0, -1)}
 elseif op == 'leave' then -- name, instance, json or '', limit
-  if redis.call('HGET', owners, string.lower(ARGV[2])) == ARGV[3] then
-    redis.call('ZREM', members, ARGV[2])
-    redis.call('HDEL', owners, string.lower(ARGV[2]))
+  if redis.call('HGET', owners, string.lower(ARGV[3])) == ARGV[4] then
+    redis.call('ZREM', members, ARGV[3])
+    redis.call('HDEL', owners, string.lower(ARGV[3]))
   end
-  if ARGV[4] ~= '' then post(ARGV[4], true, tonumber(ARGV[5])) end
+  if ARGV[5] ~= '' then post(ARGV[5], true, tonumber(ARGV[6])) end
   tidy()
   return 1
 elseif op == 'refresh' then -- instance, ttl, limit, names...
-  prune(tonumber(ARGV[4]))
+  prune(tonumber(ARGV[5]))
   local taken = {}
-  for i = 5, #ARGV do
-    if not hold(ARGV[i], ARGV[2], tonumber(ARGV[3])) then table.insert(taken, ARGV[i]) end
+  for i = 6, #ARGV do
+    if not hold(ARGV[i], ARGV[3], tonumber(ARGV[4])) then table.insert(taken, ARGV[i]) end
   end
   return taken
 elseif op == 'who' then -- limit
-  prune(tonumber(ARGV[2]))
+  prune(tonumber(ARGV[3]))
   return redis.call('ZRANGE', members, 0, -1)
 elseif op == 'taken' then -- name, limit
-  prune(tonumber(ARGV[3]))
-  return redis.call('HEXISTS', owners, string.lower(ARGV[2]))
+  prune(tonumber(ARGV[4]))
+  return redis.call('HEXISTS', owners, string.lower(ARGV[3]))
 end
 return redis.error_reply('unknown operation ' .. tostring(op))
 `;
@@ -161,8 +208,10 @@ export interface RedisBackplaneOptions {
   prefix: string;
   /** Milliseconds any Redis call may take before Redis counts as down (`--redis-timeout`). */
   timeoutMs: number;
-  /** Messages kept per room (`--history`). */
-  historySize: number;
+  /** Messages kept per room (`--history-keep`, at least `--history`). */
+  historyKeep: number;
+  /** How long an emptied room's history stays (`--room-ttl`, in ms). */
+  roomTtlMs: number;
   /** Presence events list every name while a room has at most this many members (`--presence-limit`). */
   namesLimit: number;
 }
@@ -307,18 +356,27 @@ export class RedisBackplane implements Backplane {
       for (const event of batch) this.#receiver.deliver(room, event, {});
       return;
     }
-    const args = ["batch", String(this.#options.historySize)];
+    const args = ["batch", String(this.#options.historyKeep), newEpoch()];
     const ids: number[] = [];
     for (const event of batch) {
       const { id, json } = this.#track(room, event);
       ids.push(id);
       const message = event as Extract<RoomEvent, { kind: "message" }>;
-      args.push(
-        json,
-        JSON.stringify({ from: message.from, text: message.text, time: message.time }),
-      );
+      const entry: ChatMessage = {
+        from: message.from,
+        text: message.text,
+        time: message.time,
+        ref: message.ref,
+      };
+      args.push(json, JSON.stringify(entry), message.ref ?? "");
     }
-    void this.#eval(room, args).then(() => {
+    void this.#eval(room, args).then((duplicates) => {
+      // Duplicates are not published: their senders are told.
+      for (const index of duplicates as number[]) {
+        const event = batch[index - 1] as Extract<RoomEvent, { kind: "message" }>;
+        this.#inFlight.delete(ids[index - 1]);
+        this.#receiver.duplicate(room, event);
+      }
       // Nobody here receives the room any more: they will not come back.
       if (!this.#rooms.has(room)) { for (const id of ids) this.#inFlight.delete(id); }
     }, () => {});
@@ -379,20 +437,21 @@ export class RedisBackplane implements Backplane {
     }
   }
 
-  async history(room: string): Promise<History | undefined> {
-    if (this.#state !== "up" || this.#options.historySize === 0) return undefined;
-    const command = this.#command!;
+  async history(room: string): Promise<Held | undefined> {
+    if (this.#state !== "up") return undefined;
     try {
-      const entries = await this.#call(
-        command.sendCommand(["LRANGE", this.#key("history", room), "0", "-1"]),
-      ) as string[];
-      let last = 0;
-      const messages = entries.map((entry) => {
+      const [epoch, last, entries] = await this.#eval(room, [
+        "history",
+        newEpoch(),
+      ]) as [string, string, string[]];
+      const messages = entries.map((entry): ChatMessage => {
         const space = entry.indexOf(" ");
-        last = Number(entry.slice(0, space));
-        return JSON.parse(entry.slice(space + 1));
+        return {
+          ...JSON.parse(entry.slice(space + 1)),
+          id: Number(entry.slice(0, space)),
+        };
       });
-      return { messages, last };
+      return { epoch, last: Number(last), messages };
     } catch {
       return undefined;
     }
@@ -462,7 +521,10 @@ export class RedisBackplane implements Backplane {
     return { id, json: JSON.stringify({ ...event, id }) };
   }
 
-  #key(kind: "members" | "owners" | "history" | "seq", room: string): string {
+  #key(
+    kind: "members" | "owners" | "history" | "seq" | "ids" | "epoch" | "refs",
+    room: string,
+  ): string {
     return `${this.#options.prefix}${kind}:${roomPath(room)}`;
   }
 
@@ -470,8 +532,11 @@ export class RedisBackplane implements Backplane {
     return this.#channelPrefix + roomPath(room);
   }
 
-  /** Runs one operation of the script for `room`, loading the script if Redis lost it. */
-  async #eval(room: string, args: string[]): Promise<unknown> {
+  /**
+   * Runs one operation of the script for `room` (`[op, ...its arguments]`;
+   * the room TTL goes after `op`), loading the script if Redis lost it.
+   */
+  async #eval(room: string, [op, ...rest]: string[]): Promise<unknown> {
     const command = this.#command!;
     const keys = [
       this.#key("members", room),
@@ -479,16 +544,22 @@ export class RedisBackplane implements Backplane {
       this.#key("history", room),
       this.#key("seq", room),
       this.#channel(room),
+      this.#key("ids", room),
+      this.#key("epoch", room),
+      this.#key("refs", room),
+    ];
+    const args = [
+      String(keys.length),
+      ...keys,
+      op,
+      String(this.#options.roomTtlMs),
+      ...rest,
     ];
     try {
-      return await this.#call(
-        command.sendCommand(["EVALSHA", this.#sha, "5", ...keys, ...args]),
-      );
+      return await this.#call(command.sendCommand(["EVALSHA", this.#sha, ...args]));
     } catch (error) {
       if (!String(error).includes("NOSCRIPT")) throw error;
-      return await this.#call(
-        command.sendCommand(["EVAL", SCRIPT, "5", ...keys, ...args]),
-      );
+      return await this.#call(command.sendCommand(["EVAL", SCRIPT, ...args]));
     }
   }
 
@@ -609,18 +680,23 @@ export class RedisBackplane implements Backplane {
     });
   }
 
-  /** A payload from the room's channel: `SEQ ONLINE NAMES JSON`. */
+  /** A payload from the room's channel: `SEQ ONLINE NAMES ID EPOCH JSON`. */
   #received(message: string, channel: string): void {
     if (this.#state !== "up") return;
     try {
       const room = channel.slice(this.#channelPrefix.length + 1);
-      const first = message.indexOf(" ");
-      const second = message.indexOf(" ", first + 1);
-      const third = message.indexOf(" ", second + 1);
-      const seq = Number(message.slice(0, first));
-      const online = message.slice(first + 1, second);
-      const names = message.slice(second + 1, third);
-      const events = message.slice(third + 1).split("\n");
+      const fields: string[] = [];
+      let start = 0;
+      for (let i = 0; i < 5; i++) {
+        const space = message.indexOf(" ", start);
+        fields.push(message.slice(start, space));
+        start = space + 1;
+      }
+      const [seqField, online, names, idField, epochField] = fields;
+      const seq = Number(seqField);
+      const firstId = idField === "-" ? undefined : Number(idField);
+      const epoch = epochField === "-" ? undefined : epochField;
+      const events = message.slice(start).split("\n");
       const last = this.#lastSeq.get(room);
       if (last !== undefined && seq > last + 1) this.#receiver.missed(room);
       this.#lastSeq.set(room, seq + events.length - 1);
@@ -629,6 +705,8 @@ export class RedisBackplane implements Backplane {
         if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
         this.#receiver.deliver(room, event, {
           seq: seq + i,
+          id: firstId === undefined ? undefined : firstId + i,
+          epoch,
           online: online === "" ? undefined : Number(online),
           names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
         });

@@ -57,6 +57,8 @@ export const Refusals = {
     text: problem,
     metric: "bad_name",
   }),
+  /** A `?since=` or `?epoch=` a resume cannot use. */
+  badResume: (problem: string): HttpRefusal => ({ status: 400, text: problem }),
   /** `--max-clients` reached. */
   full: (maxClients: number): HttpRefusal => ({
     status: 503,

@@ -1,6 +1,7 @@
 /**
  * A room: the members that receive each other's messages, the names held in
- * it, its recent history and who is online. A room never touches sockets.
+ * it, its recent history (with each message's id and the room's epoch, for
+ * resumes) and who is online. A room never touches sockets.
  * It sends its events through the backplane (`publish`), which fixes their
  * order, and takes them back from it (`deliver`) to hand each member a frame
  * encoded once per codec, not once per member.
@@ -10,16 +11,15 @@
 
 import {
   CloseCode,
-  joinedNotice,
   kickedNotice,
   kickedReason,
-  leftNotice,
   mutedNotice,
   nameKey,
 } from "../lib/protocol.ts";
-import type { Backplane, Delivery, RoomEvent } from "./backplane.ts";
+import type { Backplane, Delivery, Held, RoomEvent } from "./backplane.ts";
 import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
 import { History, type HistoryBudget } from "./history.ts";
+import type { Store } from "./store.ts";
 
 /** YewChat-style member lists go to a room at most this often. */
 export const USER_LIST_INTERVAL_MS = 250;
@@ -32,11 +32,8 @@ export interface Member {
   readonly name: string;
   /** How its frames are encoded. */
   readonly codec: Codec;
-  /**
-   * Queues one encoded frame for this member; `seq` is a chat message's
-   * place in the backplane's order, when it has one. Must not throw.
-   */
-  deliver(frame: Frame, seq?: number): void;
+  /** Queues one encoded frame for this member; `id` is a chat message's. Must not throw. */
+  deliver(frame: Frame, id?: number): void;
   /** Takes it out of the room and closes it with `code` and `reason` (a kick). */
   close(code: number, reason: string): void;
 }
@@ -47,16 +44,66 @@ export interface Member {
  * from its upgrade on, to be sent after its welcome and history.
  */
 export interface Arrival {
-  /** A chat message the room delivered; `seq` as in `Member.deliver`. Must not throw. */
-  witness(message: ChatMessage, seq?: number): void;
+  /** A chat message the room delivered. Must not throw. */
+  witness(message: ChatMessage): void;
+}
+
+/** Where a reconnecting client left off: the last message id it saw, and its room's epoch then. */
+export interface Resume {
+  since: number;
+  epoch: string;
+}
+
+/** The room's messages as a client gets them on joining, and where the room stands. */
+export interface Recent {
+  /** The room's history epoch. */
+  epoch: string;
+  /** The id of the room's latest message (0 for none). */
+  last: number;
+  /** What the client gets, oldest first. */
+  messages: readonly ChatMessage[];
+  /**
+   * For a resume, the messages it cannot send (`null`: the epoch changed,
+   * so it cannot tell); absent without a resume.
+   */
+  missed?: number | null;
+}
+
+/**
+ * What a client joining with `count` recent messages, or resuming, gets of
+ * what a room holds: a newcomer the last `count`; a resume every message
+ * after `since` (and how many it cannot send), or, when the epoch differs
+ * or `since` is past the latest id, the last `count` and `missed: null`.
+ */
+export function recentFor(held: Held, count: number, resume?: Resume): Recent {
+  const { epoch, last, messages } = held;
+  const latest = count === 0 ? [] : messages.slice(-count);
+  if (!resume) return { epoch, last, messages: latest };
+  if (resume.epoch !== epoch || resume.since > last) {
+    return { epoch, last, messages: latest, missed: null };
+  }
+  // Messages without an id (delivered while the backplane was down) cannot be placed.
+  const after = messages.filter((m) => m.id !== undefined && m.id > resume.since);
+  const first = after.length > 0 ? after[0].id! : last + 1;
+  return { epoch, last, messages: after, missed: first - resume.since - 1 };
+}
+
+/** A new epoch: 12 random URL-safe characters. */
+export function newEpoch(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
 /** What every room of a chat is told. */
 export interface RoomOptions {
   /** Carries the room's events, in order, to every instance. */
   backplane: Backplane;
-  /** Recent messages a newcomer receives; `0` keeps none. */
+  /** Recent messages a newcomer receives. */
   history: number;
+  /** Messages kept for resumes (at least `history`); `0` keeps none. */
+  historyKeep: number;
+  /** Keeps each room's history, counter and epoch across restarts (`--store`). */
+  store?: Store;
   /** The byte budget all rooms' histories share. */
   historyBudget: HistoryBudget;
   /** Joined/left notices go out while a room has at most this many members. */
@@ -105,6 +152,10 @@ export class Room<M extends Member = Member> {
   /** Names held by members and by upgrades about to join, by `nameKey`: each once. */
   readonly #names = new Set<string>();
   readonly #history: History;
+  /** Its history's epoch: changes whenever the history is lost. */
+  #epoch: string;
+  /** The id of its latest chat message. */
+  #last = 0;
   /** When the last member list went out (`performance.now()`). */
   #listedAt = -Infinity;
   /** The next member list, once `USER_LIST_INTERVAL_MS` has passed since the last. */
@@ -119,7 +170,11 @@ export class Room<M extends Member = Member> {
     readonly name: string,
     readonly options: RoomOptions,
   ) {
-    this.#history = new History(options.history, options.historyBudget);
+    this.#history = new History(options.historyKeep, options.historyBudget);
+    const saved = options.store?.load(name);
+    this.#epoch = saved?.epoch ?? newEpoch();
+    this.#last = saved?.last ?? 0;
+    for (const message of saved?.messages ?? []) this.#history.add(message);
   }
 
   /** How many members the room has. */
@@ -217,16 +272,30 @@ export class Room<M extends Member = Member> {
     );
   }
 
+  /**
+   * True when a message with `ref` is held here: the same again is a
+   * duplicate (through Redis, Redis tells too, of messages in flight).
+   */
+  holds(ref: string): boolean {
+    return this.#history.hasRef(ref);
+  }
+
   /** A member's chat message, to the room's members on every instance. */
-  post(member: M, text: string): void {
+  post(member: M, text: string, ref?: string): void {
     this.publish({
       kind: "message",
       from: member.name,
       text,
       time: Date.now(),
+      ref,
       origin: this.options.backplane.instance,
       conn: member.id,
     });
+  }
+
+  /** The backplane found `ref` held already: its sender (if here) is told. */
+  duplicate(conn: number, ref: string): void {
+    this.#receipt(conn, "duplicate", ref);
   }
 
   /** Sends an event to the room's members on every instance, through the backplane. */
@@ -251,9 +320,28 @@ export class Room<M extends Member = Member> {
     return backplane.who(this.name).then((names) => names ?? this.who().sort());
   }
 
-  /** This instance's recent messages, oldest first. */
-  history(): readonly ChatMessage[] {
-    return this.#history.messages;
+  /** Its history epoch, as this instance knows it. */
+  get epoch(): string {
+    return this.#epoch;
+  }
+
+  /**
+   * What a client joining now gets (see `recentFor`): from the shared
+   * backplane while it is up, else from this instance's history.
+   */
+  recent(resume?: Resume): Recent | Promise<Recent> {
+    const count = this.options.history;
+    const local = () =>
+      recentFor(
+        { epoch: this.#epoch, last: this.#last, messages: this.#history.messages },
+        count,
+        resume,
+      );
+    const backplane = this.options.backplane;
+    if (!backplane.shared || !backplane.up) return local();
+    return backplane.history(this.name).then((held) =>
+      held ? recentFor(held, count, resume) : local()
+    );
   }
 
   /**
@@ -266,27 +354,54 @@ export class Room<M extends Member = Member> {
     const subject = event.origin === backplane.instance ? event.conn : undefined;
     this.#frames.fill(undefined);
     if (event.kind === "message") {
-      const message = { from: event.from, text: event.text, time: event.time };
+      // In process the room numbers its messages; through Redis, Redis does
+      // (and none has an id while it is down).
+      let id: number | undefined;
+      if (delivery.id !== undefined) {
+        id = this.#last = delivery.id;
+        this.#epoch = delivery.epoch ?? this.#epoch;
+      } else if (!backplane.shared) id = ++this.#last;
+      const message: ChatMessage = {
+        from: event.from,
+        text: event.text,
+        time: event.time,
+        id,
+        ref: event.ref,
+      };
       this.#history.add(message);
-      for (const arrival of this.#arriving) arrival.witness(message, delivery.seq);
-      return this.#send((codec) => codec.message(event), {
-        except: this.options.echo ? undefined : subject,
-        seq: delivery.seq,
+      if (id !== undefined) this.options.store?.append(this.name, this.#epoch, message);
+      for (const arrival of this.#arriving) arrival.witness(message);
+      const echo = this.options.echo;
+      const delivered = this.#send((codec) => codec.message(message), {
+        except: echo ? undefined : subject,
+        id,
       });
+      // Without echo, a sender that gave a ref learns its message went out.
+      if (!echo && subject !== undefined && event.ref !== undefined) {
+        this.#receipt(subject, "accepted", event.ref);
+      }
+      return delivered;
     }
     if (event.kind === "kicked" || event.kind === "muted") return this.#moderated(event);
     const online = delivery.online ?? this.#members.size;
     if (online <= this.options.presenceLimit) {
-      const notice = event.kind === "joined"
-        ? joinedNotice(event.name, online)
-        : leftNotice(event.name, online);
-      this.#send((codec) => codec.notice(notice), { except: subject });
+      const { kind, name } = event;
+      this.#send((codec) => codec.presence(kind, name, online), { except: subject });
     }
     if (this.#listeners === 0) return 0;
     // Through Redis, a large room's events do not list names: ask for them.
     const names = delivery.names ?? (delivery.seq === undefined ? this.who() : undefined);
     this.#list(names);
     return 0;
+  }
+
+  /** A receipt (`accepted`, `duplicate`) for `ref` to the member `conn`, if it is here. */
+  #receipt(conn: number, type: "accepted" | "duplicate", ref: string): void {
+    for (const member of this.#members) {
+      if (member.id !== conn) continue;
+      const frame = member.codec.receipt(type, ref);
+      if (frame) member.deliver(frame);
+    }
   }
 
   /** A kick or a mute, from a moderator on any instance: it holds here too. */
@@ -335,7 +450,7 @@ export class Room<M extends Member = Member> {
     else void Promise.resolve(this.everyone()).then((everyone) => this.users(everyone));
   }
 
-  /** The room is dropped: its history goes, and no list is due. */
+  /** The room is dropped (or the server stops): its history goes, and no list is due. */
   close(): void {
     clearTimeout(this.#listTimer);
     this.#listTimer = undefined;
@@ -364,7 +479,7 @@ export class Room<M extends Member = Member> {
    */
   #send(
     encode: (codec: Codec) => Frame | undefined,
-    { except, seq }: { except?: number; seq?: number },
+    { except, id }: { except?: number; id?: number },
   ): number {
     let recipients = 0;
     for (const member of this.#members) {
@@ -372,7 +487,7 @@ export class Room<M extends Member = Member> {
       const slot = member.codec.slot;
       const frame = this.#frames[slot] ??= encode(member.codec) ?? NOTHING;
       if (frame === NOTHING) continue;
-      member.deliver(frame, seq);
+      member.deliver(frame, id);
       recipients++;
     }
     return recipients;

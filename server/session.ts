@@ -21,23 +21,26 @@
 
 import {
   BACKPLANE_DOWN,
+  badJsonNotice,
   BATCH_SEPARATOR,
   byteRateNotice,
   CloseCode,
   CloseReason,
   closeReason,
   HELP_LINE,
+  JSON_PROTOCOL,
   moderationUsage,
   mutedNotice,
   nameProblem,
   NOT_ALLOWED,
+  type Protocol,
   rateLimitNotice,
+  type RefusedReason,
   REGISTER_WAIT_MS,
   SEPARATOR_REFUSED,
   tokenRefusedNotice,
   tokenRenewedNotice,
   unknownCommandLine,
-  WELCOME,
   whoLine,
 } from "../lib/protocol.ts";
 import { errorText } from "../lib/errors.ts";
@@ -51,6 +54,9 @@ import {
   type ChatMessage,
   type Codec,
   type Frame,
+  joinEvents,
+  joinPlain,
+  JSON_EVENTS,
   PLAIN,
   registration,
 } from "./codec.ts";
@@ -58,7 +64,7 @@ import { type Log, quoteForLog } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { Outbox, type TurnChecks } from "./outbox.ts";
 import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
-import type { Arrival, Member, Room } from "./room.ts";
+import type { Arrival, Member, Recent, Resume, Room } from "./room.ts";
 import { type Identity, mayJoin, verifyToken } from "../lib/auth.ts";
 
 /** The longest a timer can wait (2^31 - 1 ms, about 24.8 days). */
@@ -100,15 +106,14 @@ export interface SessionOptions {
   /** The name the URL gave, held in `room`; without one, the address is held. */
   name?: string;
   room: Room<Session>;
-  /** The client speaks `chat.batch`: a turn's frames go out as one. */
-  batching: boolean;
+  /** The subprotocol it speaks: `chat.batch` and `chat.json` get a turn's frames as one. */
+  protocol?: Protocol;
   /** Who its token says it is: its name, rooms and expiry (with `--auth-secret`). */
   identity?: Identity;
+  /** Where it left off, when it resumes (`?since=&epoch=`). */
+  resume?: Resume;
   host: SessionHost;
 }
-
-/** The history a client is sent after its welcome; `last` is the `seq` of its last message. */
-type Recent = { messages: readonly ChatMessage[]; last?: number };
 
 /** Calls `then` with `value` now, or once it settles when it is a promise. */
 function answer<T>(value: T | Promise<T>, then: (value: T) => void): void {
@@ -135,24 +140,26 @@ export class Session implements Member, Arrival {
   #identity?: Identity;
   /** Closes the client when its token expires. */
   #expiryTimer?: ReturnType<typeof setTimeout>;
+  /** A `chat.json` client's messages are refused until then (`performance.now()`). */
+  #refusedUntil = 0;
   /** Frames that arrived while the backplane decides on a NICK. */
   #pendingInput?: string[];
   /**
-   * From the upgrade until it joins: the room's history as it was then, and
-   * the chat messages the room has delivered since (with their `seq`), so
-   * that a client that takes its time to join misses nothing.
+   * From the upgrade until it joins: the room's history as it was then (or
+   * what a resume gets of it), and the chat messages the room has delivered
+   * since, so that a client that takes its time to join misses nothing.
    */
   #arrival?: {
-    history: Recent | Promise<Recent | undefined>;
-    messages: [message: ChatMessage, seq: number | undefined][];
+    history: Recent | Promise<Recent>;
+    messages: ChatMessage[];
     /** What they would take to send, against `maxBufferedBytes`. */
     bytes: number;
   };
   /**
    * While a newcomer waits for the room's history from the backplane, what
-   * the room sends it waits here, with each chat message's `seq`.
+   * the room sends it waits here, with each chat message's id.
    */
-  #catchUp?: [frame: Frame, seq: number | undefined][];
+  #catchUp?: [frame: Frame, id: number | undefined][];
 
   constructor(options: SessionOptions) {
     this.id = options.id;
@@ -160,6 +167,8 @@ export class Session implements Member, Arrival {
     this.#name = options.name ?? options.identity?.name ?? options.address;
     this.#identity = options.identity;
     this.#named = options.name !== undefined;
+    // A `chat.json` client speaks it from the start (it is no YewChat client).
+    if (options.protocol === JSON_PROTOCOL) this.#codec = JSON_EVENTS;
     this.#socket = options.socket;
     this.#room = options.room;
     this.#host = options.host;
@@ -169,17 +178,17 @@ export class Session implements Member, Arrival {
       maxBufferedBytes: options.host.maxBufferedBytes,
       turns: options.host.turns,
       owner: this,
-      batching: options.batching,
+      batch: options.protocol === JSON_PROTOCOL
+        ? joinEvents
+        : options.protocol === undefined
+        ? undefined
+        : joinPlain,
     });
     for (const type of ["open", "message", "error", "close"]) {
       options.socket.addEventListener(type, this);
     }
-    const backplane = this.#room.options.backplane;
     this.#arrival = {
-      // Through a shared backplane that is up, its history; else this instance's.
-      history: backplane.shared && backplane.up
-        ? backplane.history(this.#room.name)
-        : { messages: this.#room.history().slice() },
+      history: this.#room.recent(options.resume),
       messages: [],
       bytes: 0,
     };
@@ -239,7 +248,7 @@ export class Session implements Member, Arrival {
     this.#state = "held";
     this.#watchExpiry();
     // Joining only once open: a socket still connecting cannot be sent to.
-    if (this.#named) return this.#join(PLAIN);
+    if (this.#named || this.#codec !== PLAIN) return this.#join(this.#codec);
     // Without a name it may be a YewChat client: its first frame tells.
     this.#registerTimer = setTimeout(() => {
       try {
@@ -251,19 +260,20 @@ export class Session implements Member, Arrival {
   }
 
   /** A chat message the room delivered before this client joined it. */
-  witness(message: ChatMessage, seq?: number): void {
+  witness(message: ChatMessage): void {
     const arrival = this.#arrival;
     if (!arrival) return;
-    arrival.messages.push([message, seq]);
+    arrival.messages.push(message);
     arrival.bytes += message.text.length + message.from.length;
     if (arrival.bytes > this.#host.maxBufferedBytes) this.slow();
   }
 
   /**
    * Into the room: the welcome, the room's history as it was at the upgrade
-   * and every chat message since (as the codec carries them), then the
-   * others are told. Through a shared backplane the history comes from it,
-   * and what the room sends meanwhile waits; nothing comes twice.
+   * (or, for a resume, what it missed and how the recovery went) and every
+   * chat message since (as the codec carries them), then the others are
+   * told. Through a shared backplane the history comes from it, and what
+   * the room sends meanwhile waits; nothing comes twice.
    */
   #join(codec: Codec): void {
     clearTimeout(this.#registerTimer);
@@ -272,21 +282,26 @@ export class Session implements Member, Arrival {
     this.#room.unwatch(this);
     this.#codec = codec;
     this.#state = "joined";
-    this.#notify(WELCOME);
     const down = this.#room.options.backplane.shared &&
       !this.#room.options.backplane.up;
     this.#catchUp = [];
     answer(arrival.history, (recent) => {
       const waiting = this.#catchUp ?? [];
       this.#catchUp = undefined;
+      this.#own(codec.welcome({
+        room: this.#room.name,
+        name: this.#name,
+        epoch: recent.epoch,
+        last: recent.last,
+      }));
+      if (recent.missed !== undefined) this.#own(codec.recovered(recent.missed));
       // What the history holds is not sent again.
-      const fresh = (seq: number | undefined) =>
-        seq === undefined || recent?.last === undefined || seq > recent.last;
-      for (const frame of codec.recent(recent?.messages ?? [])) this.deliver(frame);
-      for (const [message, seq] of arrival.messages) {
-        if (fresh(seq)) this.deliver(codec.message(message));
+      const fresh = (id: number | undefined) => id === undefined || id > recent.last;
+      for (const frame of codec.recent(recent.messages)) this.deliver(frame);
+      for (const message of arrival.messages) {
+        if (fresh(message.id)) this.deliver(codec.message(message));
       }
-      for (const [frame, seq] of waiting) if (fresh(seq)) this.deliver(frame);
+      for (const [frame, id] of waiting) if (fresh(id)) this.deliver(frame);
       if (down) this.#notify(BACKPLANE_DOWN);
     });
     this.#room.join(this);
@@ -301,7 +316,14 @@ export class Session implements Member, Arrival {
     const limits = this.#host.limits;
     const bytes = messageBytes(data, limits.maxMessageBytes);
     this.#host.metrics.bytesReceived += bytes;
-    switch (this.#admission.judge(bytes, this.#room.size)) {
+    // After one refusal, a chat.json client's later messages are refused
+    // too until it may send again: resent in order, they stay in order.
+    const now = performance.now();
+    if (now < this.#refusedUntil) {
+      return this.#refused(data, "rate_limited", this.#refusedUntil - now);
+    }
+    const verdict = this.#admission.judge(bytes, this.#room.size, now);
+    switch (verdict) {
       case "too_big":
         return this.refuse(Refusals.tooBig(limits.maxMessageBytes));
       case "flooding":
@@ -309,13 +331,20 @@ export class Session implements Member, Arrival {
           Refusals.flooding(this.#admission.floodLimit, FLOOD_WINDOW_MS / 1000),
         );
       case "rate_limited":
+      case "bytes_limited": {
         this.#host.metrics.refuse("rate_limited");
-        if (this.#admission.mayNotify()) this.#notify(rateLimitNotice(limits.rateLimit));
+        const retry = this.#admission.retryMs(bytes, this.#room.size, now);
+        if (this.#codec === JSON_EVENTS) this.#refusedUntil = now + retry;
+        this.#refused(data, "rate_limited", retry);
+        if (this.#admission.mayNotify()) {
+          this.#notify(
+            verdict === "rate_limited"
+              ? rateLimitNotice(limits.rateLimit)
+              : byteRateNotice(limits.rateBytes),
+          );
+        }
         return;
-      case "bytes_limited":
-        this.#host.metrics.refuse("rate_limited");
-        if (this.#admission.mayNotify()) this.#notify(byteRateNotice(limits.rateBytes));
-        return;
+      }
     }
     if (this.#pendingInput) return void this.#pendingInput.push(data);
     this.#handle(data);
@@ -332,25 +361,48 @@ export class Session implements Member, Arrival {
     switch (input.kind) {
       case "command":
         return this.#command(input.line);
+      case "invalid":
+        return this.#notify(badJsonNotice(input.problem));
       case "message":
         // Batched frames separate messages with it: no message may hold one.
-        if (input.text.includes(BATCH_SEPARATOR)) return this.#notify(SEPARATOR_REFUSED);
-        return this.#post(input.text);
+        if (input.text.includes(BATCH_SEPARATOR)) {
+          this.#own(this.#codec.refused(input.ref, "invalid"));
+          return this.#notify(SEPARATOR_REFUSED);
+        }
+        return this.#post(input.text, input.ref);
     }
   }
 
-  /** A chat message for the room, unless a moderator muted its sender. */
-  #post(text: string): void {
+  /**
+   * A chat message for the room, unless a moderator muted its sender or
+   * its ref says it was delivered already.
+   */
+  #post(text: string, ref?: string): void {
     const muted = this.#room.mutedFor(this.#name);
     if (muted > 0) {
+      this.#own(this.#codec.refused(ref, "muted", muted * 1000));
       if (this.#admission.mayNotify()) this.#notify(mutedNotice(muted));
       return;
+    }
+    if (ref !== undefined && this.#room.holds(ref)) {
+      return this.#own(this.#codec.receipt("duplicate", ref));
     }
     if (!this.#host.quiet) {
       this.#host.log(`From client ${this.address} ${quoteForLog(text)}`);
     }
     this.#host.metrics.messagesReceived++;
-    this.#room.post(this, text);
+    this.#room.post(this, text, ref);
+  }
+
+  /**
+   * Tells a `chat.json` sender that its frame was not delivered, and when
+   * to try again (plain clients get a notice instead, at most one a second).
+   */
+  #refused(data: string, reason: RefusedReason, retryMs?: number): void {
+    if (this.#codec !== JSON_EVENTS) return;
+    const input = this.#codec.decode(data);
+    if (input.kind !== "message") return;
+    this.#own(this.#codec.refused(input.ref, reason, retryMs));
   }
 
   /**
@@ -477,18 +529,22 @@ export class Session implements Member, Arrival {
 
   /**
    * Queues one of the room's frames for the client (held while it catches
-   * up on history); `seq` is a chat message's place in the backplane's order.
+   * up on history); `id` is a chat message's.
    */
-  deliver(frame: Frame, seq?: number): void {
+  deliver(frame: Frame, id?: number): void {
     if (this.#outbox.stopped) return;
-    if (this.#catchUp) return void this.#catchUp.push([frame, seq]);
+    if (this.#catchUp) return void this.#catchUp.push([frame, id]);
     this.#host.metrics.bytesSent += frame.bytes;
     this.#outbox.send(frame.text, frame.bytes);
   }
 
   /** A notice to this client alone, if its codec carries notices. */
   #notify(text: string): void {
-    const frame = this.#codec.notice(text);
+    this.#own(this.#codec.notice(text));
+  }
+
+  /** A frame for this client alone, if its codec has one for what happened. */
+  #own(frame: Frame | undefined): void {
     if (frame) this.deliver(frame);
   }
 

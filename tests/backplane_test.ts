@@ -533,6 +533,7 @@ redisTest(
       },
       changed() {},
       missed: () => assert.fail("nothing was lost"),
+      duplicate: () => assert.fail("no duplicates"),
       presence: () => new Map(),
       log() {},
     };
@@ -540,7 +541,8 @@ redisTest(
       url: redis.url,
       prefix: "chat:",
       timeoutMs: 1000,
-      historySize: 50,
+      historyKeep: 50,
+      roomTtlMs: 0,
       namesLimit: 200,
     }, receiver);
     try {

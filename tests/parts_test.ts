@@ -12,11 +12,11 @@ import {
   yewUsers,
 } from "../lib/protocol.ts";
 import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backplane.ts";
-import { type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
+import { type Frame, joinPlain, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
 import { MAX_BATCH_CHARS, Outbox, TurnChecks } from "../server/outbox.ts";
-import { type Member, Moderation, Room } from "../server/room.ts";
+import { type Member, Moderation, type Recent, Room } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
 
@@ -39,6 +39,7 @@ function localRoom<M extends Member>(
   const room: Room<M> = new Room<M>("r", {
     backplane,
     history: options.history ?? 50,
+    historyKeep: options.history ?? 50,
     historyBudget: new HistoryBudget(options.historyBytes ?? 2 ** 20),
     presenceLimit: options.presenceLimit ?? Infinity,
     echo: options.echo ?? true,
@@ -119,7 +120,12 @@ Deno.test("a room encodes an event once per codec, keeps the last N, and announc
     y.texts().at(-1),
     yewMessage({ from: "a", text: "three", time }),
   );
-  assert.deepEqual(room.history().map((m) => m.text), ["two", "three"]);
+  const recent = room.recent() as Recent;
+  assert.deepEqual(recent.messages.map((m) => [m.id, m.text]), [[2, "two"], [
+    3,
+    "three",
+  ]]);
+  assert.equal(recent.last, 3);
   room.leave(b.member);
   assert.equal(a.texts().at(-1), leftNotice("b", 2));
   // Lists wait out USER_LIST_INTERVAL_MS since the last one.
@@ -182,7 +188,7 @@ Deno.test("a batching outbox sends a turn's frames as one at its end", async () 
     maxBufferedBytes: 1 << 20,
     turns,
     owner: { slow: () => assert.fail("not slow") },
-    batching: true,
+    batch: joinPlain,
   });
   outbox.send("one");
   outbox.send("two");
@@ -217,7 +223,6 @@ Deno.test("an outbox gives up on a consumer at four times the backlog limit, onc
     maxBufferedBytes: 10,
     turns,
     owner: { slow: () => slow++ },
-    batching: false,
   });
   socket.bufferedAmount = 45;
   outbox.send("x".repeat(41));
@@ -274,7 +279,6 @@ async function sessionFor(name?: string) {
     address,
     name,
     room,
-    batching: false,
     host: chat,
   });
   return { room, socket, chat, address, session };

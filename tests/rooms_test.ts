@@ -124,7 +124,7 @@ Deno.test("commands answer the sender alone: /who, /help, unknown, and // escape
 });
 
 Deno.test("history: a newcomer gets the last --history messages after the welcome", async () => {
-  await using server = startServer({ history: 3 });
+  await using server = startServer({ history: 3, roomTtl: 0 });
   const alice = await server.join("alice");
   for (const text of ["one", "two", "three", "four"]) alice.send(text);
   await alice.messages.many(4);
@@ -137,7 +137,7 @@ Deno.test("history: a newcomer gets the last --history messages after the welcom
   ]);
   await bob.close();
   await alice.close();
-  // The room emptied: its history went with it.
+  // The room emptied, and with --room-ttl 0 its history went at once.
   await server.log.take((line) =>
     line.startsWith("Disconnected ") && server.clients === 0
   );
