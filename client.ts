@@ -405,9 +405,13 @@ class Outgoing {
     this.#wake?.();
   }
 
-  /** The line from `peek` was sent. */
-  consume(): void {
-    this.#queue.shift();
+  /**
+   * `line`, from `peek`, was sent. (Lines requeued meanwhile may be in
+   * front of it now: a socket's events can run before `peek`'s caller.)
+   */
+  consume(line: Line): void {
+    const index = this.#queue.indexOf(line);
+    if (index >= 0) this.#queue.splice(index, 1);
     if (this.#queue.length < READ_AHEAD_LINES) this.#room?.();
   }
 }
@@ -636,10 +640,22 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
     onOpen();
     const closed = ended.promise.then(() => undefined);
     const open = () => socket.readyState === WebSocket.OPEN;
+    // Once the input ended and all is sent: close when every line is
+    // confirmed (or, from a server without chat.json, has left), or
+    // CLOSE_WAIT_MS after the last line went (refused lines go again).
+    let deadline = Infinity;
     while (true) {
       const line = await Promise.race([outgoing.peek(), closed]);
       if (!open()) return;
-      if (line === undefined) break;
+      if (line === undefined) {
+        if (deadline === Infinity) deadline = performance.now() + CLOSE_WAIT_MS;
+        // Lines may have been requeued since `peek` looked.
+        if (outgoing.unsent > 0) continue;
+        const owed = ledger.unconfirmed.length > 0 || socket.bufferedAmount > 0;
+        if (!owed || performance.now() >= deadline) break;
+        await Promise.race([delay(5), closed]);
+        continue;
+      }
       const wait = Math.max(pacer?.wait() ?? 0, ledger.holdUntil - performance.now());
       if (wait > 0) {
         // A refusal meanwhile may put earlier lines back in front: look again.
@@ -656,19 +672,10 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
       } else {
         socket.send(line.text);
       }
-      outgoing.consume();
+      outgoing.consume(line);
+      deadline = Infinity;
     }
-    // The input ended: close once every line is confirmed (or, from a
-    // server without chat.json, has left), within CLOSE_WAIT_MS, then wait
-    // (not forever) for the server's close reply and what comes before it.
-    const deadline = performance.now() + CLOSE_WAIT_MS;
-    while (
-      open() && performance.now() < deadline &&
-      (ledger.unconfirmed.length > 0 || socket.bufferedAmount > 0)
-    ) {
-      await delay(5);
-    }
-    if (!open()) return;
+    // Then wait (not forever) for the server's close reply and what comes before it.
     if (ledger.unconfirmed.length > 0) {
       // Taken back now, so the caller can say how many were not confirmed.
       outgoing.requeue(ledger.takeBack());

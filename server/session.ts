@@ -35,7 +35,6 @@ import {
   NOT_ALLOWED,
   type Protocol,
   rateLimitNotice,
-  type RefusedReason,
   REGISTER_WAIT_MS,
   SEPARATOR_REFUSED,
   tokenRefusedNotice,
@@ -140,8 +139,8 @@ export class Session implements Member, Arrival {
   #identity?: Identity;
   /** Closes the client when its token expires. */
   #expiryTimer?: ReturnType<typeof setTimeout>;
-  /** A `chat.json` client's messages are refused until then (`performance.now()`). */
-  #refusedUntil = 0;
+  /** The ref of a `chat.json` message refused for the rate: others wait for it. */
+  #awaitedRef?: string;
   /** Frames that arrived while the backplane decides on a NICK. */
   #pendingInput?: string[];
   /**
@@ -316,11 +315,17 @@ export class Session implements Member, Arrival {
     const limits = this.#host.limits;
     const bytes = messageBytes(data, limits.maxMessageBytes);
     this.#host.metrics.bytesReceived += bytes;
-    // After one refusal, a chat.json client's later messages are refused
-    // too until it may send again: resent in order, they stay in order.
     const now = performance.now();
-    if (now < this.#refusedUntil) {
-      return this.#refused(data, "rate_limited", this.#refusedUntil - now);
+    // Once a chat.json message was refused for the rate, later ones with
+    // other refs are refused too until it comes again: resent in order,
+    // they stay in order.
+    if (this.#awaitedRef !== undefined) {
+      const ref = this.#refOf(data);
+      if (ref === this.#awaitedRef) this.#awaitedRef = undefined;
+      else if (ref !== undefined) {
+        const retry = this.#admission.retryMs(bytes, this.#room.size, now);
+        return this.#own(this.#codec.refused(ref, "rate_limited", retry));
+      }
     }
     const verdict = this.#admission.judge(bytes, this.#room.size, now);
     switch (verdict) {
@@ -333,9 +338,12 @@ export class Session implements Member, Arrival {
       case "rate_limited":
       case "bytes_limited": {
         this.#host.metrics.refuse("rate_limited");
-        const retry = this.#admission.retryMs(bytes, this.#room.size, now);
-        if (this.#codec === JSON_EVENTS) this.#refusedUntil = now + retry;
-        this.#refused(data, "rate_limited", retry);
+        const ref = this.#refOf(data);
+        if (ref !== undefined) {
+          this.#awaitedRef = ref;
+          const retry = this.#admission.retryMs(bytes, this.#room.size, now);
+          this.#own(this.#codec.refused(ref, "rate_limited", retry));
+        }
         if (this.#admission.mayNotify()) {
           this.#notify(
             verdict === "rate_limited"
@@ -394,15 +402,11 @@ export class Session implements Member, Arrival {
     this.#room.post(this, text, ref);
   }
 
-  /**
-   * Tells a `chat.json` sender that its frame was not delivered, and when
-   * to try again (plain clients get a notice instead, at most one a second).
-   */
-  #refused(data: string, reason: RefusedReason, retryMs?: number): void {
-    if (this.#codec !== JSON_EVENTS) return;
+  /** The ref of a `chat.json` message frame (decoded again later if admitted). */
+  #refOf(data: string): string | undefined {
+    if (this.#codec !== JSON_EVENTS) return undefined;
     const input = this.#codec.decode(data);
-    if (input.kind !== "message") return;
-    this.#own(this.#codec.refused(input.ref, reason, retryMs));
+    return input.kind === "message" ? input.ref : undefined;
   }
 
   /**

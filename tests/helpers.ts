@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { type ChatServer, serveChat, type ServerOptions } from "../server.ts";
-import { WELCOME } from "../lib/protocol.ts";
+import { JSON_PROTOCOL, WELCOME } from "../lib/protocol.ts";
 import { readLines } from "../client.ts";
 import { redisServerArgs } from "./proc.ts";
 
@@ -496,5 +496,161 @@ export async function chatsEndToEnd(
     }
     await server.status;
     await lines.return?.(undefined);
+  }
+}
+
+/** One `chat.json` event, as a test reads it. */
+// deno-lint-ignore no-explicit-any
+export type ChatEvent = { type: string; [field: string]: any };
+
+/** A `chat.json` client that queues every event it receives, one by one. */
+export class JsonClient {
+  readonly socket: WebSocket;
+  readonly events = new Inbox<ChatEvent>();
+  /** Each frame's event count, in order (a turn's events come as one frame). */
+  readonly frames: number[] = [];
+  readonly opened: Promise<void>;
+  readonly closed: Promise<CloseEvent>;
+
+  constructor(url: string) {
+    this.socket = new WebSocket(url, [JSON_PROTOCOL]);
+    const opened = Promise.withResolvers<void>();
+    const closed = Promise.withResolvers<CloseEvent>();
+    this.opened = opened.promise;
+    this.closed = closed.promise;
+    this.socket.onopen = () => opened.resolve();
+    this.socket.onmessage = (event) => {
+      const events = JSON.parse(String(event.data)) as ChatEvent[];
+      assert.ok(Array.isArray(events), "a chat.json frame is an array");
+      this.frames.push(events.length);
+      for (const one of events) this.events.push(one);
+    };
+    this.socket.onclose = (event) => {
+      opened.reject(new Error(`closed before open: ${event.code}`));
+      this.events.end(`closed: ${event.code} ${event.reason}`);
+      closed.resolve(event);
+    };
+    this.opened.catch(() => {});
+  }
+
+  /** Connects and returns the client with its welcome event. */
+  static async join(url: string): Promise<[JsonClient, ChatEvent]> {
+    const client = new JsonClient(url);
+    await client.opened;
+    const welcome = await client.events.next();
+    assert.equal(welcome.type, "welcome");
+    return [client, welcome];
+  }
+
+  /** The next event of `type`, dropping others before it. */
+  next(type: string): Promise<ChatEvent> {
+    return this.events.skipTo((event) => event.type === type);
+  }
+
+  /** A `chat.json` message object (with `ref` when given), or a plain line. */
+  send(text: string, ref?: string): void {
+    this.socket.send(
+      ref === undefined ? text : JSON.stringify({ type: "message", text, ref }),
+    );
+  }
+
+  async close(): Promise<CloseEvent> {
+    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000);
+    return await this.closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * A TCP proxy on a loopback port to a chat's port, which a test can cut
+ * (every connection through it dropped, new ones refused) and restore,
+ * to the same port or, with `to`, another.
+ */
+export class TcpProxy {
+  #listener?: Deno.TcpListener;
+  #accepting?: Promise<void>;
+  readonly #links = new Set<Promise<void>>();
+  readonly #conns = new Set<Deno.TcpConn>();
+
+  private constructor(readonly port: number, public target: number) {}
+
+  /** Listens on a free port, forwarding to `target`. */
+  static start(target: number): TcpProxy {
+    const proxy = new TcpProxy(closedPort(), target);
+    proxy.restore();
+    return proxy;
+  }
+
+  /** `ws://` to the proxy. */
+  get url(): string {
+    return `ws://127.0.0.1:${this.port}`;
+  }
+
+  /** Drops every connection and refuses new ones until `restore`. */
+  async cut(): Promise<void> {
+    this.#listener?.close();
+    this.#listener = undefined;
+    for (const conn of this.#conns) {
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+    await this.#accepting;
+    await Promise.all(this.#links);
+  }
+
+  /** Accepts again, forwarding to `to` (the same target without it). */
+  restore(to = this.target): void {
+    this.target = to;
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: this.port });
+    this.#listener = listener;
+    this.#accepting = (async () => {
+      try {
+        for await (const client of listener) this.#link(client);
+      } catch {
+        // Cut.
+      }
+    })();
+  }
+
+  #link(client: Deno.TcpConn): void {
+    const link = (async () => {
+      let server: Deno.TcpConn | undefined;
+      try {
+        server = await Deno.connect({ hostname: "127.0.0.1", port: this.target });
+      } catch {
+        client.close();
+        return;
+      }
+      this.#conns.add(client);
+      this.#conns.add(server);
+      const copy = async (from: Deno.TcpConn, to: Deno.TcpConn) => {
+        try {
+          await from.readable.pipeTo(to.writable);
+        } catch {
+          // One side went: the other goes too.
+        }
+        for (const conn of [from, to]) {
+          this.#conns.delete(conn);
+          try {
+            conn.close();
+          } catch {
+            // Closed already.
+          }
+        }
+      };
+      await Promise.all([copy(client, server), copy(server, client)]);
+    })();
+    this.#links.add(link);
+    void link.finally(() => this.#links.delete(link));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.cut();
   }
 }
