@@ -17,16 +17,19 @@ import {
   yewUsers,
 } from "../lib/protocol.ts";
 import {
-  type Cli,
+  Cli,
   closedPort,
   HAS_REDIS,
   type Joinable,
+  JsonClient,
   RedisServer,
   sendNumbered,
   startServerProcess,
   takeNumbered,
+  TcpProxy,
   TestClient,
 } from "./helpers.ts";
+import { reconnectedLine } from "../client.ts";
 import type { Delivery, RoomEvent } from "../server/backplane.ts";
 import { RedisBackplane } from "../server/redis.ts";
 import { mintToken } from "../lib/auth.ts";
@@ -652,3 +655,57 @@ redisTest("a moderator's kick and mute hold on every instance", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+redisTest(
+  "a client cut off from one instance resumes on the other and misses nothing; refs hold across instances",
+  async () => {
+    await using redis = await RedisServer.start();
+    await using a = await instance(redis.url, ["--rate-limit", "0"]);
+    await using b = await instance(redis.url, ["--rate-limit", "0"]);
+    const portOf = (url: string) => Number(url.slice(url.lastIndexOf(":") + 1));
+    await using proxy = TcpProxy.start(portOf(a.url));
+    await using listener = new Cli([
+      "client",
+      "--url",
+      proxy.url,
+      "--name",
+      "listener",
+      "--reconnect",
+    ]);
+    assert.equal(await listener.stdout.next(), WELCOME);
+    const sender = await b.join("sender");
+    await sendNumbered(sender, "sender", 1, 30);
+    await listener.chat.skipTo((line) => line === "sender: 30");
+    await proxy.cut();
+    await listener.stderr.take((line) => line.startsWith("disconnected: 1006"));
+    await sendNumbered(sender, "sender", 31, 60);
+    proxy.restore(portOf(b.url));
+    assert.equal(
+      await listener.stderr.take((line) => line.startsWith("chat: reconnected")),
+      reconnectedLine(0),
+    );
+    await sendNumbered(sender, "sender", 61, 70);
+    await listener.chat.skipTo((line) => line === "sender: 70");
+    await listener.stop("SIGINT");
+    assert.deepEqual(
+      listener.chatLines.filter((line) => line.startsWith("sender: ")),
+      Array.from({ length: 70 }, (_, i) => `sender: ${i + 1}`),
+    );
+    // A ref delivered through one instance is a duplicate on the other.
+    const [viaA] = await JsonClient.join(`${a.url}/?name=ann`);
+    const [viaB] = await JsonClient.join(`${b.url}/?name=ben`);
+    viaA.send("once", "shared-ref");
+    const first = await viaB.events.skipTo((event) => event.ref === "shared-ref");
+    assert.equal(first.type, "message");
+    viaB.send("once", "shared-ref");
+    assert.deepEqual(await viaB.next("duplicate"), {
+      type: "duplicate",
+      ref: "shared-ref",
+    });
+    // Both instances number the room's messages alike.
+    viaB.send("next", "ben-1");
+    const next = await viaA.events.skipTo((event) => event.ref === "ben-1");
+    assert.equal(next.id, first.id + 1);
+    await Promise.all([viaA.close(), viaB.close(), sender.close()]);
+  },
+);
