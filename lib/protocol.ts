@@ -138,13 +138,13 @@ export function roomFromPath(pathname: string): string | undefined {
     : name;
 }
 
-/** To the others when someone joins a room. */
-export function joinedNotice(name: string, online: number): string {
+/** To the others when someone joins a room (the page fills in a template of it). */
+export function joinedNotice(name: string, online: number | string): string {
   return `* ${name} joined (${online} online)`;
 }
 
 /** To the others when someone leaves a room. */
-export function leftNotice(name: string, online: number): string {
+export function leftNotice(name: string, online: number | string): string {
   return `* ${name} left (${online} online)`;
 }
 
@@ -270,7 +270,7 @@ export const EPOCH_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 export type RefusedReason = "rate_limited" | "muted" | "invalid";
 
 /** What a plain client is told when a resume could not send everything it missed. */
-export function recoveryNotice(missed: number | null): string {
+export function recoveryNotice(missed: number | string | null): string {
   return `* some messages could not be recovered (${
     missed === null ? "history lost" : `${missed} missed`
   })`;

@@ -1,19 +1,21 @@
 /**
  * The chat page: one self-contained HTML document (inline style and script,
  * no external resources), embedded in the code so the compiled binary serves
- * it too. It speaks the same plain-text protocol as every other client. Its
- * script is `page_script.ts`; its rules and texts are the protocol's own.
+ * it too. It speaks `chat.json`, so that it resumes after a reconnect and
+ * sends each line once. Its script is `page_script.ts`; its rules and texts
+ * are the protocol's own.
  *
  * @module
  */
 
 import {
-  BATCH_PROTOCOL,
-  BATCH_SEPARATOR,
+  joinedNotice,
+  JSON_PROTOCOL,
+  leftNotice,
   MAX_NAME_LENGTH,
   NAME_PATTERN,
   NAME_RULE,
-  PRESENCE_PATTERN,
+  recoveryNotice,
   WELCOME,
   WHO_PREFIX,
 } from "../lib/protocol.ts";
@@ -43,10 +45,13 @@ function script(room: string): string {
     namePattern: NAME_INPUT_PATTERN,
     nameRule: NAME_RULE,
     welcome: WELCOME,
-    presencePattern: PRESENCE_PATTERN.source,
-    whoPrefix: WHO_PREFIX,
-    batchProtocol: BATCH_PROTOCOL,
-    batchSeparator: BATCH_SEPARATOR,
+    // Notices are shown without their `* `.
+    joined: joinedNotice("{name}", "{online}").slice(2),
+    left: leftNotice("{name}", "{online}").slice(2),
+    missed: recoveryNotice("{missed}").slice(2),
+    historyLost: recoveryNotice(null).slice(2),
+    whoPrefix: WHO_PREFIX.slice(2),
+    protocol: JSON_PROTOCOL,
   };
   return `"use strict";\n${Backoff}\n(${pageScript})(${scriptValue(config)});`;
 }
@@ -109,6 +114,7 @@ const PAGE = `<!doctype html>
   .own .from { color: #2a9d55; }
   .time { font-size: .75rem; color: var(--muted); }
   .notice { color: var(--muted); font-style: italic; }
+  .missed { color: #b3261e; font-style: normal; font-weight: 600; }
   form { display: flex; gap: .5rem; padding: .5rem .75rem; border-top: 1px solid var(--line); }
   input {
     flex: 1; min-width: 0; font: inherit; padding: .5rem .6rem;

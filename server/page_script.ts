@@ -49,20 +49,39 @@ export interface PageConfig {
   nameRule: string;
   /** The first line every client receives. */
   welcome: string;
-  /** Matches a joined or left notice: the name, then `joined` or `left`. */
-  presencePattern: string;
+  /** The joined and left notices, with `{name}` and `{online}` to fill in. */
+  joined: string;
+  left: string;
+  /** The note for a resume that could not send everything, with `{missed}`; and for lost history. */
+  missed: string;
+  historyLost: string;
   /** What the answer to `/who` starts with. */
   whoPrefix: string;
-  /** The batching subprotocol the page offers, and its separator. */
-  batchProtocol: string;
-  batchSeparator: string;
+  /** The subprotocol the page speaks: `chat.json`. */
+  protocol: string;
 }
+
+/** A `chat.json` event as the page reads it. */
+type PageEvent =
+  | { type: "welcome"; epoch: string }
+  | {
+    type: "message";
+    id: number | null;
+    from: string;
+    text: string;
+    time: number;
+    ref: string | null;
+  }
+  | { type: "joined" | "left"; name: string; online: number }
+  | { type: "notice"; text: string }
+  | { type: "recovered"; complete: boolean; missed: number | null }
+  | { type: "duplicate" | "accepted"; ref: string }
+  | { type: "refused"; ref: string | null; reason: string; retry_ms?: number };
 
 /** Runs the page: the join form, the connection and its reconnects, the log. */
 export function pageScript(config: PageConfig): void {
   const path = "/" + config.room;
   const NAME = new RegExp(config.namePattern);
-  const PRESENCE = new RegExp(config.presencePattern);
   const $ = <T extends PageElement>(id: string) => document.getElementById(id) as T;
   const log = $("log"), status = $("status"), online = $("online");
   const text = $<PageInput>("text"), nameInput = $<PageInput>("name");
@@ -87,8 +106,17 @@ export function pageScript(config: PageConfig): void {
   let members: string[] = [];
   let awaitingWho = false;
   const backoff = new Backoff();
+  // Where the page is in the room, to resume from after a reconnect.
+  let epoch = "";
+  let last = 0;
+  // Lines sent and not yet confirmed by the room (their echo, `accepted` or
+  // `duplicate`): sent again, with their refs, after a reconnect.
+  let pending: { text: string; ref: string }[] = [];
+  const refPrefix = Math.random().toString(36).slice(2, 10);
+  let refCount = 0;
+  let resendTimer: ReturnType<typeof setTimeout> | undefined;
 
-  function show(kind: string, from: string | null, body: string) {
+  function show(kind: string, from: string | null, body: string, at = Date.now()) {
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
     const line = document.createElement("div");
     // Your own messages stand out from the others'.
@@ -115,8 +143,8 @@ export function pageScript(config: PageConfig): void {
       text.append(document.createTextNode(part));
     });
     line.append(text);
-    // When it arrived: the hour and minute shown, the whole time on hover.
-    const now = new Date();
+    // When the server took it: the hour and minute shown, the whole time on hover.
+    const now = new Date(at);
     const time = document.createElement("time");
     time.className = "time";
     time.textContent = String(now.getHours()).padStart(2, "0") + ":" +
@@ -138,52 +166,91 @@ export function pageScript(config: PageConfig): void {
       : "";
   }
 
-  // Presence lines keep the list current without asking again.
-  function presence(line: string) {
-    const m = PRESENCE.exec(line);
-    if (!m) return;
-    if (m[2] === "joined") {
-      if (!members.includes(m[1])) members.push(m[1]);
-    } else {
-      members = members.filter((n) => n !== m[1]);
-    }
-    showMembers();
+  function fill(template: string, values: Record<string, string | number>) {
+    return template.replace(/\{(\w+)\}/g, (_, key: string) => String(values[key]));
   }
 
-  function receive(line: string) {
-    if (awaitingWho && line.startsWith(config.whoPrefix)) {
-      awaitingWho = false;
-      const list = line.slice(line.indexOf("): ") + 3);
-      members = list ? list.split(", ") : [];
-      showMembers();
-      return;
-    }
-    if (line.startsWith("* ")) {
-      presence(line);
-      show("notice", null, line.slice(2));
-      return;
-    }
-    if (line === config.welcome) {
-      // Said once: a reconnect does not say it again.
-      if (!welcomed) show("notice", null, line);
-      welcomed = true;
-      return;
-    }
-    const colon = line.indexOf(": ");
-    if (colon > 0) {
-      show("chat", line.slice(0, colon), line.slice(colon + 2));
-    } else {
-      show("notice", null, line);
+  function confirm(ref: string | null) {
+    pending = pending.filter((line) => line.ref !== ref);
+  }
+
+  function send(line: { text: string; ref: string }) {
+    socket?.send(JSON.stringify({ type: "message", text: line.text, ref: line.ref }));
+  }
+
+  function receive(event: PageEvent) {
+    switch (event.type) {
+      case "welcome":
+        // Another epoch: its ids start again.
+        if (event.epoch !== epoch) last = 0;
+        epoch = event.epoch;
+        // Said once: a reconnect does not say it again.
+        if (!welcomed) show("notice", null, config.welcome);
+        welcomed = true;
+        return;
+      case "message":
+        if (event.id !== null) {
+          if (event.id <= last) return;
+          last = event.id;
+        }
+        confirm(event.ref);
+        return show("chat", event.from, event.text, event.time);
+      case "joined":
+      case "left":
+        // Presence keeps the list current without asking again.
+        if (event.type === "joined") {
+          if (!members.includes(event.name)) members.push(event.name);
+        } else {
+          members = members.filter((n) => n !== event.name);
+        }
+        showMembers();
+        return show("notice", null, fill(config[event.type], event));
+      case "notice":
+        if (awaitingWho && event.text.startsWith(config.whoPrefix)) {
+          awaitingWho = false;
+          const list = event.text.slice(event.text.indexOf("): ") + 3);
+          members = list ? list.split(", ") : [];
+          showMembers();
+          return;
+        }
+        return show("notice", null, event.text);
+      case "recovered":
+        // Said plainly, so nobody takes a gap for a quiet room.
+        if (!event.complete) {
+          show(
+            "notice missed",
+            null,
+            event.missed === null
+              ? config.historyLost
+              : fill(config.missed, { missed: event.missed }),
+          );
+        }
+        return;
+      case "duplicate":
+      case "accepted":
+        return confirm(event.ref);
+      case "refused": {
+        if (event.reason === "invalid") return confirm(event.ref);
+        // It and every line after it go again, in order, once allowed.
+        clearTimeout(resendTimer);
+        resendTimer = setTimeout(() => {
+          const from = pending.findIndex((line) => line.ref === event.ref);
+          if (from >= 0) pending.slice(from).forEach(send);
+        }, event.retry_ms ?? 1000);
+        return;
+      }
     }
   }
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    // After a first connection: resume from the last message shown.
+    const resume = epoch ? "&since=" + last + "&epoch=" + encodeURIComponent(epoch) : "";
     const url = scheme + location.host + path + "?name=" + encodeURIComponent(name) +
-      tokenQuery;
+      tokenQuery + resume;
     setStatus("connecting…", false);
-    // Batched: what the page is owed in one server turn comes as one frame.
-    const ws = new WebSocket(url, [config.batchProtocol]);
+    // What the page is owed in one server turn comes as one frame of events.
+    const ws = new WebSocket(url, [config.protocol]);
     socket = ws;
     let opened = false;
     ws.onopen = () => {
@@ -192,15 +259,13 @@ export function pageScript(config: PageConfig): void {
       setStatus("connected as " + name, false);
       awaitingWho = true;
       ws.send("/who");
+      // What the room did not confirm goes again, in order.
+      pending.forEach(send);
       text.focus();
     };
     ws.onmessage = (event) => {
       if (typeof event.data !== "string") return;
-      if (ws.protocol === config.batchProtocol) {
-        for (const line of event.data.split(config.batchSeparator)) receive(line);
-      } else {
-        receive(event.data);
-      }
+      for (const one of JSON.parse(event.data) as PageEvent[]) receive(one);
       if (document.activeElement !== text) text.focus();
     };
     ws.onclose = (event) => {
@@ -276,10 +341,21 @@ export function pageScript(config: PageConfig): void {
   $("send").addEventListener("submit", (event) => {
     event.preventDefault();
     const message = text.value;
-    if (message.trim() && socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(message);
-      text.value = "";
+    const open = socket !== null && socket.readyState === WebSocket.OPEN;
+    if (message.trim() && message.startsWith("/") && !message.startsWith("//")) {
+      // A command is asked of this connection, or not at all.
+      if (!open) return text.focus();
+      socket!.send(message);
+    } else if (message.trim()) {
+      // A message is sent once, now or after the reconnect.
+      const line = {
+        text: message.startsWith("//") ? message.slice(1) : message,
+        ref: refPrefix + "-" + ++refCount,
+      };
+      pending.push(line);
+      if (open) send(line);
     }
+    text.value = "";
     text.focus();
   });
 

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { Cli, join, startServerProcess } from "./helpers.ts";
-import { WELCOME } from "../lib/protocol.ts";
+import { Cli, join, startServerProcess, TcpProxy } from "./helpers.ts";
+import { recoveryNotice, WELCOME } from "../lib/protocol.ts";
 import { mintToken } from "../lib/auth.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -231,6 +231,12 @@ Deno.test({
         `listening on ws://127.0.0.1:${port}`,
       );
       await waitForText(page, "#status", /^connected as web$/);
+      // A restart without --store lost the room's history: the page says so.
+      await waitForText(page, "#log .missed", /^some messages could not be recovered/);
+      assert.equal(
+        await page.textContent("#log .missed .text"),
+        recoveryNotice(null).slice(2),
+      );
       const again = new Cli([
         "client",
         "--url",
@@ -305,6 +311,59 @@ Deno.test({
       await browser.close();
       await started.cli.stop();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: missing
+    ? "the chat page resumes in a browser (ignored: /usr/bin/chromium is not installed)"
+    : "the chat page, cut off and back, shows what it missed once and sends what was typed meanwhile once",
+  ignore: missing,
+  sanitizeOps: false, // Playwright's pipe to Chromium outlives single ops.
+  sanitizeResources: false,
+  async fn() {
+    const server = await startServerProcess(["--rate-limit", "0"]);
+    const proxy = TcpProxy.start(server.port);
+    const terminal = await join(server.url, "term");
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+    });
+    try {
+      const page = await phone(browser);
+      await page.goto(`http://127.0.0.1:${proxy.port}/`);
+      await page.fill("#name", "web");
+      await page.press("#name", "Enter");
+      await waitForText(page, "#status", /^connected as web$/);
+      terminal.send("one");
+      await waitForText(page, "#log", /termone/);
+      await proxy.cut();
+      await waitForText(page, "#status", /reconnecting/);
+      // While the page is away: the room goes on, and its user types on.
+      for (const text of ["two", "three", "four"]) terminal.send(text);
+      await terminal.messages.skipTo((line) => line === "term: four");
+      await page.fill("#text", "typed while away");
+      await page.press("#text", "Enter");
+      proxy.restore();
+      await waitForText(page, "#status", /^connected as web$/);
+      assert.equal(
+        await terminal.messages.skipTo((line) => line.startsWith("web: ")),
+        "web: typed while away",
+      );
+      await waitForText(page, "#log", /typed while away/);
+      const shown = await page.$$eval(
+        "#log .chat",
+        (lines) => lines.map((l) => l.querySelector(".text")?.textContent),
+      );
+      assert.deepEqual(shown, ["one", "two", "three", "four", "typed while away"]);
+      // Nothing was missed, so no note says so.
+      assert.equal(await page.$$eval("#log .missed", (lines) => lines.length), 0);
+    } finally {
+      await browser.close();
+      await terminal.close();
+      await proxy.cut();
+      await server.cli.stop();
     }
   },
 });
