@@ -175,6 +175,11 @@ export class Chat implements SessionHost, BackplaneReceiver {
     return count;
   }
 
+  /** Rooms that exist: occupied, about to be, or emptied and kept for resumes. */
+  get rooms(): number {
+    return this.#rooms.size;
+  }
+
   /** True while a moderator's kick bars `name` from the room called `room`. */
   kicked(room: string, name: string): boolean {
     return this.#roomOptions.moderation.left("kicked", room, name) > 0;
@@ -354,6 +359,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
     for (const timer of this.#idle.values()) clearTimeout(timer);
     this.#idle.clear();
     for (const room of this.#rooms.values()) room.close();
+    this.#rooms.clear();
     this.#settings.store?.close();
     await this.backplane.stop();
   }

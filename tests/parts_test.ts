@@ -19,6 +19,7 @@ import { MAX_BATCH_CHARS, Outbox, TurnChecks } from "../server/outbox.ts";
 import { type Member, Moderation, type Recent, Room } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
+import { Chat, MAX_IDLE_ROOMS } from "../server/chat.ts";
 
 /** Resolves once the current turn's end-of-turn work (flushes) has run. */
 const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -392,4 +393,36 @@ Deno.test("a kick closes the name's members, bars the name, and tells the rest; 
   const kicked = (name: string) => room.options.moderation.left("kicked", "r", name) > 0;
   assert.ok(kicked("Bob"));
   assert.ok(!kicked("admin"));
+});
+
+Deno.test("emptied rooms are kept for resumes, at most MAX_IDLE_ROOMS of them, oldest out first", async () => {
+  const chat = new Chat({
+    echo: true,
+    history: 5,
+    historyKeep: 10,
+    roomTtl: 300,
+    historyBytes: 2 ** 20,
+    presenceLimit: 200,
+    quiet: true,
+    limits: {
+      maxMessageBytes: 65536,
+      rateLimit: 0,
+      rateBurst: 1,
+      rateBytes: 0,
+      rateBytesBurst: 1,
+    },
+    maxBufferedBytes: 2 ** 20,
+    maxClients: 10,
+    maxClientsPerIp: 10,
+    kickSeconds: 300,
+    log() {},
+  });
+  for (let i = 0; i <= MAX_IDLE_ROOMS + 10; i++) {
+    const reservation = await chat.reserve({ room: `r${i}`, address: `127.0.0.1:${i}` });
+    assert.ok(!("status" in reservation));
+    chat.cancel(reservation);
+  }
+  assert.equal(chat.rooms, MAX_IDLE_ROOMS);
+  await chat.shutdown(Promise.resolve());
+  assert.equal(chat.rooms, 0);
 });

@@ -347,3 +347,17 @@ Deno.test("the client resends what the rate limit refused, in order, and loses n
     numbered("sender", 1, 120),
   );
 });
+
+Deno.test("emptied rooms kept for resumes stay within --history-bytes", async () => {
+  await using server = startServer({ historyBytes: 100_000, rateLimit: 0 });
+  const filler = "x".repeat(1000);
+  for (let room = 0; room < 30; room++) {
+    const [client] = await JsonClient.join(`${server.url}/r${room}?name=a`);
+    for (let i = 0; i < 20; i++) client.send(`${i} ${filler}`, `r${room}-${i}`);
+    for (let i = 0; i < 20; i++) await client.next("message");
+    await client.close();
+  }
+  const metrics = await (await fetch(`${server.pageUrl}metrics`)).text();
+  const held = Number(metrics.match(/^chat_history_bytes (\d+)$/m)?.[1]);
+  assert.ok(held > 50_000 && held <= 100_000, `chat_history_bytes ${held}`);
+});
