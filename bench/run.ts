@@ -49,11 +49,19 @@ interface Scenario {
   report: (r: Record<string, number>, extra: Record<string, number>) => string;
 }
 
+/** Where `--store` rows keep their SQLite files (one per run, by port). */
+const STORE_DIR = Deno.makeTempDirSync({ prefix: "chat-bench-" });
+globalThis.addEventListener(
+  "unload",
+  () => Deno.removeSync(STORE_DIR, { recursive: true }),
+);
+
 const chat = (extra: string[] = []) => (port: number, redis?: string) => [
   Deno.execPath(),
   "run",
   "--allow-net",
   "--allow-read",
+  `--allow-write=${STORE_DIR}`,
   `${ROOT}main.ts`,
   "server",
   "--port",
@@ -415,6 +423,15 @@ if (import.meta.main) {
       batch: true,
     },
     { name: "chat, plain, logging on", command: chat() },
+    {
+      name: "chat --store, plain clients",
+      command: (port) => chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
+    },
+    {
+      name: "chat --store, chat.batch clients",
+      command: (port) => chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
+      batch: true,
+    },
     ...(haveRedis
       ? [
         {

@@ -17,11 +17,14 @@
  */
 
 import {
+  BATCH_PROTOCOL,
   BATCH_SEPARATOR,
   chatLine,
   joinedNotice,
+  JSON_PROTOCOL,
   leftNotice,
   parseYew,
+  type Protocol,
   recoveryNotice,
   REF_PATTERN,
   REF_RULE,
@@ -212,16 +215,18 @@ export const CODEC_SLOTS = 3;
 /** Joins one turn's frames for a client of a batching subprotocol into one frame. */
 export type Batcher = (frames: readonly string[]) => string;
 
-/** `chat.batch`: plain frames, separated by `BATCH_SEPARATOR`. */
-export const joinPlain: Batcher = (frames) => frames.join(BATCH_SEPARATOR);
-
-/** `chat.json`: the events of every frame (each an array) in one array. */
-export const joinEvents: Batcher = (frames) => {
-  let events = "";
-  for (const frame of frames) {
-    events += (events === "" ? "" : ",") + frame.slice(1, -1);
-  }
-  return `[${events}]`;
+/** How each subprotocol joins a turn's frames. */
+export const BATCHERS: Record<Protocol, Batcher> = {
+  // Plain frames, separated by `BATCH_SEPARATOR`.
+  [BATCH_PROTOCOL]: (frames) => frames.join(BATCH_SEPARATOR),
+  // The events of every frame (each an array) in one array.
+  [JSON_PROTOCOL]: (frames) => {
+    let events = "";
+    for (const frame of frames) {
+      events += (events === "" ? "" : ",") + frame.slice(1, -1);
+    }
+    return `[${events}]`;
+  },
 };
 
 /**

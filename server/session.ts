@@ -50,11 +50,10 @@ import {
   messageBytes,
 } from "./admission.ts";
 import {
+  BATCHERS,
   type ChatMessage,
   type Codec,
   type Frame,
-  joinEvents,
-  joinPlain,
   JSON_EVENTS,
   PLAIN,
   registration,
@@ -177,11 +176,7 @@ export class Session implements Member, Arrival {
       maxBufferedBytes: options.host.maxBufferedBytes,
       turns: options.host.turns,
       owner: this,
-      batch: options.protocol === JSON_PROTOCOL
-        ? joinEvents
-        : options.protocol === undefined
-        ? undefined
-        : joinPlain,
+      batch: options.protocol && BATCHERS[options.protocol],
     });
     for (const type of ["open", "message", "error", "close"]) {
       options.socket.addEventListener(type, this);

@@ -5,17 +5,17 @@
  * epoch, so that a restart keeps ids increasing and epochs unchanged and
  * clients resume across it.
  *
- * Writes never cost the message path a disk write each: a turn's messages
- * are written in one transaction at the turn's end, before any batch of
- * that turn leaves (`TurnChecks.beforeSend`), so a batching client never
- * sees a message that a crash then loses. A write that fails (a full disk)
- * is logged once, and the chat goes on in memory.
+ * Writes never cost the message path a disk write each: messages are
+ * written together, one row a room, within `STORE_WRITE_MS`, and before
+ * any batch that carries them leaves (`TurnChecks.beforeSend`), so a
+ * batching client (`chat.json`, `chat.batch`) never sees a message that a
+ * crash then loses. A write that fails (a full disk) is logged once, and
+ * the chat goes on in memory.
  *
  * @module
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { clearImmediate, setImmediate } from "node:timers";
 import { errorText } from "../lib/errors.ts";
 import type { Held } from "./backplane.ts";
 import type { ChatMessage } from "./codec.ts";
@@ -40,32 +40,38 @@ export interface Store {
 /** A store that cannot be used, said in one line (the server exits 1). */
 export class StoreError extends Error {}
 
+/**
+ * How long a message may wait to be written while no batching client is
+ * owed it: turns with such a client write at once, before their batches.
+ */
+export const STORE_WRITE_MS = 20;
+
 /** The schema's version, in SQLite's `user_version`. */
 const SCHEMA_VERSION = 1;
 
+/**
+ * A room's messages go in chunks: one row per room and write, the
+ * messages as a JSON array, keyed by the last one's id. A write costs one
+ * row a room however many messages it carries.
+ */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rooms (
   name TEXT PRIMARY KEY,
-  epoch TEXT NOT NULL,
-  last INTEGER NOT NULL
+  epoch TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS chunks (
   room TEXT NOT NULL,
-  id INTEGER NOT NULL,
-  sender TEXT NOT NULL,
-  text TEXT NOT NULL,
-  time INTEGER NOT NULL,
-  ref TEXT,
-  PRIMARY KEY (room, id)
+  last INTEGER NOT NULL,
+  messages TEXT NOT NULL,
+  PRIMARY KEY (room, last)
 ) WITHOUT ROWID;
 PRAGMA user_version = ${SCHEMA_VERSION};
 `;
 
-/** A pending write: one message of one room. */
+/** A room's messages waiting to be written. */
 interface Pending {
-  room: string;
   epoch: string;
-  message: ChatMessage;
+  messages: ChatMessage[];
 }
 
 /** History in an SQLite file. */
@@ -74,8 +80,11 @@ export class SqliteStore implements Store {
   readonly #keep: number;
   readonly #log: Log;
   readonly #file: string;
-  #pending: Pending[] = [];
-  #timer?: ReturnType<typeof setImmediate>;
+  /** Each room's messages not yet written, by room. */
+  #pending = new Map<string, Pending>();
+  #timer?: ReturnType<typeof setTimeout>;
+  /** Rooms whose epoch the file holds. */
+  readonly #saved = new Map<string, string>();
   /** Set once a write failed: the chat goes on in memory. */
   #failed = false;
   readonly #insert: StatementSync;
@@ -92,23 +101,29 @@ export class SqliteStore implements Store {
     this.#log = options.log;
     try {
       this.#db = new DatabaseSync(file);
+      // WAL: a write is one append to the log, and a crash of the process
+      // (not of the machine) loses nothing written. Exclusive: one server
+      // per file (a second is told at start), and no lock calls per write.
+      this.#db.exec(
+        "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+      );
       const { user_version } = this.#db.prepare("PRAGMA user_version").get() as {
         user_version: number;
       };
       if (user_version !== 0 && user_version !== SCHEMA_VERSION) {
         throw new Error(`schema version ${user_version} is not this server's`);
       }
-      // WAL: a commit is one append to the log, and a crash of the process
-      // (not of the machine) loses nothing committed.
-      this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
       this.#db.exec(SCHEMA);
       this.#insert = this.#db.prepare(
-        "INSERT OR REPLACE INTO messages (room, id, sender, text, time, ref) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO chunks (room, last, messages) VALUES (?, ?, ?)",
       );
       this.#saveRoom = this.#db.prepare(
-        "INSERT OR REPLACE INTO rooms (name, epoch, last) VALUES (?, ?, ?)",
+        "INSERT OR REPLACE INTO rooms (name, epoch) VALUES (?, ?)",
       );
-      this.#trim = this.#db.prepare("DELETE FROM messages WHERE room = ? AND id <= ?");
+      // The newest chunk stays whatever `keep` is: it holds the latest id.
+      this.#trim = this.#db.prepare(
+        "DELETE FROM chunks WHERE room = ? AND last <= ? AND last < ?",
+      );
     } catch (error) {
       throw new StoreError(
         `cannot use --store ${JSON.stringify(file)}: ${errorText(error)}`,
@@ -123,60 +138,61 @@ export class SqliteStore implements Store {
 
   load(room: string): Held | undefined {
     this.commit();
-    const saved = this.#db.prepare("SELECT epoch, last FROM rooms WHERE name = ?")
-      .get(room) as { epoch: string; last: number } | undefined;
+    const saved = this.#db.prepare("SELECT epoch FROM rooms WHERE name = ?").get(room) as
+      | { epoch: string }
+      | undefined;
     if (!saved) return undefined;
-    const rows = this.#db.prepare(
-      "SELECT id, sender, text, time, ref FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?",
-    ).all(room, this.#keep) as {
-      id: number;
-      sender: string;
-      text: string;
-      time: number;
-      ref: string | null;
-    }[];
-    const messages = rows.reverse().map((row): ChatMessage => ({
-      from: row.sender,
-      text: row.text,
-      time: row.time,
-      id: row.id,
-      ref: row.ref ?? undefined,
-    }));
-    return { epoch: saved.epoch, last: saved.last, messages };
+    this.#saved.set(room, saved.epoch);
+    const chunks = this.#db.prepare(
+      "SELECT last, messages FROM chunks WHERE room = ? ORDER BY last DESC",
+    ).iterate(room) as Iterable<{ last: number; messages: string }>;
+    let last = 0;
+    const messages: ChatMessage[] = [];
+    for (const chunk of chunks) {
+      last ||= chunk.last;
+      if (messages.length >= this.#keep) break;
+      messages.unshift(...JSON.parse(chunk.messages));
+    }
+    return {
+      epoch: saved.epoch,
+      last,
+      messages: this.#keep === 0 ? [] : messages.slice(-this.#keep),
+    };
   }
 
   append(room: string, epoch: string, message: ChatMessage): void {
     if (this.#failed) return;
-    this.#pending.push({ room, epoch, message });
-    this.#timer ??= setImmediate(() => this.commit());
+    let pending = this.#pending.get(room);
+    if (!pending) this.#pending.set(room, pending = { epoch, messages: [] });
+    pending.epoch = epoch;
+    pending.messages.push(message);
+    this.#timer ??= setTimeout(() => this.commit(), STORE_WRITE_MS);
   }
 
   forget(room: string): void {
     this.commit();
-    if (this.#failed) return;
+    this.#saved.delete(room);
     this.#write(() => {
-      this.#db.prepare("DELETE FROM messages WHERE room = ?").run(room);
+      this.#db.prepare("DELETE FROM chunks WHERE room = ?").run(room);
       this.#db.prepare("DELETE FROM rooms WHERE name = ?").run(room);
     });
   }
 
   commit(): void {
-    clearImmediate(this.#timer);
+    clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#pending.length === 0) return;
+    if (this.#pending.size === 0) return;
     const pending = this.#pending;
-    this.#pending = [];
+    this.#pending = new Map();
     this.#write(() => {
-      const rooms = new Map<string, Pending>();
-      for (const entry of pending) {
-        const m = entry.message;
-        this.#insert.run(entry.room, m.id!, m.from, m.text, m.time, m.ref ?? null);
-        rooms.set(entry.room, entry);
-      }
-      for (const [room, latest] of rooms) {
-        const last = latest.message.id!;
-        this.#saveRoom.run(room, latest.epoch, last);
-        this.#trim.run(room, last - this.#keep);
+      for (const [room, { epoch, messages }] of pending) {
+        if (this.#saved.get(room) !== epoch) {
+          this.#saveRoom.run(room, epoch);
+          this.#saved.set(room, epoch);
+        }
+        const last = messages.at(-1)!.id!;
+        this.#insert.run(room, last, JSON.stringify(messages));
+        this.#trim.run(room, last - this.#keep, last);
       }
     });
   }

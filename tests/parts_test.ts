@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import {
+  BATCH_PROTOCOL,
   BATCH_SEPARATOR,
   CloseCode,
   CloseReason,
@@ -12,7 +13,7 @@ import {
   yewUsers,
 } from "../lib/protocol.ts";
 import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backplane.ts";
-import { type Frame, joinPlain, PLAIN, registration, YEW } from "../server/codec.ts";
+import { BATCHERS, type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
 import { MAX_BATCH_CHARS, Outbox, TurnChecks } from "../server/outbox.ts";
@@ -189,7 +190,7 @@ Deno.test("a batching outbox sends a turn's frames as one at its end", async () 
     maxBufferedBytes: 1 << 20,
     turns,
     owner: { slow: () => assert.fail("not slow") },
-    batch: joinPlain,
+    batch: BATCHERS[BATCH_PROTOCOL],
   });
   outbox.send("one");
   outbox.send("two");

@@ -143,3 +143,52 @@ Deno.test("--store: an unusable file is one line and exit 1 at start; with --red
   assert.match(both.stderr, /--store and --redis do not go together/);
   await Deno.remove(dir, { recursive: true });
 });
+
+/** Mounts a tmpfs of `bytes` for the test (root only); `undefined` when it cannot. */
+async function tinyDisk(bytes: number): Promise<string | undefined> {
+  const dir = await Deno.makeTempDir();
+  const mounted = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${bytes}`, "tmpfs", dir],
+    stdout: "null",
+    stderr: "null",
+  }).output().then((out) => out.success, () => false);
+  if (mounted) return dir;
+  await Deno.remove(dir);
+  return undefined;
+}
+
+const disk = await tinyDisk(256 * 1024);
+
+Deno.test({
+  name: disk
+    ? "--store: a disk that fills is logged once, and the chat goes on in memory"
+    : "--store: a full disk (ignored: cannot mount a small tmpfs here; needs root)",
+  ignore: !disk,
+  async fn() {
+    try {
+      await using server = startServer({ store: `${disk}/chat.db`, rateLimit: 0 });
+      const [alice, first] = await JsonClient.join(`${server.url}/?name=alice`);
+      const filler = "x".repeat(8000);
+      for (let i = 1; i <= 60; i++) alice.send(`${i} ${filler}`, `f-${i}`);
+      for (let i = 1; i <= 60; i++) await alice.next("message");
+      assert.match(
+        await server.log.take((line) => line.startsWith("Store: ")),
+        /^Store: cannot write .*chat\.db: .*; history goes on in memory only$/,
+      );
+      // Still chatting, and resuming from memory.
+      alice.send("after", "f-61");
+      const { id } = await alice.next("message");
+      await alice.close();
+      const [back] = await JsonClient.join(
+        `${server.url}/?name=alice&since=${id - 1}&epoch=${first.epoch}`,
+      );
+      assert.equal((await back.next("recovered")).complete, true);
+      assert.equal((await back.next("message")).text, "after");
+      await back.close();
+      assert.equal(server.log.queued.filter((l) => l.startsWith("Store: ")).length, 0);
+    } finally {
+      await new Deno.Command("umount", { args: [disk!] }).output();
+      await Deno.remove(disk!);
+    }
+  },
+});
