@@ -125,9 +125,11 @@ export class SqliteStore implements Store {
         "DELETE FROM chunks WHERE room = ? AND last <= ? AND last < ?",
       );
     } catch (error) {
-      throw new StoreError(
-        `cannot use --store ${JSON.stringify(file)}: ${errorText(error)}`,
+      const problem = errorText(error).replace(
+        /^database is locked$/,
+        "database is locked: another chat server uses it",
       );
+      throw new StoreError(`cannot use --store ${JSON.stringify(file)}: ${problem}`);
     }
   }
 

@@ -128,6 +128,21 @@ Deno.test("--store: an unusable file is one line and exit 1 at start; with --red
     assert.match(stderr, /^chat: cannot use --store "/);
     assert.match(stderr, problem);
   }
+  // One server per file.
+  {
+    await using server = startServer({ store: `${dir}/taken.db` });
+    const { code, stderr } = await run([
+      "server",
+      "--port",
+      "0",
+      "--store",
+      `${dir}/taken.db`,
+    ]);
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /database is locked: another chat server uses it$/m);
+    await using still = await server.join("still");
+    assert.equal(still.socket.readyState, WebSocket.OPEN);
+  }
   // Without permission to write, it says so.
   const denied = await runCli(["server", "--port", "0", "--store", `${dir}/x.db`]);
   assert.equal(denied.code, 1);
