@@ -17,11 +17,12 @@ import {
   yewUsers,
 } from "../lib/protocol.ts";
 import {
-  Cli,
+  type Cli,
   closedPort,
   HAS_REDIS,
   type Joinable,
   JsonClient,
+  listenThroughCut,
   RedisServer,
   sendNumbered,
   startServerProcess,
@@ -664,33 +665,10 @@ redisTest(
     await using b = await instance(redis.url, ["--rate-limit", "0"]);
     const portOf = (url: string) => Number(url.slice(url.lastIndexOf(":") + 1));
     await using proxy = TcpProxy.start(portOf(a.url));
-    await using listener = new Cli([
-      "client",
-      "--url",
-      proxy.url,
-      "--name",
-      "listener",
-      "--reconnect",
-    ]);
-    assert.equal(await listener.stdout.next(), WELCOME);
     const sender = await b.join("sender");
-    await sendNumbered(sender, "sender", 1, 30);
-    await listener.chat.skipTo((line) => line === "sender: 30");
-    await proxy.cut();
-    await listener.stderr.take((line) => line.startsWith("disconnected: 1006"));
-    await sendNumbered(sender, "sender", 31, 60);
-    proxy.restore(portOf(b.url));
-    assert.equal(
-      await listener.stderr.take((line) => line.startsWith("chat: reconnected")),
-      reconnectedLine(0),
-    );
-    await sendNumbered(sender, "sender", 61, 70);
-    await listener.chat.skipTo((line) => line === "sender: 70");
-    await listener.stop("SIGINT");
-    assert.deepEqual(
-      listener.chatLines.filter((line) => line.startsWith("sender: ")),
-      Array.from({ length: 70 }, (_, i) => `sender: ${i + 1}`),
-    );
+    const { reconnected, lines } = await listenThroughCut(proxy, sender, portOf(b.url));
+    assert.equal(reconnected, reconnectedLine(0));
+    assert.deepEqual(lines, Array.from({ length: 70 }, (_, i) => `sender: ${i + 1}`));
     // A ref delivered through one instance is a duplicate on the other.
     const [viaA] = await JsonClient.join(`${a.url}/?name=ann`);
     const [viaB] = await JsonClient.join(`${b.url}/?name=ben`);

@@ -122,13 +122,12 @@ export function startServer(
 /** A presence notice: someone joined or left the room. */
 export const PRESENCE = /^\* \S+ (joined|left) \(\d+ online\)$/;
 
-/** A WebSocket client that queues what it receives. */
-export class TestClient {
+/**
+ * A WebSocket whose open and close can be awaited; what it receives goes
+ * to `received`, and `ended` is told once it closes.
+ */
+abstract class AwaitableSocket {
   readonly socket: WebSocket;
-  /** Everything received but presence notices. */
-  readonly messages = new Inbox<string>();
-  /** `* NAME joined (N online)` and `* NAME left (N online)`. */
-  readonly presence = new Inbox<string>();
   readonly opened: Promise<void>;
   readonly closed: Promise<CloseEvent>;
 
@@ -140,17 +139,43 @@ export class TestClient {
     this.opened = opened.promise;
     this.closed = closed.promise;
     this.socket.onopen = () => opened.resolve();
-    this.socket.onmessage = (event) => {
-      const text = String(event.data);
-      (PRESENCE.test(text) ? this.presence : this.messages).push(text);
-    };
+    this.socket.onmessage = (event) => this.received(String(event.data));
     this.socket.onclose = (event) => {
       opened.reject(new Error(`closed before open: ${event.code}`));
-      this.messages.end(`closed: ${event.code} ${event.reason}`);
+      this.ended(`closed: ${event.code} ${event.reason}`);
       closed.resolve(event);
     };
     // Tests that expect a failed connect look at `closed`.
     this.opened.catch(() => {});
+  }
+
+  protected abstract received(data: string): void;
+  protected abstract ended(reason: string): void;
+
+  /** Closes (if still open) and waits for the close to finish. */
+  async close(): Promise<CloseEvent> {
+    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000);
+    return await this.closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** A WebSocket client that queues what it receives. */
+export class TestClient extends AwaitableSocket {
+  /** Everything received but presence notices. */
+  readonly messages = new Inbox<string>();
+  /** `* NAME joined (N online)` and `* NAME left (N online)`. */
+  readonly presence = new Inbox<string>();
+
+  protected received(text: string): void {
+    (PRESENCE.test(text) ? this.presence : this.messages).push(text);
+  }
+
+  protected ended(reason: string): void {
+    this.messages.end(reason);
   }
 
   /** Connects and waits for the welcome, so the client is in the room. */
@@ -163,16 +188,6 @@ export class TestClient {
 
   send(text: string | Uint8Array): void {
     this.socket.send(text);
-  }
-
-  /** Closes (if still open) and waits for the close to finish. */
-  async close(): Promise<CloseEvent> {
-    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000);
-    return await this.closed;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
   }
 }
 
@@ -504,33 +519,24 @@ export async function chatsEndToEnd(
 export type ChatEvent = { type: string; [field: string]: any };
 
 /** A `chat.json` client that queues every event it receives, one by one. */
-export class JsonClient {
-  readonly socket: WebSocket;
+export class JsonClient extends AwaitableSocket {
   readonly events = new Inbox<ChatEvent>();
   /** Each frame's event count, in order (a turn's events come as one frame). */
   readonly frames: number[] = [];
-  readonly opened: Promise<void>;
-  readonly closed: Promise<CloseEvent>;
 
   constructor(url: string) {
-    this.socket = new WebSocket(url, [JSON_PROTOCOL]);
-    const opened = Promise.withResolvers<void>();
-    const closed = Promise.withResolvers<CloseEvent>();
-    this.opened = opened.promise;
-    this.closed = closed.promise;
-    this.socket.onopen = () => opened.resolve();
-    this.socket.onmessage = (event) => {
-      const events = JSON.parse(String(event.data)) as ChatEvent[];
-      assert.ok(Array.isArray(events), "a chat.json frame is an array");
-      this.frames.push(events.length);
-      for (const one of events) this.events.push(one);
-    };
-    this.socket.onclose = (event) => {
-      opened.reject(new Error(`closed before open: ${event.code}`));
-      this.events.end(`closed: ${event.code} ${event.reason}`);
-      closed.resolve(event);
-    };
-    this.opened.catch(() => {});
+    super(url, [JSON_PROTOCOL]);
+  }
+
+  protected received(data: string): void {
+    const events = JSON.parse(data) as ChatEvent[];
+    assert.ok(Array.isArray(events), "a chat.json frame is an array");
+    this.frames.push(events.length);
+    for (const one of events) this.events.push(one);
+  }
+
+  protected ended(reason: string): void {
+    this.events.end(reason);
   }
 
   /** Connects and returns the client with its welcome event. */
@@ -552,15 +558,6 @@ export class JsonClient {
     this.socket.send(
       ref === undefined ? text : JSON.stringify({ type: "message", text, ref }),
     );
-  }
-
-  async close(): Promise<CloseEvent> {
-    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000);
-    return await this.closed;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
   }
 }
 
@@ -653,4 +650,41 @@ export class TcpProxy {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.cut();
   }
+}
+
+/**
+ * A `--reconnect` terminal client joins through `proxy` as `listener` while
+ * `sender` (its messages echoed to it) sends 1..30; the proxy is cut and
+ * 31..60 are sent; it is restored (to `restoreTo`, or the same port) and
+ * 61..70 follow. Resolves with what the listener said on reconnecting and
+ * every line of `sender`'s it printed.
+ */
+export async function listenThroughCut(
+  proxy: TcpProxy,
+  sender: TestClient,
+  restoreTo?: number,
+): Promise<{ reconnected: string; lines: string[] }> {
+  await using listener = new Cli([
+    "client",
+    "--url",
+    proxy.url,
+    "--name",
+    "listener",
+    "--reconnect",
+  ]);
+  assert.equal(await listener.stdout.next(), WELCOME);
+  await sendNumbered(sender, "sender", 1, 30);
+  await listener.chat.skipTo((line) => line === "sender: 30");
+  await proxy.cut();
+  await listener.stderr.take((line) => line.startsWith("disconnected: 1006"));
+  await sendNumbered(sender, "sender", 31, 60);
+  proxy.restore(restoreTo);
+  const reconnected = await listener.stderr.take((line) =>
+    line.startsWith("chat: reconnected")
+  );
+  await sendNumbered(sender, "sender", 61, 70);
+  await listener.chat.skipTo((line) => line === "sender: 70");
+  await listener.stop("SIGINT");
+  const lines = listener.chatLines.filter((line) => line.startsWith("sender: "));
+  return { reconnected, lines };
 }
