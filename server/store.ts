@@ -46,6 +46,9 @@ export class StoreError extends Error {}
  */
 export const STORE_WRITE_MS = 20;
 
+/** Pages (4 KiB) the write-ahead log grows to before it is copied into the file. */
+const WAL_PAGES = 10_000;
+
 /** The schema's version, in SQLite's `user_version`. */
 const SCHEMA_VERSION = 1;
 
@@ -104,8 +107,11 @@ export class SqliteStore implements Store {
       // WAL: a write is one append to the log, and a crash of the process
       // (not of the machine) loses nothing written. Exclusive: one server
       // per file (a second is told at start), and no lock calls per write.
+      // The log is copied into the file (and both synced to disk, which
+      // stalls the server for milliseconds) every WAL_PAGES pages, not every
+      // 1000 (SQLite's default): ten times fewer stalls, a log of 40 MiB.
       this.#db.exec(
-        "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+        `PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = ${WAL_PAGES};`,
       );
       const { user_version } = this.#db.prepare("PRAGMA user_version").get() as {
         user_version: number;
