@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
 import { join, ROOT, runProcess, startServer } from "./helpers.ts";
 import { readLines } from "../client.ts";
+import { JSON_EVENTS } from "../server/codec.ts";
 
 const README = await Deno.readTextFile(`${ROOT}README.md`);
 
@@ -184,4 +185,46 @@ Deno.test("README: a closed chat, step by step, prints what the transcript shows
     }
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("README: the chat.json examples are what the server sends, field for field", () => {
+  const start = README.indexOf("### `chat.json`");
+  const section = README.slice(start, README.indexOf("\n## ", start));
+  const examples = [...section.matchAll(/```json\n([\s\S]*?)\n```/g)].map((m) => m[1]);
+  // Each server line is an array of events; the client's line an object.
+  const events = examples.slice(0, -1).flatMap((block) =>
+    block.split("\n").map((line) => line.trim()).join("").replaceAll("][", "],[")
+  ).flatMap((text) => JSON.parse(`[${text}]`).flat()) as Record<string, unknown>[];
+  const message = {
+    from: "bob",
+    text: "hi",
+    time: 1764460800000,
+    id: 42,
+  };
+  const encoded: Record<string, string> = {
+    welcome: JSON_EVENTS.welcome({ room: "rust", name: "alice", epoch: "e", last: 41 })!
+      .text,
+    message: JSON_EVENTS.message(message).text,
+    joined: JSON_EVENTS.presence("joined", "carol", 3)!.text,
+    left: JSON_EVENTS.presence("left", "carol", 2)!.text,
+    notice: JSON_EVENTS.notice("* rate limit: 20 messages per second")!.text,
+    recovered: JSON_EVENTS.recovered(17)!.text,
+    duplicate: JSON_EVENTS.receipt("duplicate", "r")!.text,
+    accepted: JSON_EVENTS.receipt("accepted", "r")!.text,
+    refused: JSON_EVENTS.refused("r", "rate_limited", 50)!.text,
+  };
+  const types = new Set<string>();
+  for (const event of events) {
+    const type = event.type as string;
+    types.add(type);
+    const [sent] = JSON.parse(encoded[type]);
+    assert.deepEqual(Object.keys(event), Object.keys(sent), type);
+  }
+  // Every event type has an example, and the table lists each.
+  assert.deepEqual([...types].sort(), Object.keys(encoded).sort());
+  for (const type of types) assert.match(section, new RegExp(`\\| \`${type}\` +\\|`));
+  assert.deepEqual(
+    JSON_EVENTS.decode(examples.at(-1)!),
+    { kind: "message", text: "hello", ref: "5f3c9a1e-20" },
+  );
 });
