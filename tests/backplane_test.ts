@@ -670,7 +670,7 @@ redisTest(
     assert.equal(reconnected, reconnectedLine(0));
     assert.deepEqual(lines, Array.from({ length: 70 }, (_, i) => `sender: ${i + 1}`));
     // A ref delivered through one instance is a duplicate on the other.
-    const [viaA] = await JsonClient.join(`${a.url}/?name=ann`);
+    const [viaA, viaAWelcome] = await JsonClient.join(`${a.url}/?name=ann`);
     const [viaB] = await JsonClient.join(`${b.url}/?name=ben`);
     viaA.send("once", "shared-ref");
     const first = await viaB.events.skipTo((event) => event.ref === "shared-ref");
@@ -684,6 +684,18 @@ redisTest(
     viaB.send("next", "ben-1");
     const next = await viaA.events.skipTo((event) => event.ref === "ben-1");
     assert.equal(next.id, first.id + 1);
+    const { epoch } = viaAWelcome;
     await Promise.all([viaA.close(), viaB.close(), sender.close()]);
+    // Everyone left: the room's history stays for --room-ttl, on either instance.
+    const [back] = await JsonClient.join(
+      `${a.url}/?name=amy&since=${first.id}&epoch=${epoch}`,
+    );
+    assert.deepEqual(await back.next("recovered"), {
+      type: "recovered",
+      complete: true,
+      missed: 0,
+    });
+    assert.equal((await back.next("message")).ref, "ben-1");
+    await back.close();
   },
 );
