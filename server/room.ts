@@ -18,7 +18,7 @@ import {
 } from "../lib/protocol.ts";
 import type { Backplane, Delivery, Held, RoomEvent } from "./backplane.ts";
 import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
-import { History, type HistoryBudget } from "./history.ts";
+import { heldBytes, History, type HistoryBudget } from "./history.ts";
 import type { Store } from "./store.ts";
 
 /** YewChat-style member lists go to a room at most this often. */
@@ -86,6 +86,25 @@ export function recentFor(held: Held, count: number, resume?: Resume): Recent {
   const after = messages.filter((m) => m.id !== undefined && m.id > resume.since);
   const first = after.length > 0 ? after[0].id! : last + 1;
   return { epoch, last, messages: after, missed: first - resume.since - 1 };
+}
+
+/**
+ * A resume's messages cut to the newest that fit in `bytes` (as the history
+ * budget counts them): the older ones count as missed, so that a client
+ * that was away long is told what it missed rather than closed as too slow.
+ */
+export function withinBacklog(recent: Recent, bytes: number): Recent {
+  if (recent.missed === undefined) return recent;
+  const messages = recent.messages;
+  let first = messages.length;
+  let total = 0;
+  while (first > 0 && (total += heldBytes(messages[first - 1])) <= bytes) first--;
+  if (first === 0) return recent;
+  return {
+    ...recent,
+    messages: messages.slice(first),
+    missed: recent.missed === null ? null : recent.missed + first,
+  };
 }
 
 /** A new epoch: 12 random URL-safe characters. */

@@ -62,7 +62,14 @@ import { type Log, quoteForLog } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { Outbox, type TurnChecks } from "./outbox.ts";
 import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
-import type { Arrival, Member, Recent, Resume, Room } from "./room.ts";
+import {
+  type Arrival,
+  type Member,
+  type Recent,
+  type Resume,
+  type Room,
+  withinBacklog,
+} from "./room.ts";
 import { type Identity, mayJoin, verifyToken } from "../lib/auth.ts";
 
 /** The longest a timer can wait (2^31 - 1 ms, about 24.8 days). */
@@ -279,7 +286,9 @@ export class Session implements Member, Arrival {
     const down = this.#room.options.backplane.shared &&
       !this.#room.options.backplane.up;
     this.#catchUp = [];
-    answer(arrival.history, (recent) => {
+    answer(arrival.history, (held) => {
+      // Half the backlog a client may have, so live messages fit beside it.
+      const recent = withinBacklog(held, this.#host.maxBufferedBytes / 2);
       const waiting = this.#catchUp ?? [];
       this.#catchUp = undefined;
       this.#own(codec.welcome({

@@ -343,3 +343,27 @@ Deno.test("emptied rooms kept for resumes stay within --history-bytes", async ()
   const held = Number(metrics.match(/^chat_history_bytes (\d+)$/m)?.[1]);
   assert.ok(held > 50_000 && held <= 100_000, `chat_history_bytes ${held}`);
 });
+
+Deno.test("a resume sends what fits in half of --max-buffered-bytes and counts the rest as missed", async () => {
+  await using server = startServer({ maxBufferedBytes: 65536, rateLimit: 0 });
+  const [alice, first] = await JsonClient.join(`${server.url}/?name=alice`);
+  const filler = "z".repeat(4000);
+  for (let i = 1; i <= 40; i++) alice.send(`${i} ${filler}`);
+  for (let i = 1; i <= 40; i++) await alice.next("message");
+  await alice.close();
+  const [back] = await JsonClient.join(
+    `${server.url}/?name=alice&since=0&epoch=${first.epoch}`,
+  );
+  const recovered = await back.next("recovered");
+  assert.equal(recovered.complete, false);
+  // 32 KiB hold 8 of these messages (4,072 bytes each, as the history
+  // budget counts them): the 32 before them are missed.
+  assert.equal(recovered.missed, 32);
+  assert.match((await back.next("message")).text, /^33 /);
+  back.send("still connected", "s-1");
+  assert.equal(
+    (await back.events.skipTo((e) => e.ref === "s-1")).text,
+    "still connected",
+  );
+  await back.close();
+});
