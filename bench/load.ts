@@ -41,7 +41,7 @@ export interface LoadOptions {
 /** Open loop: messages sent in this first stretch are left out of the latencies. */
 const OPEN_LOOP_WARMUP_MS = 1000;
 
-const DEFAULTS: LoadOptions = {
+export const LOAD_DEFAULTS: LoadOptions = {
   port: 8080,
   scenario: "closed",
   clients: 100,
@@ -520,7 +520,7 @@ async function readLine(): Promise<string> {
 
 if (import.meta.main) {
   const opts: LoadOptions = {
-    ...DEFAULTS,
+    ...LOAD_DEFAULTS,
     ...JSON.parse(Deno.args[0] ?? "{}"),
   };
   const cpu0 = cpuSeconds("self");

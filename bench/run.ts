@@ -11,6 +11,7 @@
  */
 
 import { errorText } from "../lib/errors.ts";
+import { LOAD_DEFAULTS } from "./load.ts";
 import {
   cpuSeconds,
   freePort,
@@ -172,15 +173,37 @@ async function startServer(server: Server, redis?: string) {
   };
 }
 
+/** The C closed-loop generator, built from bench/load.c when a C compiler is there. */
+const C_LOAD = `${BENCH}.build/load`;
+const haveCLoad = await (async () => {
+  await Deno.mkdir(`${BENCH}.build`, { recursive: true });
+  return (await run(["cc", "-O2", "-o", C_LOAD, `${BENCH}load.c`])).ok;
+})();
+
+/** The generator's command: the C one for the closed loop when built, else load.ts. */
+function loadCommand(options: Record<string, unknown>): string[] {
+  if (!haveCLoad || options.scenario !== "closed") {
+    return [Deno.execPath(), "run", "-A", `${BENCH}load.ts`, JSON.stringify(options)];
+  }
+  const o = options as Record<string, number | boolean>;
+  return [
+    C_LOAD,
+    ...[o.port, o.clients, o.senders, o.batch ? 1 : 0, o.seconds, o.window, o.size]
+      .map(String),
+    o.relay ? "1" : "0",
+    String(o.serverPid ?? 0),
+  ];
+}
+
 async function load(
   options: Record<string, unknown>,
   onLine?: (line: string) => void,
 ) {
-  const child = pinnedCommand(
-    1,
-    [Deno.execPath(), "run", "-A", `${BENCH}load.ts`, JSON.stringify(options)],
-    { stdin: "piped", stdout: "piped", stderr: "inherit" },
-  ).spawn();
+  const child = pinnedCommand(1, loadCommand({ ...LOAD_DEFAULTS, ...options }), {
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
   const writer = child.stdin.getWriter();
   let last = "";
   let buffered = "";
@@ -483,6 +506,11 @@ if (import.meta.main) {
     }, ${Deno.build.os}/${Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
       (HAVE_TASKSET ? "server on core 0, generator on core 1" : "no taskset: not pinned"),
+  );
+  console.log(
+    haveCLoad
+      ? "(closed-loop rows: the C generator, bench/load.c; the others: bench/load.ts)"
+      : "(no C compiler: every row uses bench/load.ts)",
   );
   if (!peers.ws) console.log("(node ws: not installed, skipped)");
   if (!peers.bun) console.log("(Bun: not installed, skipped)");
