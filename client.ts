@@ -783,6 +783,11 @@ export async function runClient(options: ClientOptions): Promise<number> {
       retry = options.reconnect === true && end.code !== CloseCode.NORMAL;
       if (!retry) {
         status(line);
+        // Lines read but not sent, or sent and never confirmed, are given up.
+        if (outgoing.unsent > 0) {
+          status(`chat: ${plural(outgoing.unsent, "line")} not sent`);
+          return 1;
+        }
         return end.code === CloseCode.NORMAL || end.code === CloseCode.GOING_AWAY ? 0 : 1;
       }
       const wait = backoff.delay();

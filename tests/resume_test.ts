@@ -367,3 +367,27 @@ Deno.test("a resume sends what fits in half of --max-buffered-bytes and counts t
   );
   await back.close();
 });
+
+Deno.test("without --reconnect, a dropped connection says how many lines were not sent", async () => {
+  // One message a second: lines 2 to 5 are refused and wait to be sent again.
+  await using server = startServer({ rateLimit: 1, rateBurst: 1 });
+  await using proxy = TcpProxy.start(server.addr.port);
+  await using sender = new Cli([
+    "client",
+    "--url",
+    proxy.url,
+    "--name",
+    "sender",
+    "--rate",
+    "0",
+  ]);
+  assert.equal(await sender.stdout.next(), WELCOME);
+  await sender.write("1\n2\n3\n4\n5\n");
+  await sender.chat.skipTo((line) => line === "sender: 1");
+  await sender.chat.skipTo((line) => line.startsWith("* rate limit"));
+  await proxy.cut();
+  const status = await sender.finished();
+  assert.equal(status.code, 1);
+  assert.match(sender.stderrLines.join("\n"), /^disconnected: 1006/m);
+  assert.match(sender.stderrLines.join("\n"), /^chat: 4 lines not sent$/m);
+});
