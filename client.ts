@@ -552,10 +552,8 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
         ledger.epoch = event.epoch;
         return output(WELCOME);
       case "message":
-        if (event.id !== null) {
-          if (event.id <= ledger.last) return;
-          ledger.last = event.id;
-        }
+        // The server sends each message once: the id is where to resume from.
+        if (event.id !== null) ledger.last = event.id;
         if (event.ref !== null) {
           ledger.confirm(event.ref);
           change();

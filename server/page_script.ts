@@ -189,10 +189,8 @@ export function pageScript(config: PageConfig): void {
         welcomed = true;
         return;
       case "message":
-        if (event.id !== null) {
-          if (event.id <= last) return;
-          last = event.id;
-        }
+        // The server sends each message once: the id is where to resume from.
+        if (event.id !== null) last = event.id;
         confirm(event.ref);
         return show("chat", event.from, event.text, event.time);
       case "joined":
