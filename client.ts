@@ -473,6 +473,8 @@ class Ledger {
   readonly unconfirmed: Line[] = [];
   /** No message goes out before this (`performance.now()`): the server asked to wait. */
   holdUntil = 0;
+  /** Set by a refusal: one line in flight at a time until all that was read is sent. */
+  careful = false;
   readonly #prefix = crypto.randomUUID().slice(0, 8);
   #count = 0;
 
@@ -583,6 +585,7 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
         // It and every line sent after it go again, in order, once the server allows.
         outgoing.requeue(ledger.takeBack(event.ref));
         ledger.holdUntil = performance.now() + (event.retry_ms ?? 1000);
+        ledger.careful = true;
         return change();
     }
   };
@@ -646,6 +649,7 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
       const line = await Promise.race([outgoing.peek(), closed]);
       if (!open()) return;
       if (line === undefined) {
+        ledger.careful = false;
         if (deadline === Infinity) deadline = performance.now() + CLOSE_WAIT_MS;
         // Lines may have been requeued since `peek` looked.
         if (outgoing.unsent > 0) continue;
@@ -658,6 +662,12 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
       if (wait > 0) {
         // A refusal meanwhile may put earlier lines back in front: look again.
         await Promise.race([delay(wait), closed, changed.promise]);
+        continue;
+      }
+      // After a refusal, one line at a time until the backlog is sent, so
+      // that a line refused again does not take every later one with it.
+      if (ledger.careful && ledger.unconfirmed.length > 0) {
+        await Promise.race([changed.promise, closed]);
         continue;
       }
       pacer?.take();

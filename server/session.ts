@@ -320,17 +320,6 @@ export class Session implements Member, Arrival {
     const bytes = messageBytes(data, limits.maxMessageBytes);
     this.#host.metrics.bytesReceived += bytes;
     const now = performance.now();
-    // Once a chat.json message was refused for the rate, later ones with
-    // other refs are refused too until it comes again: resent in order,
-    // they stay in order.
-    if (this.#awaitedRef !== undefined) {
-      const ref = this.#refOf(data);
-      if (ref === this.#awaitedRef) this.#awaitedRef = undefined;
-      else if (ref !== undefined) {
-        const retry = this.#admission.retryMs(bytes, this.#room.size, now);
-        return this.#own(this.#codec.refused(ref, "rate_limited", retry));
-      }
-    }
     const verdict = this.#admission.judge(bytes, this.#room.size, now);
     switch (verdict) {
       case "too_big":
@@ -344,7 +333,7 @@ export class Session implements Member, Arrival {
         this.#host.metrics.refuse("rate_limited");
         const ref = this.#refOf(data);
         if (ref !== undefined) {
-          this.#awaitedRef = ref;
+          this.#awaitedRef ??= ref;
           const retry = this.#admission.retryMs(bytes, this.#room.size, now);
           this.#own(this.#codec.refused(ref, "rate_limited", retry));
         }
@@ -356,6 +345,18 @@ export class Session implements Member, Arrival {
           );
         }
         return;
+      }
+    }
+    // Once a chat.json message was refused for the rate, later ones with
+    // other refs are refused too until it comes again: resent in order,
+    // they stay in order.
+    if (this.#awaitedRef !== undefined) {
+      const ref = this.#refOf(data);
+      if (ref === this.#awaitedRef) this.#awaitedRef = undefined;
+      else if (ref !== undefined) {
+        this.#host.metrics.refuse("rate_limited");
+        const retry = this.#admission.retryMs(bytes, this.#room.size, now);
+        return this.#own(this.#codec.refused(ref, "rate_limited", retry));
       }
     }
     if (this.#pendingInput) return void this.#pendingInput.push(data);
