@@ -50,12 +50,19 @@ export class Metrics {
   bytesReceived = 0;
   /** UTF-8 bytes of the messages and notices handed to clients (framing not counted). */
   bytesSent = 0;
+  /** Resumes (`?since=`), by how they went: everything sent, some missed, history lost. */
+  readonly resumes = { complete: 0, partial: 0, lost: 0 };
   readonly refusals: Record<RefusalReason, number> = Object.fromEntries(
     REASONS.map((reason) => [reason, 0]),
   ) as Record<RefusalReason, number>;
 
   refuse(reason: RefusalReason): void {
     this.refusals[reason]++;
+  }
+
+  /** A resume sent all but `missed` messages (`null`: the client's epoch was not the room's). */
+  resumed(missed: number | null): void {
+    this.resumes[missed === null ? "lost" : missed === 0 ? "complete" : "partial"]++;
   }
 
   /** The Prometheus text exposition of every metric, each with HELP and TYPE. */
@@ -98,6 +105,12 @@ export class Metrics {
         "counter",
         "Messages, connections and clients refused, by reason.",
         REASONS.map((reason) => `{reason="${reason}"} ${this.refusals[reason]}`),
+      ],
+      [
+        "chat_resumes_total",
+        "counter",
+        "Resumes (?since=), by result: complete, partial (some missed), lost (another epoch).",
+        Object.entries(this.resumes).map(([result, n]) => `{result="${result}"} ${n}`),
       ],
       [
         "chat_log_dropped_total",

@@ -297,7 +297,10 @@ export class Session implements Member, Arrival {
         epoch: recent.epoch,
         last: recent.last,
       }));
-      if (recent.missed !== undefined) this.#own(codec.recovered(recent.missed));
+      if (recent.missed !== undefined) {
+        this.#host.metrics.resumed(recent.missed);
+        this.#own(codec.recovered(recent.missed));
+      }
       // What the history holds is not sent again.
       const fresh = (id: number | undefined) => id === undefined || id > recent.last;
       for (const frame of codec.recent(recent.messages)) this.deliver(frame);

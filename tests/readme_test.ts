@@ -6,6 +6,7 @@ import { WELCOME } from "../lib/protocol.ts";
 import { SERVER_COMMAND } from "../server.ts";
 import { CLIENT_COMMAND } from "../client.ts";
 import { TOKEN_COMMAND } from "../token.ts";
+import { Metrics } from "../server/metrics.ts";
 
 const README = await Deno.readTextFile(`${ROOT}README.md`);
 
@@ -208,4 +209,19 @@ Deno.test("the walkthrough's transcripts are what the chat prints", async () => 
   assert.deepEqual(alice.stdoutLines.map(normal), shown(aliceBlock));
   assert.deepEqual(bob.stdoutLines.map(normal), shown(bobBlock));
   assert.deepEqual(third.stdoutLines.map(normal), shown(thirdBlock));
+});
+
+Deno.test("the README's metrics table lists every metric the server serves", () => {
+  const rendered = new Metrics().render({
+    clients: 0,
+    rooms: 0,
+    backplaneUp: true,
+    logDropped: 0,
+    historyBytes: 0,
+  });
+  const names = [...rendered.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]);
+  assert.ok(names.length >= 10, `${names.length} metrics`);
+  for (const name of names) {
+    assert.match(README, new RegExp(`^\\| \`${name}[\`{]`, "m"), name);
+  }
 });

@@ -213,6 +213,13 @@ Deno.test("resume: beyond --history-keep, the missed are counted; another epoch 
   assert.equal((await ahead.next("recovered")).missed, null);
   await ahead.close();
   await sender.close();
+  const metrics = await (await fetch(`${server.pageUrl}metrics`)).text();
+  for (const [result, count] of [["complete", 0], ["partial", 2], ["lost", 2]]) {
+    assert.match(
+      metrics,
+      new RegExp(`^chat_resumes_total\\{result="${result}"\\} ${count}$`, "m"),
+    );
+  }
 });
 
 Deno.test("resume: a malformed since or epoch is a 400", async () => {
