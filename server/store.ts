@@ -131,10 +131,12 @@ export class SqliteStore implements Store {
         "DELETE FROM chunks WHERE room = ? AND last <= ? AND last < ?",
       );
     } catch (error) {
-      const problem = errorText(error).replace(
-        /^database is locked$/,
-        "database is locked: another chat server uses it",
-      );
+      const problem = error instanceof Deno.errors.NotCapable
+        ? `no permission to write it: run with --allow-write=${file} (README: History that survives a restart)`
+        : errorText(error).replace(
+          /^database is locked$/,
+          "database is locked: another chat server uses it",
+        );
       throw new StoreError(`cannot use --store ${JSON.stringify(file)}: ${problem}`);
     }
   }
