@@ -71,6 +71,14 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local kept = {history, seqkey, idkey, epochkey, refs}
 
+-- A key made since the members' last refresh expires as the others do:
+-- roomttl after the members would.
+local function expiring(key)
+  if redis.call('PTTL', key) ~= -1 then return end
+  local ttl = redis.call('PTTL', members)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl + roomttl) end
+end
+
 -- The room's epoch; a missing one is made (from the caller's candidate),
 -- and what it names starts again: history, ids and refs.
 local function epoch(candidate)
@@ -78,6 +86,7 @@ local function epoch(candidate)
   if current then return current end
   redis.call('DEL', history, idkey, refs)
   redis.call('SET', epochkey, candidate)
+  expiring(epochkey)
   return candidate
 end
 
@@ -158,7 +167,7 @@ elseif op == 'batch' then -- history size, epoch candidate, then each message's 
   end
   local n = #jsons
   if n == 0 then return duplicates end
-  redis.call('SET', idkey, id)
+  redis.call('INCRBY', idkey, n)
   local first = redis.call('INCRBY', seqkey, n) - n + 1
   redis.call('PUBLISH', channel,
     first .. '  * ' .. firstid .. ' ' .. current .. ' ' .. table.concat(jsons, '\\n'))
@@ -171,6 +180,7 @@ elseif op == 'batch' then -- history size, epoch candidate, then each message's 
   else
     redis.call('DEL', refs)
   end
+  for _, key in ipairs(kept) do expiring(key) end
   return duplicates
 elseif op == 'history' then -- epoch candidate: the epoch, the latest id, the history
   local current = epoch(ARGV[3])

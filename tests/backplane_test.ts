@@ -685,6 +685,12 @@ redisTest(
     const next = await viaA.events.skipTo((event) => event.ref === "ben-1");
     assert.equal(next.id, first.id + 1);
     const { epoch } = viaAWelcome;
+    // Every key of the room's history expires, even if every instance
+    // serving it crashed now: none is left behind for good.
+    for (const kind of ["history", "seq", "ids", "epoch", "refs"]) {
+      const ttl = Number(await redisCli(redis, "PTTL", `chat:${kind}:/`));
+      assert.ok(ttl > 0, `chat:${kind}:/ PTTL ${ttl}`);
+    }
     await Promise.all([viaA.close(), viaB.close(), sender.close()]);
     // Everyone left: the room's history stays for --room-ttl, on either instance.
     const [back] = await JsonClient.join(
