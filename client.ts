@@ -938,7 +938,8 @@ export const CLIENT_COMMAND: CommandSpec = {
     {
       name: "reconnect",
       type: "boolean",
-      help: "connect again after a failure or a close other than 1000, with backoff",
+      help:
+        "connect again (with backoff) after a failure or a close other than 1000, and resume: nothing missed, no line sent twice",
     },
     {
       name: "token",
