@@ -102,8 +102,9 @@ export class SqliteStore implements Store {
     this.#file = file;
     this.#keep = options.keep;
     this.#log = options.log;
+    let db: DatabaseSync | undefined;
     try {
-      this.#db = new DatabaseSync(file);
+      this.#db = db = new DatabaseSync(file);
       // WAL: a write is one append to the log, and a crash of the process
       // (not of the machine) loses nothing written. Exclusive: one server
       // per file (a second is told at start), and no lock calls per write.
@@ -131,6 +132,11 @@ export class SqliteStore implements Store {
         "DELETE FROM chunks WHERE room = ? AND last <= ? AND last < ?",
       );
     } catch (error) {
+      try {
+        db?.close();
+      } catch {
+        // Not open.
+      }
       const problem = error instanceof Deno.errors.NotCapable
         ? `no permission to write it: run with --allow-write=${file} (README: History that survives a restart)`
         : errorText(error).replace(

@@ -12,6 +12,7 @@ import {
   Cli,
   JsonClient,
   listenThroughCut,
+  runCli,
   startServer,
   TcpProxy,
   TestClient,
@@ -397,4 +398,20 @@ Deno.test("without --reconnect, a dropped connection says how many lines were no
   assert.equal(status.code, 1);
   assert.match(sender.stderrLines.join("\n"), /^disconnected: 1006/m);
   assert.match(sender.stderrLines.join("\n"), /^chat: 4 lines not sent$/m);
+});
+
+Deno.test("a piped client on a --no-echo server waits for its lines to be accepted, then exits 0", async () => {
+  await using server = startServer({ echo: false });
+  await using listener = await server.join("listener");
+  const { code, stdout, stderr } = await runCli(
+    ["client", "--url", server.url, "--name", "quiet"],
+    "one\ntwo\nthree\n",
+  );
+  assert.equal(code, 0, stderr);
+  // Its own lines are not echoed to it...
+  assert.doesNotMatch(stdout, /^quiet: /m);
+  // ...and each reached the room once.
+  for (const text of ["one", "two", "three"]) {
+    assert.equal(await listener.messages.next(), `quiet: ${text}`);
+  }
 });
