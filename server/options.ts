@@ -198,6 +198,14 @@ interface ServerFlag {
   parse?: (value: string) => unknown;
 }
 
+/** A text flag's parser that refuses a blank value with `problem`. */
+function nonEmpty(problem: string): (value: string) => string {
+  return (value) => {
+    if (value.trim() === "") throw new UsageError(problem, COMMAND);
+    return value;
+  };
+}
+
 /** The server's flags, in `--help` order: the one schema of the command line. */
 export const SERVER_FLAGS: readonly ServerFlag[] = [
   {
@@ -206,10 +214,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     kind: "text",
     valueName: "HOST",
     help: "address to listen on (0.0.0.0 or :: for every interface)",
-    parse(value) {
-      if (value.trim() === "") throw new UsageError("--host needs an address", COMMAND);
-      return value;
-    },
+    parse: nonEmpty("--host needs an address"),
   },
   {
     flag: "port",
@@ -260,10 +265,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     kind: "text",
     valueName: "FILE",
     help: "keep history in this SQLite file across restarts (not with --redis)",
-    parse(value) {
-      if (value.trim() === "") throw new UsageError("--store needs a file name", COMMAND);
-      return value;
-    },
+    parse: nonEmpty("--store needs a file name"),
   },
   {
     flag: "history-bytes",
