@@ -14,11 +14,9 @@ import {
   joinedNotice,
   JSON_PROTOCOL,
   leftNotice,
-  NAME_RULE,
   nameProblem,
   plural,
-  RESERVED_PATHS,
-  roomFromPath,
+  roomProblem,
   WELCOME,
 } from "./lib/protocol.ts";
 import { TokenBucket } from "./lib/rate.ts";
@@ -26,6 +24,7 @@ import { colourLine, colourWanted, Prompt, timestamp } from "./lib/terminal.ts";
 import { writeAllSync } from "./lib/io.ts";
 import { Backoff } from "./lib/backoff.ts";
 import { errorText } from "./lib/errors.ts";
+import { delay, MAX_TIMER_MS } from "./lib/time.ts";
 import {
   type CommandSpec,
   fileFlag,
@@ -316,10 +315,6 @@ function stdoutLine(line: string) {
 
 function stderrLine(line: string) {
   writeAllSync(Deno.stderr, encoder.encode(line + "\n"));
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A line to send; a chat message keeps the ref it was first sent with (`chat.json`). */
@@ -857,7 +852,7 @@ class TokenRenewal {
     const wait = Math.max(0, expires - TOKEN_RENEW_AHEAD_MS - Date.now());
     this.#timer = setTimeout(
       () => void this.#renew(expires),
-      Math.min(wait, 2 ** 31 - 1),
+      Math.min(wait, MAX_TIMER_MS),
     );
   }
 
@@ -1024,13 +1019,9 @@ export function clientOptions(values: FlagValues): ClientOptions {
     if (problem) throw new UsageError(problem, command);
   }
   const room = values.room as string | undefined;
-  if (room !== undefined && roomFromPath(`/${room}`) === undefined) {
-    throw new UsageError(
-      `invalid room ${JSON.stringify(room)}: use ${NAME_RULE}, not ${
-        RESERVED_PATHS.join(", ")
-      }`,
-      command,
-    );
+  const roomIssue = room === undefined ? undefined : roomProblem(room);
+  if (roomIssue) {
+    throw new UsageError(`invalid room ${JSON.stringify(room)}: ${roomIssue}`, command);
   }
   const url = (values.url as string | undefined) ?? CLIENT_DEFAULTS.url;
   clientUrl(url, name, room);

@@ -25,6 +25,7 @@
 import { formatAddress } from "./lib/protocol.ts";
 import { parseFlags, runCommand, usage, UsageError } from "./lib/flags.ts";
 import { errorText } from "./lib/errors.ts";
+import { delay } from "./lib/time.ts";
 import { Chat } from "./server/chat.ts";
 import {
   type ChatRequestHandler,
@@ -242,7 +243,7 @@ export async function main(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGTERM", stop);
   unguard();
   // What the log holds goes out, unless stdout stopped taking it.
-  await Promise.race([log.flush(), new Promise((resolve) => setTimeout(resolve, 1000))]);
+  await Promise.race([log.flush(), delay(1000)]);
   return 0;
 }
 

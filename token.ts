@@ -18,7 +18,7 @@ import {
   usage,
   UsageError,
 } from "./lib/flags.ts";
-import { NAME_RULE, nameProblem, RESERVED_PATHS, roomFromPath } from "./lib/protocol.ts";
+import { nameProblem, roomProblem } from "./lib/protocol.ts";
 
 /** The defaults of `chat token`, the single source for `--help` and the README. */
 export const TOKEN_DEFAULTS = { ttl: "12h" } as const;
@@ -79,11 +79,10 @@ export function tokenRequest(values: FlagValues) {
   const roomsText = values.rooms as string | undefined;
   const rooms = roomsText?.split(",").map((room) => room.trim());
   for (const room of rooms ?? []) {
-    if (room !== "" && room !== "*" && roomFromPath(`/${room}`) === undefined) {
+    const problem = room === "*" ? undefined : roomProblem(room);
+    if (problem) {
       throw new UsageError(
-        `invalid room ${JSON.stringify(room)} in --rooms: use ${NAME_RULE}, not ${
-          RESERVED_PATHS.join(", ")
-        }`,
+        `invalid room ${JSON.stringify(room)} in --rooms: ${problem}`,
         command,
       );
     }

@@ -138,6 +138,12 @@ export function roomFromPath(pathname: string): string | undefined {
     : name;
 }
 
+/** Why `room` cannot name a room (`""` is the main room); `undefined` when it can. */
+export function roomProblem(room: string): string | undefined {
+  if (roomFromPath(`/${room}`) !== undefined) return undefined;
+  return `use ${NAME_RULE}, not ${RESERVED_PATHS.join(", ")}`;
+}
+
 /** To the others when someone joins a room (the page fills in a template of it). */
 export function joinedNotice(name: string, online: number | string): string {
   return `* ${name} joined (${online} online)`;

@@ -43,6 +43,7 @@ import {
   whoLine,
 } from "../lib/protocol.ts";
 import { errorText } from "../lib/errors.ts";
+import { delay, MAX_TIMER_MS } from "../lib/time.ts";
 import {
   Admission,
   type AdmissionLimits,
@@ -71,9 +72,6 @@ import {
   withinBacklog,
 } from "./room.ts";
 import { type Identity, mayJoin, verifyToken } from "../lib/auth.ts";
-
-/** The longest a timer can wait (2^31 - 1 ms, about 24.8 days). */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** Where a session is in its life. */
 export type SessionState = "connecting" | "held" | "joined" | "leaving" | "gone";
@@ -600,7 +598,7 @@ export class Session implements Member, Arrival {
       !late && this.#socket.readyState === WebSocket.OPEN &&
       this.#socket.bufferedAmount > 0
     ) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await delay(10);
     }
     this.close(CloseCode.GOING_AWAY, CloseReason.SHUTTING_DOWN);
   }

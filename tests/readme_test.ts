@@ -225,3 +225,16 @@ Deno.test("the README's metrics table lists every metric the server serves", () 
     assert.match(README, new RegExp(`^\\| \`${name}[\`{]`, "m"), name);
   }
 });
+
+Deno.test("the README's architecture table names every source file", async () => {
+  const files = ["main.ts", "server.ts", "client.ts", "token.ts"];
+  for (const dir of ["server", "lib", "tools"]) {
+    for await (const entry of Deno.readDir(`${ROOT}${dir}`)) {
+      if (entry.name.endsWith(".ts")) files.push(`${dir}/${entry.name}`);
+    }
+  }
+  const table = README.slice(README.indexOf("\n## Architecture"));
+  for (const file of files) {
+    assert.match(table, new RegExp(`^\\|[^\\n]*\`${file}\``, "m"), file);
+  }
+});
