@@ -37,7 +37,14 @@ export const CloseReason = {
   FLOODING: "flooding",
   TOO_SLOW: "too slow",
   INTERNAL_ERROR: "internal error",
+  TOKEN_EXPIRED: "token expired",
 } as const;
+
+/** What a kicked name is told: the 403 body, and the close reason (without a reason given). */
+export const KICKED = "kicked";
+
+/** A token's `rooms` leave this room out: the 403 body, and a refused `/token`'s reason. */
+export const ROOM_NOT_ALLOWED = "room not allowed";
 
 /** The longest close reason RFC 6455 allows, in UTF-8 bytes (a close frame's payload is 125). */
 export const MAX_CLOSE_REASON_BYTES = 123;
@@ -191,7 +198,7 @@ export function moderationUsage(command: "/kick" | "/mute"): string {
 
 /** The close reason of a kicked client: `kicked`, or `kicked: REASON`. */
 export function kickedReason(reason: string): string {
-  return reason ? `kicked: ${reason}` : "kicked";
+  return reason ? `${KICKED}: ${reason}` : KICKED;
 }
 
 /** To the rest of the room when a moderator kicked someone. */

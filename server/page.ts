@@ -9,8 +9,11 @@
  */
 
 import {
+  CloseCode,
+  CloseReason,
   joinedNotice,
   JSON_PROTOCOL,
+  KICKED,
   leftNotice,
   MAX_NAME_LENGTH,
   NAME_PATTERN,
@@ -52,6 +55,8 @@ function script(room: string): string {
     historyLost: recoveryNotice(null).slice(2),
     whoPrefix: WHO_PREFIX.slice(2),
     protocol: JSON_PROTOCOL,
+    tokenExpired: { code: CloseCode.POLICY_VIOLATION, reason: CloseReason.TOKEN_EXPIRED },
+    kicked: KICKED,
   };
   return `"use strict";\n${Backoff}\n(${pageScript})(${scriptValue(config)});`;
 }

@@ -59,6 +59,10 @@ export interface PageConfig {
   whoPrefix: string;
   /** The subprotocol the page speaks: `chat.json`. */
   protocol: string;
+  /** The close that says the token expired (reconnecting will not help). */
+  tokenExpired: { code: number; reason: string };
+  /** The answer to a name a moderator kicked out of the room. */
+  kicked: string;
 }
 
 /** A `chat.json` event as the page reads it. */
@@ -272,7 +276,10 @@ export function pageScript(config: PageConfig): void {
       members = [];
       showMembers();
       // An expired token will not work again: say so, and stop.
-      if (event.code === 1008 && event.reason === "token expired") {
+      if (
+        event.code === config.tokenExpired.code &&
+        event.reason === config.tokenExpired.reason
+      ) {
         setStatus("your token expired: get a new one to chat again", true);
         show("notice", null, "disconnected: your token expired");
         return;
@@ -313,7 +320,7 @@ export function pageScript(config: PageConfig): void {
       if (answer.status === 401 || answer.status === 403) {
         const why = (await answer.text()).trim();
         setStatus("not allowed in", true);
-        error.textContent = why === "kicked"
+        error.textContent = why === config.kicked
           ? "A moderator removed you from this room: try again later."
           : token
           ? "The server refused your token (" + why + "): ask for a new link."

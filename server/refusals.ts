@@ -8,7 +8,13 @@
  * @module
  */
 
-import { CloseCode, CloseReason, plural } from "../lib/protocol.ts";
+import {
+  CloseCode,
+  CloseReason,
+  KICKED,
+  plural,
+  ROOM_NOT_ALLOWED,
+} from "../lib/protocol.ts";
 import type { RefusalReason } from "./metrics.ts";
 import type { TokenProblem } from "../lib/auth.ts";
 
@@ -83,11 +89,11 @@ export const Refusals = {
   /** A token whose `rooms` leave this room out. */
   roomNotAllowed: (): HttpRefusal => ({
     status: 403,
-    text: "room not allowed",
+    text: ROOM_NOT_ALLOWED,
     metric: "auth",
   }),
   /** A name a moderator kicked out of the room, within `--kick-seconds`. */
-  kicked: (): HttpRefusal => ({ status: 403, text: "kicked", metric: "auth" }),
+  kicked: (): HttpRefusal => ({ status: 403, text: KICKED, metric: "auth" }),
   /** A `?name=` other than the token's name. */
   notTokenName: (name: string, tokenName: string): HttpRefusal => ({
     status: 400,
@@ -151,9 +157,9 @@ export const Refusals = {
   /** The token's `exp` passed with no fresh token sent (`/token`). */
   tokenExpired: (): CloseRefusal => ({
     code: CloseCode.POLICY_VIOLATION,
-    reason: "token expired",
+    reason: CloseReason.TOKEN_EXPIRED,
     metric: "auth",
-    log: "token expired",
+    log: CloseReason.TOKEN_EXPIRED,
   }),
   /** A YewChat NICK that breaks the name rule or is taken. */
   badNick: (problem: string): CloseRefusal => ({

@@ -36,6 +36,7 @@ import {
   type Protocol,
   rateLimitNotice,
   REGISTER_WAIT_MS,
+  ROOM_NOT_ALLOWED,
   SEPARATOR_REFUSED,
   tokenRefusedNotice,
   tokenRenewedNotice,
@@ -529,7 +530,7 @@ export class Session implements Member, Arrival {
         );
       }
       if (!mayJoin(fresh, this.#room.name)) {
-        return this.#notify(tokenRefusedNotice("room not allowed"));
+        return this.#notify(tokenRefusedNotice(ROOM_NOT_ALLOWED));
       }
       this.#identity = fresh;
       this.#watchExpiry();
