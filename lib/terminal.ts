@@ -100,14 +100,12 @@ export class Prompt {
 
   /** Prints `text` above the line being typed. */
   print(text: string, stream: "stdout" | "stderr" = "stdout"): void {
-    if (this.#closed) {
-      (stream === "stdout" ? process.stdout : process.stderr).write(text + "\n");
-      return;
+    if (!this.#closed) {
+      clearLine(process.stdout, 0);
+      cursorTo(process.stdout, 0);
     }
-    clearLine(process.stdout, 0);
-    cursorTo(process.stdout, 0);
     (stream === "stdout" ? process.stdout : process.stderr).write(text + "\n");
-    if (!this.#ended) this.#readline.prompt(true);
+    if (!this.#closed && !this.#ended) this.#readline.prompt(true);
   }
 
   /** Gives the terminal back as it was, without the prompt. */

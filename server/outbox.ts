@@ -78,8 +78,8 @@ class EndOfTurn<Handle> {
   }
 }
 
-/** A batch is sent once it holds this many characters, even mid-turn. */
-export const MAX_BATCH_CHARS = 65_536;
+/** A batch is sent once it holds this many UTF-8 bytes, even mid-turn. */
+export const MAX_BATCH_BYTES = 65_536;
 
 /** What an outbox is given. */
 export interface OutboxOptions {
@@ -101,8 +101,6 @@ export class Outbox {
   #checkDue = false;
   /** Frames held for the turn's batch (allocated when first needed). */
   #held: string[] | undefined;
-  /** The characters `#held` holds (against `MAX_BATCH_CHARS`). */
-  #heldChars = 0;
   /** The UTF-8 bytes `#held` holds (for the backlog). */
   #heldBytes = 0;
   /** A flush is scheduled for the end of this turn. */
@@ -140,11 +138,10 @@ export class Outbox {
         this.#options.turns.flush(this);
       }
       (this.#held ??= []).push(frame);
-      this.#heldChars += frame.length;
       this.#heldBytes += bytes;
       // A long turn's frames do not all wait for its end: they leave in
-      // batches of about MAX_BATCH_CHARS while the turn goes on.
-      if (this.#heldChars >= MAX_BATCH_CHARS) this.#sendHeld();
+      // batches of about MAX_BATCH_BYTES while the turn goes on.
+      if (this.#heldBytes >= MAX_BATCH_BYTES) this.#sendHeld();
     } else {
       this.socket.send(frame);
     }
@@ -175,7 +172,6 @@ export class Outbox {
       ? this.#held[0]
       : this.#options.batch!(this.#held);
     this.#held.length = 0;
-    this.#heldChars = 0;
     this.#heldBytes = 0;
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(batch);
   }
@@ -192,7 +188,6 @@ export class Outbox {
   stop(): void {
     this.#stopped = true;
     this.#held = undefined;
-    this.#heldChars = 0;
     this.#heldBytes = 0;
   }
 

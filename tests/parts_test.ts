@@ -16,7 +16,7 @@ import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backpla
 import { BATCHERS, type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
-import { MAX_BATCH_CHARS, Outbox, TurnChecks } from "../server/outbox.ts";
+import { MAX_BATCH_BYTES, Outbox, TurnChecks } from "../server/outbox.ts";
 import { type Member, Moderation, type Recent, Room } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
@@ -204,8 +204,8 @@ Deno.test("a batching outbox sends a turn's frames as one at its end", async () 
   outbox.send("four");
   await endOfTurn();
   assert.deepEqual(socket.sent.at(-1), "four");
-  // A long turn's frames leave in batches of MAX_BATCH_CHARS, not all at its end.
-  const big = "x".repeat(MAX_BATCH_CHARS / 2);
+  // A long turn's frames leave in batches of MAX_BATCH_BYTES, not all at its end.
+  const big = "x".repeat(MAX_BATCH_BYTES / 2);
   for (let i = 0; i < 5; i++) outbox.send(big);
   assert.deepEqual(socket.sent.slice(2), [
     `${big}${BATCH_SEPARATOR}${big}`,
