@@ -12,6 +12,15 @@ import { redisServerArgs } from "./proc.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
+/** Sends `signal` to `child`, unless it has ended already. */
+export function signalChild(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // Ended already.
+  }
+}
+
 /** A queue of values that can be awaited one at a time. */
 export class Inbox<T> {
   #items: T[] = [];
@@ -330,11 +339,7 @@ export class Cli {
   }
 
   kill(signal: Deno.Signal = "SIGTERM"): void {
-    try {
-      this.child.kill(signal);
-    } catch {
-      // Already gone.
-    }
+    signalChild(this.child, signal);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -459,11 +464,7 @@ export class RedisServer {
   /** Kills it and waits until it is gone. */
   async kill(): Promise<void> {
     if (!this.#child) return;
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // Already gone.
-    }
+    signalChild(this.#child, "SIGKILL");
     await this.#child.status;
     await this.#output;
     this.#child = undefined;
@@ -504,11 +505,7 @@ export async function chatsEndToEnd(
     server.kill("SIGTERM");
     assert.equal((await server.status).code, 0);
   } finally {
-    try {
-      server.kill("SIGKILL");
-    } catch {
-      // Ended.
-    }
+    signalChild(server, "SIGKILL");
     await server.status;
     await lines.return?.(undefined);
   }

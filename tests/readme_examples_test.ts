@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
-import { join, ROOT, runProcess, startServer } from "./helpers.ts";
+import { join, ROOT, runProcess, signalChild, startServer } from "./helpers.ts";
 import { readLines } from "../client.ts";
 import { JSON_EVENTS } from "../server/codec.ts";
 
@@ -76,11 +76,7 @@ Deno.test("README: the Deno.serve app that mounts the chat runs as written", asy
     assert.equal((await alice.closed).code, 1001);
     assert.equal((await child.status).code, 0);
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Ended.
-    }
+    signalChild(child, "SIGKILL");
     await child.status;
     await child.stdout.cancel().catch(() => {});
     await errors.return?.(undefined);

@@ -114,6 +114,9 @@ Deno.test("the README's limits are the ones the code uses", async () => {
   const { RUNTIME_DESCRIPTORS } = await import("../server/process.ts");
   const { END_OF_INPUT_WAIT_MS, TOKEN_RENEW_AHEAD_MS } = await import("../client.ts");
   const { MIN_SECRET_BYTES } = await import("../lib/auth.ts");
+  const { CLOSE_WAIT_MS } = await import("../client.ts");
+  const { STORE_WRITE_MS } = await import("../server/store.ts");
+  const { MAX_IDLE_ROOMS } = await import("../server/chat.ts");
   const text = README.replace(/\s+/g, " ");
   for (
     const phrase of [
@@ -129,6 +132,10 @@ Deno.test("the README's limits are the ones the code uses", async () => {
       `no connection within ${END_OF_INPUT_WAIT_MS / 1000} s after the input ended`,
       `again ${TOKEN_RENEW_AHEAD_MS / 1000} s before each token expires`,
       `at least ${MIN_SECRET_BYTES} bytes`,
+      `${CLOSE_WAIT_MS / 1000} s at most after the last line went`,
+      `not confirmed by the server within ${CLOSE_WAIT_MS / 1000} s`,
+      `within ${STORE_WRITE_MS} ms, and before any`,
+      `at most ${MAX_IDLE_ROOMS.toLocaleString("en-US")} emptied ones`,
     ]
   ) {
     assert.ok(text.includes(phrase), `README does not say "${phrase}"`);

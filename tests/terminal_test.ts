@@ -4,7 +4,7 @@
  * keys into it and reads the screen back through a small terminal model.
  */
 import assert from "node:assert/strict";
-import { ROOT, runCli, startServer } from "./helpers.ts";
+import { ROOT, runCli, signalChild, startServer } from "./helpers.ts";
 import { colourLine, nameColour, timestamp } from "../lib/terminal.ts";
 import { WELCOME } from "../lib/protocol.ts";
 
@@ -172,11 +172,7 @@ class Terminal {
 
   /** Ends it, if still running (after a failed test). */
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // Gone already.
-    }
+    signalChild(this.#child, "SIGKILL");
     await this.finished();
   }
 
