@@ -62,6 +62,12 @@ export interface Held {
   messages: readonly ChatMessage[];
 }
 
+/** A new epoch: 12 random URL-safe characters. */
+export function newEpoch(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
+}
+
 /** Where a backplane delivers: the chat, which routes each event to its room. */
 export interface BackplaneReceiver {
   /** An event for this instance's members of `room`, in the room's order. Must not throw. */

@@ -36,15 +36,15 @@
 
 import { clearImmediate, setImmediate } from "node:timers";
 import { createClient } from "@redis/client";
-import type {
-  Backplane,
-  BackplaneReceiver,
-  Held,
-  RoomEvent,
-  Sanctions,
+import {
+  type Backplane,
+  type BackplaneReceiver,
+  type Held,
+  newEpoch,
+  type RoomEvent,
+  type Sanctions,
 } from "./backplane.ts";
 import type { ChatMessage } from "./codec.ts";
-import { newEpoch } from "./room.ts";
 import { Backoff } from "../lib/backoff.ts";
 import { errorText } from "../lib/errors.ts";
 

@@ -16,7 +16,13 @@ import {
   mutedNotice,
   nameKey,
 } from "../lib/protocol.ts";
-import type { Backplane, Delivery, Held, RoomEvent } from "./backplane.ts";
+import {
+  type Backplane,
+  type Delivery,
+  type Held,
+  newEpoch,
+  type RoomEvent,
+} from "./backplane.ts";
 import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
 import { heldBytes, History, type HistoryBudget } from "./history.ts";
 import type { Store } from "./store.ts";
@@ -105,12 +111,6 @@ export function withinBacklog(recent: Recent, bytes: number): Recent {
     messages: messages.slice(first),
     missed: recent.missed === null ? null : recent.missed + first,
   };
-}
-
-/** A new epoch: 12 random URL-safe characters. */
-export function newEpoch(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(9));
-  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
 /** What every room of a chat is told. */
