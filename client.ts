@@ -57,6 +57,13 @@ export interface ClientOptions {
   /** The lines to send, instead of `input`'s (the interactive prompt's). @default {none} */
   lines?: AsyncIterable<string>;
   /**
+   * Print each line a server that does not echo (`--no-echo`) confirmed, as
+   * `NAME: TEXT` (`you: TEXT` without `name`): the prompt erases a line as
+   * it is sent, and the echo that would take its place never comes.
+   * @default {false}
+   */
+  showAccepted?: boolean;
+  /**
    * Once aborted, the input counts as ended: what was read is sent, then
    * the connection closes with 1000 (Ctrl-C). @default {none}
    */
@@ -112,6 +119,9 @@ export const CLIENT_DEFAULTS = {
 
 /** How long the client waits for the server's close reply after stdin ends. */
 export const CLOSE_WAIT_MS = 2000;
+
+/** Who a confirmed line is shown from when the client chose no name (`showAccepted`). */
+export const YOU = "you";
 
 // deno-lint-ignore no-control-regex
 const CONTROL_CHARACTERS = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/g;
@@ -487,10 +497,10 @@ class Ledger {
     return url;
   }
 
-  /** The room confirmed `ref`. */
-  confirm(ref: string): void {
+  /** The room confirmed `ref`: its line, if it was waiting. */
+  confirm(ref: string): Line | undefined {
     const index = this.unconfirmed.findIndex((line) => line.ref === ref);
-    if (index >= 0) this.unconfirmed.splice(index, 1);
+    return index >= 0 ? this.unconfirmed.splice(index, 1)[0] : undefined;
   }
 
   /** The lines from `ref` on (all of them without one), taken back to be sent again. */
@@ -512,6 +522,13 @@ interface Connection {
   client: Deno.HttpClient | undefined;
   headers: Record<string, string> | undefined;
   onOpen: () => void;
+  /** A line the room took without echoing it (`showAccepted`). */
+  accepted?: (text: string) => void;
+}
+
+/** What a typed line sends: `//` at its start stands for a `/` that is not a command. */
+function sentText(line: string): string {
+  return line.startsWith("//") ? line.slice(1) : line;
 }
 
 /**
@@ -567,9 +584,13 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
         if (resuming) connection.status(reconnectedLine(event.missed));
         return;
       case "duplicate":
-      case "accepted":
         ledger.confirm(event.ref);
         return change();
+      case "accepted": {
+        const line = ledger.confirm(event.ref);
+        if (line) connection.accepted?.(sentText(line.text));
+        return change();
+      }
       case "refused":
         if (event.ref === null) return;
         if (event.reason === "invalid") {
@@ -669,7 +690,7 @@ function session(url: URL, connection: Connection): Promise<SessionEnd> {
       const command = line.text.startsWith("/") && !line.text.startsWith("//");
       if (structured && !command) {
         line.ref ??= ledger.newRef();
-        const text = line.text.startsWith("//") ? line.text.slice(1) : line.text;
+        const text = sentText(line.text);
         socket.send(JSON.stringify({ type: "message", text, ref: line.ref }));
         ledger.unconfirmed.push(line);
       } else {
@@ -753,6 +774,9 @@ export async function runClient(options: ClientOptions): Promise<number> {
         status,
         client,
         headers,
+        accepted: options.showAccepted
+          ? (text) => output(escapeControl(chatLine(options.name ?? YOU, text)))
+          : undefined,
         onOpen: () => {
           if (retrying) status(`connected to ${url.href}`);
           retrying = false;
@@ -1087,6 +1111,7 @@ export async function main(args: string[]): Promise<number> {
       signal: stop.signal,
       ...(prompt && {
         lines: prompt.lines(),
+        showAccepted: true,
         output: (line: string) => prompt.print(line),
         status: (line: string) => prompt.print(line, "stderr"),
       }),

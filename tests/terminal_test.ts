@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { ROOT, runCli, signalChild, startServer } from "./helpers.ts";
 import { colourLine, nameColour, timestamp } from "../lib/terminal.ts";
 import { WELCOME } from "../lib/protocol.ts";
+import { YOU } from "../client.ts";
 
 const SCRIPT = "/usr/bin/script";
 const missing = await Deno.stat(SCRIPT).then(() => false, () => true);
@@ -250,6 +251,40 @@ Deno.test({
     const disconnected = await server.log.take((line) => line.startsWith("Disconnected"));
     assert.match(disconnected, /^Disconnected 127\.0\.0\.1:\d+$/);
     assert.ok(!server.log.queued.some((line) => line.startsWith("Error")));
+  },
+});
+
+Deno.test({
+  name: missing
+    ? "the interactive client on a --no-echo server (ignored: /usr/bin/script is not installed)"
+    : "on a --no-echo server, a line sent at the prompt is shown once the room takes it",
+  ignore: missing,
+  async fn() {
+    await using server = startServer({ echo: false });
+    await using bob = await server.join("bob");
+    await using alice = await Terminal.joined(server.url, "alice");
+    await alice.type("no echo here\r");
+    assert.equal(
+      await bob.messages.take((m) => m.startsWith("alice: ")),
+      "alice: no echo here",
+    );
+    const rows = await alice.until(
+      (rows) => rows.includes("alice: no echo here") && rows.at(-1) === ">",
+      "her line, shown on the room's `accepted`",
+    );
+    assert.equal(rows.filter((row) => row.includes("no echo here")).length, 1);
+
+    // Without a name the server knows her by her address; the line is shown as hers.
+    const nameless = new Terminal(["--url", server.url]);
+    await using _nameless = nameless;
+    await nameless.until((rows) => rows.at(-1) === ">", "the prompt");
+    await nameless.type("from nowhere\r");
+    await nameless.until(
+      (rows) => rows.includes(`${YOU}: from nowhere`),
+      "the nameless line shown as the client's own",
+    );
+    await alice.type("\x04");
+    assert.equal(await alice.finished(), 0);
   },
 });
 
