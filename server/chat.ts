@@ -25,6 +25,7 @@ import { RedisBackplane } from "./redis.ts";
 import type { CountingLog, Log } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { TurnChecks } from "./outbox.ts";
+import { Scheduler } from "./scheduler.ts";
 import { type HttpRefusal, Refusals } from "./refusals.ts";
 import { Moderation, type Resume, Room, type RoomOptions } from "./room.ts";
 import { HistoryBudget } from "./history.ts";
@@ -92,6 +93,7 @@ function ipOf(address: string): string {
 export class Chat implements SessionHost, BackplaneReceiver {
   readonly metrics = new Metrics();
   readonly turns = new TurnChecks();
+  readonly scheduler = new Scheduler(this.turns);
   readonly backplane: Backplane;
   readonly log: Log;
   readonly limits: AdmissionLimits;
@@ -142,6 +144,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
       presenceLimit: settings.presenceLimit,
       echo: settings.echo,
       moderation: new Moderation(),
+      scheduler: this.scheduler,
     };
     // The stored rooms wait, as emptied rooms do, for their members to resume.
     for (const name of store?.rooms() ?? []) this.tidy(this.#room(name));
@@ -349,6 +352,8 @@ export class Chat implements SessionHost, BackplaneReceiver {
    */
   async shutdown(deadline: Promise<void>): Promise<void> {
     this.#shuttingDown = true;
+    // Input admitted before the shutdown is delivered before the goodbyes.
+    this.scheduler.stop();
     const ended = new Promise<void>((resolve) => {
       this.#allEnded = resolve;
       if (this.#sessions.size === 0) resolve();

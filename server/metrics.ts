@@ -50,6 +50,8 @@ export class Metrics {
   bytesReceived = 0;
   /** UTF-8 bytes of the messages and notices handed to clients (framing not counted). */
   bytesSent = 0;
+  /** Client frames that waited for a later turn: the turn's send budget was spent. */
+  framesWaited = 0;
   /** Resumes (`?since=`), by how they went: everything sent, some missed, history lost. */
   readonly resumes = { complete: 0, partial: 0, lost: 0 };
   readonly refusals: Record<RefusalReason, number> = Object.fromEntries(
@@ -105,6 +107,12 @@ export class Metrics {
         "counter",
         "Messages, connections and clients refused, by reason.",
         REASONS.map((reason) => `{reason="${reason}"} ${this.refusals[reason]}`),
+      ],
+      [
+        "chat_frames_waited_total",
+        "counter",
+        "Client frames that waited for a later turn of the event loop (its send budget spent).",
+        [`${this.framesWaited}`],
       ],
       [
         "chat_resumes_total",

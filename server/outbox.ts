@@ -20,6 +20,10 @@ import type { Batcher } from "./codec.ts";
  * is not written yet, so it is never judged mid-turn.
  */
 export class TurnChecks {
+  /** Frames handed to sockets so far (the scheduler's measure of a turn's work). */
+  framesSent = 0;
+  /** Their UTF-8 bytes. */
+  bytesSent = 0;
   /**
    * Runs before any batch leaves: what a turn's frames tell must be kept
    * first (the store's writes), so that no client sees a message that a
@@ -144,6 +148,8 @@ export class Outbox {
       if (this.#heldBytes >= MAX_BATCH_BYTES) this.#sendHeld();
     } else {
       this.socket.send(frame);
+      this.#options.turns.framesSent++;
+      this.#options.turns.bytesSent += bytes;
     }
     this.#owed += bytes;
     if (this.#owed > 4 * this.#options.maxBufferedBytes) {
@@ -171,6 +177,9 @@ export class Outbox {
     const batch = this.#held.length === 1
       ? this.#held[0]
       : this.#options.batch!(this.#held);
+    const turns = this.#options.turns;
+    turns.framesSent++;
+    turns.bytesSent += this.#heldBytes;
     this.#held.length = 0;
     this.#heldBytes = 0;
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(batch);

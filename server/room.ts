@@ -25,6 +25,7 @@ import {
 } from "./backplane.ts";
 import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
 import { heldBytes, History, type HistoryBudget } from "./history.ts";
+import type { Scheduler, Waiting } from "./scheduler.ts";
 import type { Store } from "./store.ts";
 
 /** YewChat-style member lists go to a room at most this often. */
@@ -131,6 +132,8 @@ export interface RoomOptions {
   echo: boolean;
   /** Kicks and mutes, which outlive a room that empties. */
   moderation: Moderation;
+  /** Shares the event loop: a large room's member list goes out a part per turn. */
+  scheduler?: Pick<Scheduler, "mayRun" | "wait">;
 }
 
 /**
@@ -485,10 +488,37 @@ export class Room<M extends Member = Member> {
     this.#send((codec) => codec.notice(notice), {});
   }
 
-  /** Sends the user list to the members whose codec carries one. */
+  /**
+   * Sends the user list to the members whose codec carries one. In a large
+   * room that is as many large frames as members (1,200 YewChat clients:
+   * 1,200 frames of 10 KB), so what one turn's budget does not cover goes in
+   * later turns, between others' input, `LIST_PART` members at a time, to
+   * whoever is still a member then.
+   */
   users(names: readonly string[]): void {
-    this.#frames.fill(undefined);
-    this.#send((codec) => codec.users(names), {});
+    const members = [...this.#members];
+    const frames: (Frame | undefined)[] = [];
+    let next = 0;
+    const list: Waiting = {
+      runWaiting: () => {
+        const end = Math.min(members.length, next + LIST_PART);
+        for (; next < end; next++) {
+          const member = members[next];
+          if (!this.#members.has(member)) continue;
+          const slot = member.codec.slot;
+          const frame = frames[slot] ??= member.codec.users(names) ?? NOTHING;
+          if (frame !== NOTHING) member.deliver(frame);
+        }
+        return next < members.length;
+      },
+    };
+    const scheduler = this.options.scheduler;
+    if (!scheduler) {
+      while (list.runWaiting());
+      return;
+    }
+    while (scheduler.mayRun()) if (!list.runWaiting()) return;
+    scheduler.wait(list);
   }
 
   /**
@@ -512,6 +542,9 @@ export class Room<M extends Member = Member> {
     return recipients;
   }
 }
+
+/** Members a user list goes to between two looks at the turn's budget. */
+const LIST_PART = 16;
 
 /** Stands in the frame cache for "this codec carries nothing for this event". */
 const NOTHING: Frame = { text: "", bytes: 0 };

@@ -63,6 +63,7 @@ import {
 import { type Log, quoteForLog } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { Outbox, type TurnChecks } from "./outbox.ts";
+import { MAX_WAITING_CHARS, type Scheduler, type Waiting } from "./scheduler.ts";
 import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
 import {
   type Arrival,
@@ -82,6 +83,8 @@ export interface SessionHost {
   readonly metrics: Metrics;
   readonly log: Log;
   readonly turns: TurnChecks;
+  /** Shares the event loop: input beyond a turn's budget waits for a later one. */
+  readonly scheduler: Scheduler;
   /** What one client may send. */
   readonly limits: AdmissionLimits;
   /** The unsent backlog a client may have before it is closed as too slow. */
@@ -126,7 +129,7 @@ function answer<T>(value: T | Promise<T>, then: (value: T) => void): void {
 }
 
 /** One connected client. */
-export class Session implements Member, Arrival {
+export class Session implements Member, Arrival, Waiting {
   readonly id: number;
   readonly address: string;
   #name: string;
@@ -148,6 +151,10 @@ export class Session implements Member, Arrival {
   #awaitedRef?: string;
   /** Frames that arrived while the backplane decides on a NICK. */
   #pendingInput?: string[];
+  /** Admitted frames waiting for a turn of the event loop (see `Scheduler`). */
+  #waiting?: string[];
+  /** Their characters. */
+  #waitingLength = 0;
   /**
    * From the upgrade until it joins: the room's history as it was then (or
    * what a resume gets of it), and the chat messages the room has delivered
@@ -362,7 +369,37 @@ export class Session implements Member, Arrival {
       }
     }
     if (this.#pendingInput) return void this.#pendingInput.push(data);
-    this.#handle(data);
+    if (!this.#waiting && this.#host.scheduler.mayRun()) return this.#handle(data);
+    if (this.#waitingLength + data.length > MAX_WAITING_CHARS) {
+      while (this.runWaiting());
+      return this.#handle(data);
+    }
+    this.#waitingLength += data.length;
+    this.#host.metrics.framesWaited++;
+    if (this.#waiting) return void this.#waiting.push(data);
+    this.#waiting = [data];
+    this.#host.scheduler.wait(this);
+  }
+
+  /** Handles its oldest admitted frame that waited for a turn; true while more wait. */
+  runWaiting(): boolean {
+    const data = this.#waiting?.shift();
+    if (!this.#waiting?.length) {
+      this.#waiting = undefined;
+      this.#waitingLength = 0;
+    }
+    if (data === undefined || this.#state === "leaving" || this.#state === "gone") {
+      this.#waiting = undefined;
+      this.#waitingLength = 0;
+      return false;
+    }
+    this.#waitingLength -= data.length;
+    try {
+      this.#handle(data);
+    } catch (error) {
+      this.#failed("message", error);
+    }
+    return this.#waiting !== undefined;
   }
 
   /** An admitted frame: a YewChat register, a command, or a message for the room. */
@@ -607,6 +644,8 @@ export class Session implements Member, Arrival {
   #closed(): void {
     // The close event may come twice.
     if (this.#state === "gone") return;
+    // What it sent before closing goes first, as it would have without a wait.
+    while (this.runWaiting());
     if (this.#state !== "leaving") this.#leave("gone");
     this.#state = "gone";
     this.#host.log(`Disconnected ${this.address}`);

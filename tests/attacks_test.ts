@@ -122,6 +122,40 @@ Deno.test("7: --max-clients-per-ip: one address past its share gets 503 with Ret
   refused.close();
 });
 
+Deno.test("7: a burst past a turn's budget is delivered whole, each sender's lines in order, a bystander's too", async () => {
+  await using server = startServer({ rateLimit: 0 });
+  const senders = await Promise.all(
+    Array.from({ length: 10 }, (_, i) => server.join(`s${i}`, "crowd")),
+  );
+  const readers = await Promise.all(
+    Array.from({ length: 40 }, (_, i) => server.join(`r${i}`, "crowd")),
+  );
+  await using bystander = await server.join("b", "quiet");
+  try {
+    // 300 lines into a room of 50: 15,000 frames, many turns' budget.
+    for (let n = 0; n < 30; n++) senders.forEach((s) => s.send(String(n)));
+    bystander.send("still here");
+    assert.equal(await bystander.messages.next(), "b: still here");
+    for (const reader of [readers[0], readers.at(-1)!, senders[3]]) {
+      const got: string[] = [];
+      while (got.length < 300) got.push(await reader.messages.next());
+      for (let i = 0; i < 10; i++) {
+        assert.deepEqual(
+          got.filter((line) => line.startsWith(`s${i}: `)),
+          Array.from({ length: 30 }, (_, n) => `s${i}: ${n}`),
+        );
+      }
+    }
+    const metrics = await fetch(server.url.replace("ws:", "http:") + "/metrics");
+    const waited = Number(
+      (await metrics.text()).match(/^chat_frames_waited_total (\d+)$/m)?.[1],
+    );
+    assert.ok(waited > 0, "some of the burst waited for a later turn");
+  } finally {
+    await Promise.all([...senders, ...readers].map((client) => client.close()));
+  }
+});
+
 Deno.test("4: --rate-bytes counts a message once per recipient", async () => {
   await using server = startServer({
     rateBytes: 1000,

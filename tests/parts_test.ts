@@ -21,6 +21,7 @@ import { type Member, Moderation, type Recent, Room } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
 import { Chat, MAX_IDLE_ROOMS } from "../server/chat.ts";
+import { Scheduler, TURN_BUDGET, type Waiting } from "../server/scheduler.ts";
 
 /** Resolves once the current turn's end-of-turn work (flushes) has run. */
 const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -32,6 +33,7 @@ function localRoom<M extends Member>(
     historyBytes?: number;
     presenceLimit?: number;
     echo?: boolean;
+    scheduler?: Scheduler;
   } = {},
 ): Room<M> {
   const backplane = new LocalBackplane({
@@ -46,6 +48,7 @@ function localRoom<M extends Member>(
     presenceLimit: options.presenceLimit ?? Infinity,
     echo: options.echo ?? true,
     moderation: new Moderation(),
+    scheduler: options.scheduler,
   });
   return room;
 }
@@ -238,10 +241,12 @@ Deno.test("an outbox gives up on a consumer at four times the backlog limit, onc
 /** A session's host with real metrics and turns, recording the log and the end. */
 function host(): SessionHost & { lines: string[]; endings: number } {
   const lines: string[] = [];
+  const turns = new TurnChecks();
   const result = {
     metrics: new Metrics(),
     log: (line: string) => void lines.push(line),
-    turns: new TurnChecks(),
+    turns,
+    scheduler: new Scheduler(turns),
     limits: {
       maxMessageBytes: 100,
       rateLimit: 0,
@@ -426,4 +431,124 @@ Deno.test("emptied rooms are kept for resumes, at most MAX_IDLE_ROOMS of them, o
   assert.equal(chat.rooms, MAX_IDLE_ROOMS);
   await chat.shutdown(Promise.resolve());
   assert.equal(chat.rooms, 0);
+});
+
+/** A client of the scheduler: each input it handles sends `frames` frames. */
+class Sender implements Waiting {
+  readonly waiting: string[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly turns: TurnChecks,
+    readonly handled: string[],
+    readonly frames = 1,
+  ) {}
+
+  /** Its input `text`: handled at once if the turn allows, else it waits. */
+  input(scheduler: Scheduler, text: string): void {
+    if (this.waiting.length === 0 && scheduler.mayRun()) return this.#handle(text);
+    this.waiting.push(text);
+    if (this.waiting.length === 1) scheduler.wait(this);
+  }
+
+  #handle(text: string): void {
+    this.handled.push(`${this.name} ${text}`);
+    this.turns.framesSent += this.frames;
+  }
+
+  runWaiting(): boolean {
+    const text = this.waiting.shift();
+    if (text !== undefined) this.#handle(text);
+    return this.waiting.length > 0;
+  }
+}
+
+Deno.test("a turn sends at most its budget for input; the rest waits, in order, and a newcomer goes first", async () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  const handled: string[] = [];
+  // Each of the crowd's inputs sends half a turn's budget.
+  const crowd = [0, 1, 2].map((i) =>
+    new Sender(`c${i}`, turns, handled, TURN_BUDGET.frames / 2)
+  );
+  const quiet = new Sender("q", turns, handled);
+  for (let n = 0; n < 3; n++) for (const c of crowd) c.input(scheduler, String(n));
+  // Two inputs fill the turn; the other seven wait.
+  assert.deepEqual(handled, ["c0 0", "c1 0"]);
+  assert.equal(scheduler.mayRun(), false);
+  // The next turn: the quiet client's one input comes while the crowd waits.
+  await new Promise((resolve) => setImmediate(resolve));
+  quiet.input(scheduler, "hello");
+  assert.deepEqual(handled.slice(2), ["q hello"]);
+  // Everything else goes out in later turns, each client's in its order.
+  while (handled.length < 10) await new Promise((resolve) => setTimeout(resolve, 1));
+  for (const c of ["c0", "c1", "c2"]) {
+    assert.deepEqual(
+      handled.filter((line) => line.startsWith(c)),
+      [`${c} 0`, `${c} 1`, `${c} 2`],
+    );
+  }
+  scheduler.stop();
+});
+
+Deno.test("a client that starts waiting is served before those waiting already", async () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  const handled: string[] = [];
+  const big = new Sender("big", turns, handled, TURN_BUDGET.frames);
+  const late = new Sender("late", turns, handled);
+  for (let n = 0; n < 4; n++) big.input(scheduler, String(n));
+  late.input(scheduler, "hi");
+  // "big 0" filled the turn; then one turn per input, and "late" first of them.
+  assert.deepEqual(handled, ["big 0"]);
+  while (handled.length < 5) await new Promise((resolve) => setTimeout(resolve, 1));
+  assert.deepEqual(handled, ["big 0", "late hi", "big 1", "big 2", "big 3"]);
+  scheduler.stop();
+});
+
+Deno.test("at shutdown, whatever waits is handled at once", () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  const handled: string[] = [];
+  const big = new Sender("big", turns, handled, TURN_BUDGET.frames);
+  for (let n = 0; n < 3; n++) big.input(scheduler, String(n));
+  assert.deepEqual(handled, ["big 0"]);
+  scheduler.stop();
+  assert.deepEqual(handled, ["big 0", "big 1", "big 2"]);
+});
+
+Deno.test("a large room's member list goes out a part per turn, to whoever is still a member", async () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  const room = localRoom<ReturnType<typeof recorder>["member"]>({ scheduler });
+  const members = Array.from({ length: 3 * TURN_BUDGET.frames }, (_, i) => {
+    const member = recorder(i, `y${i}`, YEW);
+    // What the outbox would count.
+    const deliver = member.member.deliver;
+    member.member.deliver = (frame) => {
+      deliver(frame);
+      turns.framesSent++;
+    };
+    return member;
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  for (const m of members) room.join(m.member);
+  // The joins' own lists are coalesced into one, later; this one is sent now.
+  await new Promise((resolve) => setImmediate(resolve));
+  const names = members.map((m) => m.member.name);
+  const before = members.map((m) => m.frames.length);
+  room.users(names);
+  const got = () => members.filter((m, i) => m.frames.length > before[i]).length;
+  const first = got();
+  assert.ok(first >= TURN_BUDGET.frames && first < members.length, `${first} at once`);
+  // One that leaves before its part goes out gets none.
+  const leaver = members.at(-1)!;
+  room.leave(leaver.member);
+  while (got() < members.length - 1) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  assert.equal(leaver.frames.length, before.at(-1));
+  assert.equal(members[0].frames.at(-1)!.text, yewUsers(names));
+  scheduler.stop();
+  room.close();
 });

@@ -117,6 +117,8 @@ Deno.test("the README's limits are the ones the code uses", async () => {
   const { CLOSE_WAIT_MS } = await import("../client.ts");
   const { STORE_WRITE_MS } = await import("../server/store.ts");
   const { MAX_IDLE_ROOMS } = await import("../server/chat.ts");
+  const { MAX_WAITING_CHARS, TURN_BUDGET } = await import("../server/scheduler.ts");
+  const { YOU } = await import("../client.ts");
   const text = README.replace(/\s+/g, " ");
   for (
     const phrase of [
@@ -136,6 +138,12 @@ Deno.test("the README's limits are the ones the code uses", async () => {
       `not confirmed by the server within ${CLOSE_WAIT_MS / 1000} s`,
       `within ${STORE_WRITE_MS} ms, and before any`,
       `at most ${MAX_IDLE_ROOMS.toLocaleString("en-US")} emptied ones`,
+      `(\`TURN_BUDGET\`: ${TURN_BUDGET.frames} frames or ${
+        TURN_BUDGET.bytes / 2 ** 20
+      } MiB)`,
+      `\`MAX_WAITING_CHARS\` (${MAX_WAITING_CHARS.toLocaleString("en-US")}) characters`,
+      `max-clients × ${(2 * MAX_WAITING_CHARS) / 1024} KiB`,
+      `or \`${YOU}: TEXT\` without \`--name\``,
     ]
   ) {
     assert.ok(text.includes(phrase), `README does not say "${phrase}"`);

@@ -1,0 +1,128 @@
+/**
+ * Shares the event loop among clients. The runtime reads every socket that
+ * has data in one poll and runs their handlers back to back, and the frames
+ * they send are written after that, before any socket is read again: one
+ * address's burst (fifty connections, each sending into a room of fifty) is
+ * thousands of writes, and a bystander's message waits behind all of them.
+ * The writes are the cost (a frame is a system call; the code around it is
+ * a small part), so a turn's work for clients' input is bounded by the
+ * frames and bytes it sends (`TURN_BUDGET`). Input that comes once the budget
+ * is spent waits, in order per client, for a later turn, after the runtime
+ * has written those frames and read the sockets again. Waiting clients take
+ * turns, one input each; a client that starts waiting goes ahead of those
+ * waiting already, so a quiet client waits for one turn's writes at most.
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+import type { TurnChecks } from "./outbox.ts";
+
+/**
+ * What one turn of the event loop may send for clients' input before the
+ * rest waits for a later one: about a millisecond of writes on loopback,
+ * which is how long the runtime takes to come back to a zero timeout anyway.
+ * Batching clients (`chat.batch`, `chat.json`) take one frame per turn
+ * however many messages it has, so their rooms are rarely cut.
+ */
+export const TURN_BUDGET = { frames: 256, bytes: 4 << 20 };
+
+/**
+ * The input one client may have waiting, in characters (held as strings:
+ * up to twice as many bytes). Input that would pass it is handled at once,
+ * whatever the turn's budget: what waits is memory, and input arrives
+ * whether or not the server is ready for it.
+ */
+export const MAX_WAITING_CHARS = 65_536;
+
+/** A client whose admitted input waits for a turn. */
+export interface Waiting {
+  /** Handles its oldest waiting input; true while more waits. */
+  runWaiting(): boolean;
+}
+
+/** What was sent when a turn began. */
+interface Mark {
+  frames: number;
+  bytes: number;
+}
+
+/** The turn budget and the clients waiting for a turn. */
+export class Scheduler {
+  /** Where this turn's input began; undefined between turns. */
+  #turn: Mark | undefined;
+  /** Served from the front; a client that starts waiting goes there. */
+  #waiting: Waiting[] = [];
+  #resume: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+
+  /** Counts the frames and bytes sent. */
+  constructor(readonly turns: TurnChecks) {}
+
+  readonly #endTurn = () => {
+    this.#turn = undefined;
+  };
+
+  /**
+   * True when input may be handled at once: this turn has budget left. The
+   * first call of a turn marks its start (and schedules its end, once the
+   * turn's handlers have run).
+   */
+  mayRun(): boolean {
+    if (this.#turn === undefined) {
+      this.#turn = this.#mark();
+      setImmediate(this.#endTurn);
+      return true;
+    }
+    return this.#within(this.#turn);
+  }
+
+  #mark(): Mark {
+    return { frames: this.turns.framesSent, bytes: this.turns.bytesSent };
+  }
+
+  #within(since: Mark): boolean {
+    return this.turns.framesSent - since.frames < TURN_BUDGET.frames &&
+      this.turns.bytesSent - since.bytes < TURN_BUDGET.bytes;
+  }
+
+  /**
+   * `client` has input waiting (it calls this when its first one starts
+   * waiting): it gets a turn once the runtime has written what this turn
+   * sent. A zero timeout is what waits for that: `setImmediate`, or any
+   * operation the runtime completes itself, resumes before the writes.
+   */
+  wait(client: Waiting): void {
+    if (this.#stopped) {
+      while (client.runWaiting());
+      return;
+    }
+    this.#waiting.unshift(client);
+    this.#resume ??= setTimeout(this.#run, 0);
+  }
+
+  /** One input for each waiting client in turn, within one turn's budget. */
+  readonly #run = () => {
+    this.#resume = undefined;
+    const start = this.#mark();
+    const served = this.#waiting;
+    this.#waiting = [];
+    let next = 0;
+    // At least one, so that the waiting always move on.
+    do {
+      const client = served[next++];
+      if (client.runWaiting()) served.push(client);
+    } while (next < served.length && this.#within(start));
+    // Clients that started waiting meanwhile go first next time, then the rest in turn.
+    this.#waiting.push(...served.slice(next));
+    if (this.#waiting.length > 0) this.#resume = setTimeout(this.#run, 0);
+  };
+
+  /** Handles everything waiting, now (at shutdown); later input is handled at once. */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#resume);
+    this.#resume = undefined;
+    for (const client of this.#waiting.splice(0)) while (client.runWaiting());
+  }
+}
