@@ -180,6 +180,10 @@ export class Room<M extends Member = Member> {
   #last = 0;
   /** When the last member list went out (`performance.now()`). */
   #listedAt = -Infinity;
+  /** The member list being sent a part per turn, if one is. */
+  #listSending?: Waiting;
+  /** The members changed since the last list began. */
+  #listDue = false;
   /** The next member list, once `USER_LIST_INTERVAL_MS` has passed since the last. */
   #listTimer?: ReturnType<typeof setTimeout>;
   /** The names for that list; `undefined` to ask the backplane then. */
@@ -456,7 +460,16 @@ export class Room<M extends Member = Member> {
    */
   #list(names: readonly string[] | undefined): void {
     this.#listNames = names;
-    if (this.#listTimer !== undefined) return;
+    this.#listDue = true;
+    this.#nextList();
+  }
+
+  /**
+   * Sends the due list once `USER_LIST_INTERVAL_MS` has passed since the
+   * last one went out (all of it: a large room's takes several turns).
+   */
+  #nextList(): void {
+    if (!this.#listDue || this.#listTimer !== undefined || this.#listSending) return;
     const wait = this.#listedAt + USER_LIST_INTERVAL_MS - performance.now();
     if (wait <= 0) return this.#sendList();
     this.#listTimer = setTimeout(() => {
@@ -466,6 +479,7 @@ export class Room<M extends Member = Member> {
   }
 
   #sendList(): void {
+    this.#listDue = false;
     this.#listedAt = performance.now();
     const names = this.#listNames;
     if (names) this.users(names);
@@ -476,6 +490,8 @@ export class Room<M extends Member = Member> {
   close(): void {
     clearTimeout(this.#listTimer);
     this.#listTimer = undefined;
+    this.#listSending = undefined;
+    this.#listDue = false;
     this.#history.clear();
   }
 
@@ -501,6 +517,8 @@ export class Room<M extends Member = Member> {
     let next = 0;
     const list: Waiting = {
       runWaiting: () => {
+        // The room's end stops it.
+        if (this.#listSending !== list) return false;
         const end = Math.min(members.length, next + LIST_PART);
         for (; next < end; next++) {
           const member = members[next];
@@ -509,9 +527,14 @@ export class Room<M extends Member = Member> {
           const frame = frames[slot] ??= member.codec.users(names) ?? NOTHING;
           if (frame !== NOTHING) member.deliver(frame);
         }
-        return next < members.length;
+        if (next < members.length) return true;
+        this.#listSending = undefined;
+        this.#listedAt = performance.now();
+        this.#nextList();
+        return false;
       },
     };
+    this.#listSending = list;
     const scheduler = this.options.scheduler;
     if (!scheduler) {
       while (list.runWaiting());

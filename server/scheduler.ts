@@ -10,7 +10,8 @@
  * is spent waits, in order per client, for a later turn, after the runtime
  * has written those frames and read the sockets again. Waiting clients take
  * turns, one input each; a client that starts waiting goes ahead of those
- * waiting already, so a quiet client waits for one turn's writes at most.
+ * waiting already (but the longest-waiting one), so a quiet client waits
+ * for about one turn's writes, and nobody waits forever.
  *
  * @module
  */
@@ -51,8 +52,10 @@ interface Mark {
 export class Scheduler {
   /** Where this turn's input began; undefined between turns. */
   #turn: Mark | undefined;
-  /** Served from the front; a client that starts waiting goes there. */
-  #waiting: Waiting[] = [];
+  /** Clients that started waiting since the last turn for the waiting. */
+  #fresh: Waiting[] = [];
+  /** The others, in the order they take turns. */
+  #rest: Waiting[] = [];
   #resume: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
 
@@ -97,25 +100,38 @@ export class Scheduler {
       while (client.runWaiting());
       return;
     }
-    this.#waiting.unshift(client);
+    this.#fresh.push(client);
     this.#resume ??= setTimeout(this.#run, 0);
   }
 
-  /** One input for each waiting client in turn, within one turn's budget. */
+  /**
+   * One input for each waiting client in turn, while the budget lasts: the
+   * last that started waiting since the last time and the one that has
+   * waited longest go whatever the budget (so that a newcomer waits one
+   * turn and nobody waits forever), then the other newcomers, then the rest.
+   */
   readonly #run = () => {
     this.#resume = undefined;
     const start = this.#mark();
-    const served = this.#waiting;
-    this.#waiting = [];
+    const always = Math.min(this.#fresh.length, 1) + Math.min(this.#rest.length, 1);
+    // Newcomers newest first: a burst arrives together, and whoever comes
+    // after it is likely not part of it.
+    const fresh = this.#fresh.splice(0).reverse();
+    const queue = [
+      ...fresh.splice(0, 1),
+      ...this.#rest.splice(0, 1),
+      ...fresh,
+      ...this.#rest,
+    ];
     let next = 0;
-    // At least one, so that the waiting always move on.
-    do {
-      const client = served[next++];
-      if (client.runWaiting()) served.push(client);
-    } while (next < served.length && this.#within(start));
-    // Clients that started waiting meanwhile go first next time, then the rest in turn.
-    this.#waiting.push(...served.slice(next));
-    if (this.#waiting.length > 0) this.#resume = setTimeout(this.#run, 0);
+    while (next < queue.length && (next < always || this.#within(start))) {
+      const client = queue[next++];
+      if (client.runWaiting()) queue.push(client);
+    }
+    this.#rest = queue.slice(next);
+    if (this.#fresh.length > 0 || this.#rest.length > 0) {
+      this.#resume = setTimeout(this.#run, 0);
+    }
   };
 
   /** Handles everything waiting, now (at shutdown); later input is handled at once. */
@@ -123,6 +139,8 @@ export class Scheduler {
     this.#stopped = true;
     clearTimeout(this.#resume);
     this.#resume = undefined;
-    for (const client of this.#waiting.splice(0)) while (client.runWaiting());
+    for (const client of [...this.#rest.splice(0), ...this.#fresh.splice(0)]) {
+      while (client.runWaiting());
+    }
   }
 }

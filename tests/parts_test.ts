@@ -17,7 +17,13 @@ import { BATCHERS, type Frame, PLAIN, registration, YEW } from "../server/codec.
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
 import { MAX_BATCH_BYTES, Outbox, TurnChecks } from "../server/outbox.ts";
-import { type Member, Moderation, type Recent, Room } from "../server/room.ts";
+import {
+  type Member,
+  Moderation,
+  type Recent,
+  Room,
+  USER_LIST_INTERVAL_MS,
+} from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
 import { Chat, MAX_IDLE_ROOMS } from "../server/chat.ts";
@@ -476,12 +482,13 @@ Deno.test("a turn sends at most its budget for input; the rest waits, in order, 
   // Two inputs fill the turn; the other seven wait.
   assert.deepEqual(handled, ["c0 0", "c1 0"]);
   assert.equal(scheduler.mayRun(), false);
-  // The next turn: the quiet client's one input comes while the crowd waits.
+  // A later turn: the quiet client's one input comes while the crowd waits,
+  // and goes before what waits (save what one turn of the waiting took).
   await new Promise((resolve) => setImmediate(resolve));
   quiet.input(scheduler, "hello");
-  assert.deepEqual(handled.slice(2), ["q hello"]);
   // Everything else goes out in later turns, each client's in its order.
   while (handled.length < 10) await new Promise((resolve) => setTimeout(resolve, 1));
+  assert.ok(handled.indexOf("q hello") <= 4, handled.join(", "));
   for (const c of ["c0", "c1", "c2"]) {
     assert.deepEqual(
       handled.filter((line) => line.startsWith(c)),
@@ -491,18 +498,38 @@ Deno.test("a turn sends at most its budget for input; the rest waits, in order, 
   scheduler.stop();
 });
 
-Deno.test("a client that starts waiting is served before those waiting already", async () => {
+Deno.test("a client that starts waiting goes ahead of those waiting already, but the longest-waiting", async () => {
   const turns = new TurnChecks();
   const scheduler = new Scheduler(turns);
   const handled: string[] = [];
+  const turn = () => new Promise((resolve) => setTimeout(resolve, 1));
+  // Each input takes a whole turn's budget.
   const big = new Sender("big", turns, handled, TURN_BUDGET.frames);
-  const late = new Sender("late", turns, handled);
-  for (let n = 0; n < 4; n++) big.input(scheduler, String(n));
-  late.input(scheduler, "hi");
-  // "big 0" filled the turn; then one turn per input, and "late" first of them.
+  const old = new Sender("old", turns, handled, TURN_BUDGET.frames);
+  for (let n = 0; n < 5; n++) big.input(scheduler, String(n));
+  old.input(scheduler, "0");
+  old.input(scheduler, "1");
   assert.deepEqual(handled, ["big 0"]);
-  while (handled.length < 5) await new Promise((resolve) => setTimeout(resolve, 1));
-  assert.deepEqual(handled, ["big 0", "late hi", "big 1", "big 2", "big 3"]);
+  while (handled.length < 2) await turn();
+  // "late" starts waiting (in a turn another input has spent) while the
+  // others wait: it goes first, and the longest-waiting one with it, past
+  // the budget.
+  new Sender("fill", turns, handled, TURN_BUDGET.frames).input(scheduler, "0");
+  const late = new Sender("late", turns, handled, TURN_BUDGET.frames);
+  late.input(scheduler, "hi");
+  assert.equal(late.waiting.length, 1);
+  const before = handled.length;
+  while (handled.length < before + 2) await turn();
+  // Newcomers newest first: "old" went before "big" the first time; so
+  // "big" has waited longest now.
+  assert.deepEqual(handled.slice(0, before), ["big 0", "old 0", "fill 0"]);
+  assert.deepEqual(handled.slice(before, before + 2), ["late hi", "big 1"]);
+  while (handled.length < 9) await turn();
+  // Each one's inputs in their order.
+  for (const name of ["big", "old"]) {
+    const own = handled.filter((line) => line.startsWith(`${name} `));
+    assert.deepEqual(own, own.toSorted());
+  }
   scheduler.stop();
 });
 
@@ -517,10 +544,12 @@ Deno.test("at shutdown, whatever waits is handled at once", () => {
   assert.deepEqual(handled, ["big 0", "big 1", "big 2"]);
 });
 
-Deno.test("a large room's member list goes out a part per turn, to whoever is still a member", async () => {
+Deno.test("a large room's member list goes out a part per turn, to whoever is still a member, one list at a time", async () => {
   const turns = new TurnChecks();
   const scheduler = new Scheduler(turns);
   const room = localRoom<ReturnType<typeof recorder>["member"]>({ scheduler });
+  /** When each list frame was handed out, by its text. */
+  const handedOut = new Map<string, number[]>();
   const members = Array.from({ length: 3 * TURN_BUDGET.frames }, (_, i) => {
     const member = recorder(i, `y${i}`, YEW);
     // What the outbox would count.
@@ -528,27 +557,40 @@ Deno.test("a large room's member list goes out a part per turn, to whoever is st
     member.member.deliver = (frame) => {
       deliver(frame);
       turns.framesSent++;
+      handedOut.getOrInsert(frame.text, []).push(performance.now());
     };
     return member;
   });
-  await new Promise((resolve) => setImmediate(resolve));
-  for (const m of members) room.join(m.member);
-  // The joins' own lists are coalesced into one, later; this one is sent now.
-  await new Promise((resolve) => setImmediate(resolve));
   const names = members.map((m) => m.member.name);
-  const before = members.map((m) => m.frames.length);
-  room.users(names);
-  const got = () => members.filter((m, i) => m.frames.length > before[i]).length;
-  const first = got();
-  assert.ok(first >= TURN_BUDGET.frames && first < members.length, `${first} at once`);
-  // One that leaves before its part goes out gets none.
+  const tick = () => new Promise((resolve) => setTimeout(resolve, 1));
+  // The first join's list goes at once; the others' is one list, later.
+  for (const m of members) room.join(m.member);
+  const first = members[0];
+  assert.equal(await first.inbox.next(), yewUsers(["y0"]));
+  assert.equal(await first.inbox.next(), yewUsers(names));
+  const got = () =>
+    members.filter((m) =>
+      m.frames.length > 0 && m.frames.at(-1)!.text === yewUsers(names)
+    ).length;
+  const atOnce = got();
+  assert.ok(atOnce >= TURN_BUDGET.frames && atOnce < members.length, `${atOnce} at once`);
+  // One that leaves before its part goes out gets none, and the list its
+  // leaving makes due waits for this one to be out.
   const leaver = members.at(-1)!;
+  const leaverFrames = leaver.frames.length;
   room.leave(leaver.member);
-  while (got() < members.length - 1) {
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-  assert.equal(leaver.frames.length, before.at(-1));
-  assert.equal(members[0].frames.at(-1)!.text, yewUsers(names));
+  while (got() < members.length - 1) await tick();
+  assert.equal(leaver.frames.length, leaverFrames);
+  assert.equal(first.frames.length, 2);
+  const rest = names.slice(0, -1);
+  assert.equal(await first.inbox.next(), yewUsers(rest));
+  const lastOfBig = Math.max(...handedOut.get(yewUsers(names))!);
+  const firstOfNext = Math.min(...handedOut.get(yewUsers(rest))!);
+  assert.ok(
+    firstOfNext - lastOfBig >= USER_LIST_INTERVAL_MS - 1,
+    `${firstOfNext - lastOfBig} ms`,
+  );
+  while (members[members.length - 2].frames.at(-1)?.text !== yewUsers(rest)) await tick();
   scheduler.stop();
   room.close();
 });
