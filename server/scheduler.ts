@@ -29,6 +29,13 @@ import type { TurnChecks } from "./outbox.ts";
 export const TURN_BUDGET = { frames: 256, bytes: 4 << 20 };
 
 /**
+ * A turn's budget counts from its first input for at most this long
+ * (milliseconds): the end of a turn is marked only once its budget is spent,
+ * so the quiet turns before that are told apart by time.
+ */
+export const TURN_MS = 2;
+
+/**
  * The input one client may have waiting, in characters (held as strings:
  * up to twice as many bytes). Input that would pass it is handled at once,
  * whatever the turn's budget: what waits is memory, and input arrives
@@ -52,6 +59,10 @@ interface Mark {
 export class Scheduler {
   /** Where this turn's input began; undefined between turns. */
   #turn: Mark | undefined;
+  /** When (`performance.now()`). */
+  #turnAt = 0;
+  /** Its end is scheduled (once its budget was spent). */
+  #endDue = false;
   /** Clients that started waiting since the last turn for the waiting. */
   #fresh: Waiting[] = [];
   /** The others, in the order they take turns. */
@@ -64,20 +75,29 @@ export class Scheduler {
 
   readonly #endTurn = () => {
     this.#turn = undefined;
+    this.#endDue = false;
   };
 
   /**
-   * True when input may be handled at once: this turn has budget left. The
-   * first call of a turn marks its start (and schedules its end, once the
-   * turn's handlers have run).
+   * True when input may be handled at once: this turn has budget left. A
+   * turn starts with the first input after the last one was spent (its end
+   * is scheduled then, after the turn's handlers), or `TURN_MS` after the
+   * last one started. Scheduling an end for every turn would cost the
+   * common, quiet turn an extra trip through the event loop.
    */
   mayRun(): boolean {
-    if (this.#turn === undefined) {
+    const now = performance.now();
+    if (this.#turn === undefined || now - this.#turnAt > TURN_MS) {
       this.#turn = this.#mark();
-      setImmediate(this.#endTurn);
+      this.#turnAt = now;
       return true;
     }
-    return this.#within(this.#turn);
+    if (this.#within(this.#turn)) return true;
+    if (!this.#endDue) {
+      this.#endDue = true;
+      setImmediate(this.#endTurn);
+    }
+    return false;
   }
 
   #mark(): Mark {

@@ -27,7 +27,7 @@ import {
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
 import { Chat, MAX_IDLE_ROOMS } from "../server/chat.ts";
-import { Scheduler, TURN_BUDGET, type Waiting } from "../server/scheduler.ts";
+import { Scheduler, TURN_BUDGET, TURN_MS, type Waiting } from "../server/scheduler.ts";
 
 /** Resolves once the current turn's end-of-turn work (flushes) has run. */
 const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -531,6 +531,23 @@ Deno.test("a client that starts waiting goes ahead of those waiting already, but
     assert.deepEqual(own, own.toSorted());
   }
   scheduler.stop();
+});
+
+Deno.test("turns that do not spend the budget are told apart by time", async () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  const handled: string[] = [];
+  const sender = new Sender("s", turns, handled, TURN_BUDGET.frames);
+  sender.input(scheduler, "0");
+  // A whole budget, then a pause: the next input counts from nothing.
+  await new Promise((resolve) => setTimeout(resolve, TURN_MS + 1));
+  sender.input(scheduler, "1");
+  assert.deepEqual(handled, ["s 0", "s 1"]);
+  // Within the same turn it would have waited.
+  sender.input(scheduler, "2");
+  assert.deepEqual(sender.waiting, ["2"]);
+  scheduler.stop();
+  assert.deepEqual(handled, ["s 0", "s 1", "s 2"]);
 });
 
 Deno.test("at shutdown, whatever waits is handled at once", () => {
