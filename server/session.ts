@@ -369,7 +369,11 @@ export class Session implements Member, Arrival, Waiting {
       }
     }
     if (this.#pendingInput) return void this.#pendingInput.push(data);
-    if (!this.#waiting && this.#host.scheduler.mayRun()) return this.#handle(data);
+    // A held client's first frame says how it speaks (a YewChat register)
+    // and must not wait past `REGISTER_WAIT_MS`; it sends nothing to others.
+    if (!this.#waiting && (this.#state === "held" || this.#host.scheduler.mayRun())) {
+      return this.#handle(data);
+    }
     if (this.#waitingLength + data.length > MAX_WAITING_CHARS) {
       while (this.runWaiting());
       return this.#handle(data);

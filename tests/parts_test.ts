@@ -322,10 +322,15 @@ Deno.test("a session's life: held, joined, refused, gone once", async () => {
   chat.turns.stop();
 });
 
-Deno.test("a session without a name becomes a YewChat client by its register", async () => {
+Deno.test("a session without a name becomes a YewChat client by its register, however busy the turn", async () => {
   const { room, socket, chat, address, session } = await sessionFor();
   socket.dispatchEvent(new Event("open"));
   assert.equal(session.state, "held");
+  // A turn that has spent its budget: the register does not wait (were it
+  // to wait past REGISTER_WAIT_MS, the client would join as a plain one).
+  assert.ok(chat.scheduler.mayRun());
+  chat.turns.framesSent += TURN_BUDGET.frames;
+  assert.ok(!chat.scheduler.mayRun());
   socket.dispatchEvent(
     new MessageEvent("message", {
       data: JSON.stringify({ messageType: "register", data: "yuri" }),
@@ -342,6 +347,7 @@ Deno.test("a session without a name becomes a YewChat client by its register", a
   socket.dispatchEvent(new Event("close"));
   assert.ok(room.empty);
   chat.turns.stop();
+  chat.scheduler.stop();
 });
 
 Deno.test("a slow consumer is one call from its outbox to its session", async () => {
