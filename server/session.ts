@@ -388,16 +388,15 @@ export class Session implements Member, Arrival, Waiting {
   /** Handles its oldest admitted frame that waited for a turn; true while more wait. */
   runWaiting(): boolean {
     const data = this.#waiting?.shift();
-    if (!this.#waiting?.length) {
-      this.#waiting = undefined;
-      this.#waitingLength = 0;
-    }
-    if (data === undefined || this.#state === "leaving" || this.#state === "gone") {
+    if (data === undefined) return false;
+    this.#waitingLength -= data.length;
+    if (this.#waiting!.length === 0) this.#waiting = undefined;
+    if (this.#state === "leaving" || this.#state === "gone") {
+      // Refused or closed by the server meanwhile: what waits goes with it.
       this.#waiting = undefined;
       this.#waitingLength = 0;
       return false;
     }
-    this.#waitingLength -= data.length;
     try {
       this.#handle(data);
     } catch (error) {

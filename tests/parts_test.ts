@@ -27,7 +27,13 @@ import {
 import { Session, type SessionHost } from "../server/session.ts";
 import { Inbox } from "./helpers.ts";
 import { Chat, MAX_IDLE_ROOMS } from "../server/chat.ts";
-import { Scheduler, TURN_BUDGET, TURN_MS, type Waiting } from "../server/scheduler.ts";
+import {
+  MAX_WAITING_CHARS,
+  Scheduler,
+  TURN_BUDGET,
+  TURN_MS,
+  type Waiting,
+} from "../server/scheduler.ts";
 
 /** Resolves once the current turn's end-of-turn work (flushes) has run. */
 const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -320,6 +326,30 @@ Deno.test("a session's life: held, joined, refused, gone once", async () => {
   assert.equal(chat.endings, 1);
   assert.equal(chat.lines.at(-1), `Disconnected ${address}`);
   chat.turns.stop();
+});
+
+Deno.test("a session's input waits while the turn's budget is spent, up to MAX_WAITING_CHARS, in order", async () => {
+  const { socket, chat, session } = await sessionFor("ann");
+  chat.limits.maxMessageBytes = MAX_WAITING_CHARS;
+  socket.dispatchEvent(new Event("open"));
+  assert.deepEqual(socket.sent, [WELCOME]);
+  const line = (n: number) => `${n}`.padEnd(MAX_WAITING_CHARS * 0.45, ".");
+  const first = line(1);
+  // This turn's budget, spent (the first input consults it; the others wait behind it).
+  assert.ok(chat.scheduler.mayRun());
+  chat.turns.framesSent += TURN_BUDGET.frames;
+  socket.dispatchEvent(new MessageEvent("message", { data: first }));
+  socket.dispatchEvent(new MessageEvent("message", { data: line(2) }));
+  // Two wait (90% of the bound); nothing was sent.
+  assert.deepEqual(socket.sent, [WELCOME]);
+  assert.equal(chat.metrics.framesWaited, 2);
+  // A third would pass the bound: all three go now, in order.
+  socket.dispatchEvent(new MessageEvent("message", { data: line(3) }));
+  assert.deepEqual(socket.sent.slice(1), [1, 2, 3].map((n) => `ann: ${line(n)}`));
+  session.close(CloseCode.NORMAL, "bye");
+  socket.dispatchEvent(new Event("close"));
+  chat.turns.stop();
+  chat.scheduler.stop();
 });
 
 Deno.test("a session without a name becomes a YewChat client by its register, however busy the turn", async () => {
