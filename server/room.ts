@@ -133,7 +133,7 @@ export interface RoomOptions {
   /** Kicks and mutes, which outlive a room that empties. */
   moderation: Moderation;
   /** Shares the event loop: a large room's member list goes out a part per turn. */
-  scheduler?: Pick<Scheduler, "mayRun" | "wait">;
+  scheduler: Pick<Scheduler, "mayRun" | "wait">;
 }
 
 /**
@@ -166,7 +166,8 @@ export class Moderation {
 
 /** Members who receive each other's events, in the backplane's order. */
 export class Room<M extends Member = Member> {
-  readonly #members = new Set<M>();
+  /** By id, so that a receipt finds its sender without a search. */
+  readonly #members = new Map<number, M>();
   /** Clients about to join, who see its messages meanwhile. */
   readonly #arriving = new Set<Arrival>();
   /** Members whose codec carries user lists: they get one on every change. */
@@ -270,7 +271,7 @@ export class Room<M extends Member = Member> {
 
   /** Adds a member (holding its name) and announces it to the room. */
   join(member: M): void {
-    this.#members.add(member);
+    this.#members.set(member.id, member);
     if (member.codec.listsMembers) this.#listeners++;
     this.publish({
       kind: "joined",
@@ -286,7 +287,7 @@ export class Room<M extends Member = Member> {
    */
   leave(member: M): void {
     this.#names.delete(nameKey(member.name));
-    const wasMember = this.#members.delete(member);
+    const wasMember = this.#isMember(member) && this.#members.delete(member.id);
     if (wasMember && member.codec.listsMembers) this.#listeners--;
     const backplane = this.options.backplane;
     backplane.release(
@@ -331,7 +332,7 @@ export class Room<M extends Member = Member> {
 
   /** The members' names here, in the order they joined. */
   who(): string[] {
-    return [...this.#members].map((member) => member.name);
+    return [...this.#members.values()].map((member) => member.name);
   }
 
   /**
@@ -423,17 +424,19 @@ export class Room<M extends Member = Member> {
 
   /** A receipt (`accepted`, `duplicate`) for `ref` to the member `conn`, if it is here. */
   #receipt(conn: number, type: "accepted" | "duplicate", ref: string): void {
-    for (const member of this.#members) {
-      if (member.id !== conn) continue;
-      const frame = member.codec.receipt(type, ref);
-      if (frame) member.deliver(frame);
-    }
+    const member = this.#members.get(conn);
+    const frame = member?.codec.receipt(type, ref);
+    if (frame) member!.deliver(frame);
+  }
+
+  #isMember(member: M): boolean {
+    return this.#members.get(member.id) === member;
   }
 
   /** A kick or a mute, from a moderator on any instance: it holds here too. */
   #moderated(event: Extract<RoomEvent, { kind: "kicked" | "muted" }>): number {
     const key = nameKey(event.name);
-    const targets = [...this.#members].filter((m) => nameKey(m.name) === key);
+    const targets = [...this.#members.values()].filter((m) => nameKey(m.name) === key);
     this.options.moderation.hold(event.kind, this.name, event.name, event.until);
     if (event.kind === "muted") {
       const frame = (codec: Codec) =>
@@ -512,21 +515,17 @@ export class Room<M extends Member = Member> {
    * whoever is still a member then.
    */
   users(names: readonly string[]): void {
-    const members = [...this.#members];
+    const members = [...this.#members.values()];
     const frames: (Frame | undefined)[] = [];
+    const encode = (codec: Codec) => codec.users(names);
     let next = 0;
     const list: Waiting = {
       runWaiting: () => {
         // The room's end stops it.
         if (this.#listSending !== list) return false;
-        const end = Math.min(members.length, next + LIST_PART);
-        for (; next < end; next++) {
-          const member = members[next];
-          if (!this.#members.has(member)) continue;
-          const slot = member.codec.slot;
-          const frame = frames[slot] ??= member.codec.users(names) ?? NOTHING;
-          if (frame !== NOTHING) member.deliver(frame);
-        }
+        const part = members.slice(next, next + LIST_PART);
+        next += part.length;
+        this.#send(encode, { to: part.filter((m) => this.#isMember(m)), frames });
         if (next < members.length) return true;
         this.#listSending = undefined;
         this.#listedAt = performance.now();
@@ -536,10 +535,6 @@ export class Room<M extends Member = Member> {
     };
     this.#listSending = list;
     const scheduler = this.options.scheduler;
-    if (!scheduler) {
-      while (list.runWaiting());
-      return;
-    }
     while (scheduler.mayRun()) if (!list.runWaiting()) return;
     scheduler.wait(list);
   }
@@ -551,13 +546,20 @@ export class Room<M extends Member = Member> {
    */
   #send(
     encode: (codec: Codec) => Frame | undefined,
-    { except, id }: { except?: number; id?: number },
+    { except, id, to = this.#members.values(), frames = this.#frames }: {
+      except?: number;
+      id?: number;
+      /** Who gets it: every member by default. */
+      to?: Iterable<M>;
+      /** Frames encoded so far for this event, by codec slot. */
+      frames?: (Frame | undefined)[];
+    },
   ): number {
     let recipients = 0;
-    for (const member of this.#members) {
+    for (const member of to) {
       if (member.id === except) continue;
       const slot = member.codec.slot;
-      const frame = this.#frames[slot] ??= encode(member.codec) ?? NOTHING;
+      const frame = frames[slot] ??= encode(member.codec) ?? NOTHING;
       if (frame === NOTHING) continue;
       member.deliver(frame, id);
       recipients++;

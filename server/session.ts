@@ -339,13 +339,9 @@ export class Session implements Member, Arrival, Waiting {
         );
       case "rate_limited":
       case "bytes_limited": {
-        this.#host.metrics.refuse("rate_limited");
         const ref = this.#refOf(data);
-        if (ref !== undefined) {
-          this.#awaitedRef ??= ref;
-          const retry = this.#admission.retryMs(bytes, this.#room.size, now);
-          this.#own(this.#codec.refused(ref, "rate_limited", retry));
-        }
+        if (ref !== undefined) this.#awaitedRef ??= ref;
+        this.#refusedForRate(ref, bytes, now);
         if (this.#admission.mayNotify()) {
           this.#notify(
             verdict === "rate_limited"
@@ -362,11 +358,7 @@ export class Session implements Member, Arrival, Waiting {
     if (this.#awaitedRef !== undefined) {
       const ref = this.#refOf(data);
       if (ref === this.#awaitedRef) this.#awaitedRef = undefined;
-      else if (ref !== undefined) {
-        this.#host.metrics.refuse("rate_limited");
-        const retry = this.#admission.retryMs(bytes, this.#room.size, now);
-        return this.#own(this.#codec.refused(ref, "rate_limited", retry));
-      }
+      else if (ref !== undefined) return this.#refusedForRate(ref, bytes, now);
     }
     if (this.#pendingInput) return void this.#pendingInput.push(data);
     // A held client's first frame says how it speaks (a YewChat register)
@@ -447,6 +439,17 @@ export class Session implements Member, Arrival, Waiting {
     }
     this.#host.metrics.messagesReceived++;
     this.#room.post(this, text, ref);
+  }
+
+  /**
+   * A message not taken for the rate: counted, and a `chat.json` one (with
+   * its `ref`) is told when to send it again.
+   */
+  #refusedForRate(ref: string | undefined, bytes: number, now: number): void {
+    this.#host.metrics.refuse("rate_limited");
+    if (ref === undefined) return;
+    const retry = this.#admission.retryMs(bytes, this.#room.size, now);
+    this.#own(this.#codec.refused(ref, "rate_limited", retry));
   }
 
   /** The ref of a `chat.json` message frame (decoded again later if admitted). */

@@ -60,7 +60,7 @@ function localRoom<M extends Member>(
     presenceLimit: options.presenceLimit ?? Infinity,
     echo: options.echo ?? true,
     moderation: new Moderation(),
-    scheduler: options.scheduler,
+    scheduler: options.scheduler ?? new Scheduler(new TurnChecks()),
   });
   return room;
 }
