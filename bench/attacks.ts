@@ -56,11 +56,12 @@ function open(url: string): Promise<WebSocket> {
   });
 }
 
-/** Opens `count` sockets, `parallel` handshakes at a time. */
+/** Opens `count` sockets, `parallel` handshakes at a time, each handed to `opened`. */
 async function openMany(
   count: number,
   url: (i: number) => string,
   parallel = 64,
+  opened: (socket: WebSocket) => void = () => {},
 ): Promise<WebSocket[]> {
   const sockets: WebSocket[] = [];
   let next = 0;
@@ -68,7 +69,9 @@ async function openMany(
     Array.from({ length: parallel }, async () => {
       while (next < count) {
         const i = next++;
-        sockets.push(await open(url(i)));
+        const socket = await open(url(i));
+        opened(socket);
+        sockets.push(socket);
       }
     }),
   );
@@ -134,14 +137,16 @@ const ATTACKS: Attack[] = [
     title: "6: 1,200 YewChat registrations into one room",
     async run(port) {
       console.log("ready");
-      await openMany(1200, () => `ws://127.0.0.1:${port}/yew`, 64).then((
-        sockets,
-      ) =>
-        sockets.forEach((socket, i) =>
+      // Each registers as soon as it is open, as YewChat does.
+      let registered = 0;
+      await openMany(
+        1200,
+        () => `ws://127.0.0.1:${port}/yew`,
+        64,
+        (socket) =>
           socket.send(
-            JSON.stringify({ messageType: "register", data: `u${i}` }),
-          )
-        )
+            JSON.stringify({ messageType: "register", data: `u${registered++}` }),
+          ),
       );
     },
   },
@@ -161,6 +166,19 @@ const ATTACKS: Attack[] = [
         }
         await sleep(56);
       }
+    },
+  },
+  {
+    key: "7b",
+    title: "7b: 1,000 connections in one room, each sending one message at once",
+    async run(port) {
+      const sockets = await openMany(
+        1000,
+        (i) => `ws://127.0.0.1:${port}/storm?name=s${i}`,
+      );
+      console.log("ready");
+      // A million frames to write: the turn budget's case at its largest.
+      for (const socket of sockets) socket.send("z".repeat(40));
     },
   },
   {

@@ -30,12 +30,37 @@ export class TurnChecks {
    * crash then loses.
    */
   beforeSend?: () => void;
+  /** The last sockets handed a frame, a ring of `RECENT_SOCKETS`. */
+  readonly #recent: WebSocket[] = [];
+  #nextRecent = 0;
   readonly #flushes = new EndOfTurn((o) => o.flush(), setImmediate, clearImmediate);
   readonly #checks = new EndOfTurn(
     (o) => o.check(),
     (run) => setTimeout(run, 0),
     clearTimeout,
   );
+
+  /** Counts a frame handed to `socket`. */
+  sent(socket: WebSocket, bytes: number): void {
+    this.framesSent++;
+    this.bytesSent += bytes;
+    this.#recent[this.#nextRecent] = socket;
+    this.#nextRecent = (this.#nextRecent + 1) % RECENT_SOCKETS;
+  }
+
+  /**
+   * True once the runtime has written (nearly) every frame handed to it.
+   * It writes them in the order they were handed over, so one of the last
+   * few sockets with nothing buffered (or closed) says that everything
+   * before it was written; a few sockets rather than one, because a
+   * consumer that has stopped reading holds its frames.
+   */
+  get written(): boolean {
+    if (this.#recent.length === 0) return true;
+    return this.#recent.some((socket) =>
+      socket.readyState !== WebSocket.OPEN || socket.bufferedAmount === 0
+    );
+  }
 
   /** Flushes `outbox`'s batch at the end of this turn. */
   flush(outbox: Outbox): void {
@@ -81,6 +106,9 @@ class EndOfTurn<Handle> {
     this.#due.clear();
   }
 }
+
+/** How many of the last sockets written to `TurnChecks.written` looks at. */
+export const RECENT_SOCKETS = 4;
 
 /** A batch is sent once it holds this many UTF-8 bytes, even mid-turn. */
 export const MAX_BATCH_BYTES = 65_536;
@@ -148,8 +176,7 @@ export class Outbox {
       if (this.#heldBytes >= MAX_BATCH_BYTES) this.#sendHeld();
     } else {
       this.socket.send(frame);
-      this.#options.turns.framesSent++;
-      this.#options.turns.bytesSent += bytes;
+      this.#options.turns.sent(this.socket, bytes);
     }
     this.#owed += bytes;
     if (this.#owed > 4 * this.#options.maxBufferedBytes) {
@@ -177,9 +204,7 @@ export class Outbox {
     const batch = this.#held.length === 1
       ? this.#held[0]
       : this.#options.batch!(this.#held);
-    const turns = this.#options.turns;
-    turns.framesSent++;
-    turns.bytesSent += this.#heldBytes;
+    this.#options.turns.sent(this.socket, this.#heldBytes);
     this.#held.length = 0;
     this.#heldBytes = 0;
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(batch);

@@ -519,7 +519,10 @@ export class Room<M extends Member = Member> {
     const frames: (Frame | undefined)[] = [];
     const encode = (codec: Codec) => codec.users(names);
     let next = 0;
+    // About a frame's bytes: the names and their quotes and commas.
+    const listBytes = names.reduce((sum, name) => sum + name.length + 3, 64);
     const list: Waiting = {
+      waitingCost: () => ({ frames: LIST_PART, bytes: LIST_PART * listBytes }),
       runWaiting: () => {
         // The room's end stops it.
         if (this.#listSending !== list) return false;

@@ -8,10 +8,16 @@
  * a small part), so a turn's work for clients' input is bounded by the
  * frames and bytes it sends (`TURN_BUDGET`). Input that comes once the budget
  * is spent waits, in order per client, for a later turn, after the runtime
- * has written those frames and read the sockets again. Waiting clients take
- * turns, one input each; a client that starts waiting goes ahead of those
- * waiting already (but the longest-waiting one), so a quiet client waits
- * for about one turn's writes, and nobody waits forever.
+ * has written those frames and read the sockets again. A turn does not
+ * start while the last one's frames are still unwritten: frames handed to
+ * the runtime are written in the order they came, so a bystander's echo
+ * would wait behind all of them. Waiting clients take turns, one input
+ * each, as far as the budget goes: a client that starts waiting goes ahead
+ * of those waiting already, an input that would not fit in what is left of
+ * the budget (a message to a crowded room) is passed over for cheaper ones,
+ * and the longest-waiting client goes each turn whatever its cost. So a
+ * quiet client waits for about one turn's writes however many dear inputs
+ * wait, and nobody waits forever.
  *
  * @module
  */
@@ -36,6 +42,13 @@ export const TURN_BUDGET = { frames: 256, bytes: 4 << 20 };
 export const TURN_MS = 2;
 
 /**
+ * How long (milliseconds) the waiting input waits for the runtime to write
+ * the frames already handed to it, at most: a consumer that stops reading
+ * holds its frames, and may be among the sockets that tell.
+ */
+export const MAX_WRITE_WAIT_MS = 50;
+
+/**
  * The input one client may have waiting, in characters (held as strings:
  * up to twice as many bytes). Input that would pass it is handled at once,
  * whatever the turn's budget: what waits is memory, and input arrives
@@ -43,22 +56,24 @@ export const TURN_MS = 2;
  */
 export const MAX_WAITING_CHARS = 65_536;
 
+/** Frames and bytes: sent so far, or what an input is likely to send. */
+export interface Cost {
+  frames: number;
+  bytes: number;
+}
+
 /** A client whose admitted input waits for a turn. */
 export interface Waiting {
   /** Handles its oldest waiting input; true while more waits. */
   runWaiting(): boolean;
-}
-
-/** What was sent when a turn began. */
-interface Mark {
-  frames: number;
-  bytes: number;
+  /** What its oldest waiting input is likely to send (a frame per recipient). */
+  waitingCost(): Cost;
 }
 
 /** The turn budget and the clients waiting for a turn. */
 export class Scheduler {
   /** Where this turn's input began; undefined between turns. */
-  #turn: Mark | undefined;
+  #turn: Cost | undefined;
   /** When (`performance.now()`). */
   #turnAt = 0;
   /** Its end is scheduled (once its budget was spent). */
@@ -68,6 +83,10 @@ export class Scheduler {
   /** The others, in the order they take turns. */
   #rest: Waiting[] = [];
   #resume: ReturnType<typeof setTimeout> | undefined;
+  /** Since when the turn for the waiting has waited for the last frames' writes. */
+  #unwrittenSince: number | undefined;
+  /** A turn spent its whole budget since a turn last started. */
+  #spent = false;
   #stopped = false;
 
   /** Counts the frames and bytes sent. */
@@ -88,6 +107,12 @@ export class Scheduler {
   mayRun(): boolean {
     const now = performance.now();
     if (this.#turn === undefined || now - this.#turnAt > TURN_MS) {
+      // The last turn spent its budget and its frames are not written yet:
+      // more would queue behind them, and a bystander's echo after that.
+      const spent = this.#spent ||
+        (this.#turn !== undefined && !this.#within(this.#turn));
+      if (spent && !this.turns.written) return false;
+      this.#spent = false;
       this.#turn = this.#mark();
       this.#turnAt = now;
       return true;
@@ -95,18 +120,25 @@ export class Scheduler {
     if (this.#within(this.#turn)) return true;
     if (!this.#endDue) {
       this.#endDue = true;
+      this.#spent = true;
       setImmediate(this.#endTurn);
     }
     return false;
   }
 
-  #mark(): Mark {
+  #mark(): Cost {
     return { frames: this.turns.framesSent, bytes: this.turns.bytesSent };
   }
 
-  #within(since: Mark): boolean {
+  #within(since: Cost): boolean {
     return this.turns.framesSent - since.frames < TURN_BUDGET.frames &&
       this.turns.bytesSent - since.bytes < TURN_BUDGET.bytes;
+  }
+
+  /** Whether `cost` fits in what is left of the budget counted from `since`. */
+  #fits(since: Cost, cost: Cost): boolean {
+    return this.turns.framesSent - since.frames + cost.frames <= TURN_BUDGET.frames &&
+      this.turns.bytesSent - since.bytes + cost.bytes <= TURN_BUDGET.bytes;
   }
 
   /**
@@ -125,30 +157,60 @@ export class Scheduler {
   }
 
   /**
-   * One input for each waiting client in turn, while the budget lasts: the
-   * last that started waiting since the last time and the one that has
-   * waited longest go whatever the budget (so that a newcomer waits one
-   * turn and nobody waits forever), then the other newcomers, then the rest.
+   * One input for each waiting client in turn, once the runtime has written
+   * the last turn's frames: the newcomers (newest first) and then those
+   * waiting before, each if its input fits in what is left of the budget
+   * (a cheap input is not held behind dear ones), and last the one that has
+   * waited longest, whatever its cost (nobody waits forever).
    */
   readonly #run = () => {
     this.#resume = undefined;
+    const now = performance.now();
+    this.#unwrittenSince ??= now;
+    if (
+      this.#spent && !this.turns.written && now - this.#unwrittenSince < MAX_WRITE_WAIT_MS
+    ) {
+      this.#resume = setTimeout(this.#run, 0);
+      return;
+    }
+    this.#unwrittenSince = undefined;
+    this.#spent = false;
     const start = this.#mark();
-    const always = Math.min(this.#fresh.length, 1) + Math.min(this.#rest.length, 1);
     // Newcomers newest first: a burst arrives together, and whoever comes
     // after it is likely not part of it.
     const fresh = this.#fresh.splice(0).reverse();
-    const queue = [
-      ...fresh.splice(0, 1),
-      ...this.#rest.splice(0, 1),
-      ...fresh,
-      ...this.#rest,
-    ];
-    let next = 0;
-    while (next < queue.length && (next < always || this.#within(start))) {
-      const client = queue[next++];
-      if (client.runWaiting()) queue.push(client);
+    // The longest-waiting: the first of those waiting before, or of the
+    // newcomers when nobody was.
+    const old = this.#rest;
+    const longest = old.length > 0 ? old.shift() : fresh.pop();
+    // What does not go now, in the order it takes turns later: those that
+    // waited before, the newcomers (in the order they came), those that went
+    // now and have more.
+    const before: Waiting[] = [];
+    const newcomers: Waiting[] = [];
+    let again: Waiting[] = [];
+    let spent = false;
+    const offer = (client: Waiting, whatever = false): boolean => {
+      if (!whatever && (spent || !this.#fits(start, client.waitingCost()))) {
+        spent ||= !this.#within(start);
+        return false;
+      }
+      if (client.runWaiting()) again.push(client);
+      return true;
+    };
+    for (const client of fresh) offer(client) || newcomers.push(client);
+    for (const client of old) offer(client) || before.push(client);
+    // Those with more go again while the budget lasts, a round at a time.
+    while (!spent && again.length > 0) {
+      const round = again;
+      again = [];
+      const kept = round.filter((client) => !offer(client));
+      again = [...kept, ...again];
+      if (kept.length === round.length) break;
     }
-    this.#rest = queue.slice(next);
+    if (longest !== undefined) offer(longest, true);
+    this.#spent = !this.#within(start);
+    this.#rest = [...before, ...newcomers.reverse(), ...again];
     if (this.#fresh.length > 0 || this.#rest.length > 0) {
       this.#resume = setTimeout(this.#run, 0);
     }

@@ -63,7 +63,12 @@ import {
 import { type Log, quoteForLog } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { Outbox, type TurnChecks } from "./outbox.ts";
-import { MAX_WAITING_CHARS, type Scheduler, type Waiting } from "./scheduler.ts";
+import {
+  type Cost,
+  MAX_WAITING_CHARS,
+  type Scheduler,
+  type Waiting,
+} from "./scheduler.ts";
 import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
 import {
   type Arrival,
@@ -375,6 +380,18 @@ export class Session implements Member, Arrival, Waiting {
     if (this.#waiting) return void this.#waiting.push(data);
     this.#waiting = [data];
     this.#host.scheduler.wait(this);
+  }
+
+  /**
+   * What its oldest waiting frame will likely send: a frame to each member
+   * of its room (one, a YewChat register, before it joins).
+   */
+  waitingCost(): Cost {
+    const recipients = this.#state === "joined" ? Math.max(1, this.#room.size) : 1;
+    return {
+      frames: recipients,
+      bytes: recipients * (this.#waiting?.[0].length ?? 0),
+    };
   }
 
   /** Handles its oldest admitted frame that waited for a turn; true while more wait. */

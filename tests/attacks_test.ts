@@ -4,7 +4,7 @@
  * and the others keep being served.
  */
 import assert from "node:assert/strict";
-import { Opcode, RawSocket } from "./raw.ts";
+import { encodeFrame, Opcode, RawSocket } from "./raw.ts";
 import { join, pump, startServer, startServerProcess, TestClient } from "./helpers.ts";
 import { rssBytes } from "./proc.ts";
 import { closeReason, MAX_CLOSE_REASON_BYTES } from "../lib/protocol.ts";
@@ -153,6 +153,69 @@ Deno.test("7: a burst past a turn's budget is delivered whole, each sender's lin
     assert.ok(waited > 0, "some of the burst waited for a later turn");
   } finally {
     await Promise.all([...senders, ...readers].map((client) => client.close()));
+  }
+});
+
+Deno.test("7: a bystander's message is not held behind a storm of messages to a crowded room", async () => {
+  const STORM = 600;
+  const { cli, url, port } = await startServerProcess([
+    "--quiet",
+    "--max-clients-per-ip",
+    "1000",
+  ]);
+  const storm: RawSocket[] = [];
+  try {
+    for (let i = 0; i < STORM; i += 50) {
+      storm.push(
+        ...await Promise.all(
+          Array.from(
+            { length: 50 },
+            (_, j) => RawSocket.open(port, { path: `/storm?name=s${i + j}` }),
+          ),
+        ),
+      );
+    }
+    // They read what comes and drop it.
+    const drained = storm.map(async (socket) => {
+      const sink = new Uint8Array(1 << 16);
+      try {
+        while (await socket.conn.read(sink) !== null);
+      } catch {
+        // Closed at the end.
+      }
+    });
+    let stormSeen = 0;
+    const observer = new WebSocket(`${url}/storm?name=observer`);
+    const underWay = Promise.withResolvers<void>();
+    observer.onmessage = (event) => {
+      if (/^s\d+: /.test(String(event.data)) && ++stormSeen === 10) underWay.resolve();
+    };
+    await new Promise((resolve) => observer.onopen = resolve);
+    // Eight bystanders in a room of their own, as in `deno task bench attacks`.
+    const bystanders = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => join(url, `b${i}`, "quiet")),
+    );
+    // One message each, all at once: 360,000 frames for the server to write.
+    const frame = encodeFrame(Opcode.TEXT, new TextEncoder().encode("z".repeat(40)));
+    await Promise.all(storm.map((socket) => socket.conn.write(frame)));
+    await underWay.promise;
+    // Ten rounds in which each bystander sends a line and waits for it: each
+    // goes in one of the next turns, not after the storm.
+    for (let n = 0; n < 10; n++) {
+      bystanders.forEach((b, i) => b.send(`still here ${n}`));
+      await Promise.all(
+        bystanders.map((b, i) =>
+          b.messages.take((line) => line === `b${i}: still here ${n}`)
+        ),
+      );
+    }
+    assert.ok(stormSeen < STORM / 2, `${stormSeen} of the storm's ${STORM} came first`);
+    observer.close();
+    await Promise.all(bystanders.map((b) => b.close()));
+    for (const socket of storm) socket.conn.close();
+    await Promise.all(drained);
+  } finally {
+    await cli.stop();
   }
 });
 

@@ -498,6 +498,10 @@ class Sender implements Waiting {
     this.turns.framesSent += this.frames;
   }
 
+  waitingCost() {
+    return { frames: this.frames, bytes: 0 };
+  }
+
   runWaiting(): boolean {
     const text = this.waiting.shift();
     if (text !== undefined) this.#handle(text);
@@ -519,12 +523,13 @@ Deno.test("a turn sends at most its budget for input; the rest waits, in order, 
   assert.deepEqual(handled, ["c0 0", "c1 0"]);
   assert.equal(scheduler.mayRun(), false);
   // A later turn: the quiet client's one input comes while the crowd waits,
-  // and goes before what waits (save what one turn of the waiting took).
+  // and goes before what waits (save what one turn of the waiting may have
+  // taken first: a budget's worth, two inputs, and the longest-waiting one).
   await new Promise((resolve) => setImmediate(resolve));
   quiet.input(scheduler, "hello");
   // Everything else goes out in later turns, each client's in its order.
   while (handled.length < 10) await new Promise((resolve) => setTimeout(resolve, 1));
-  assert.ok(handled.indexOf("q hello") <= 4, handled.join(", "));
+  assert.ok(handled.indexOf("q hello") <= 5, handled.join(", "));
   for (const c of ["c0", "c1", "c2"]) {
     assert.deepEqual(
       handled.filter((line) => line.startsWith(c)),
@@ -534,38 +539,55 @@ Deno.test("a turn sends at most its budget for input; the rest waits, in order, 
   scheduler.stop();
 });
 
-Deno.test("a client that starts waiting goes ahead of those waiting already, but the longest-waiting", async () => {
+Deno.test("the longest-waiting goes each turn whatever its cost, after the inputs that fit", async () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  const handled: string[] = [];
+  // Each of its inputs costs two turns' budget: none ever fits.
+  const big = new Sender("big", turns, handled, 2 * TURN_BUDGET.frames);
+  for (let n = 0; n < 4; n++) big.input(scheduler, String(n));
+  assert.deepEqual(handled, ["big 0"]);
+  // A cheap one starts waiting in the same, spent, turn.
+  const late = new Sender("late", turns, handled);
+  late.input(scheduler, "hi");
+  assert.deepEqual(late.waiting, ["hi"]);
+  while (handled.length < 5) await new Promise((resolve) => setTimeout(resolve, 1));
+  // The next turn for the waiting: the cheap one first, then one of the
+  // dear ones past the budget; the rest in later turns, in order.
+  assert.deepEqual(handled, ["big 0", "late hi", "big 1", "big 2", "big 3"]);
+  scheduler.stop();
+});
+
+Deno.test("a cheap input is not held behind dear ones: it goes in the next turn for the waiting", async () => {
   const turns = new TurnChecks();
   const scheduler = new Scheduler(turns);
   const handled: string[] = [];
   const turn = () => new Promise((resolve) => setTimeout(resolve, 1));
-  // Each input takes a whole turn's budget.
-  const big = new Sender("big", turns, handled, TURN_BUDGET.frames);
-  const old = new Sender("old", turns, handled, TURN_BUDGET.frames);
-  for (let n = 0; n < 5; n++) big.input(scheduler, String(n));
-  old.input(scheduler, "0");
-  old.input(scheduler, "1");
-  assert.deepEqual(handled, ["big 0"]);
-  while (handled.length < 2) await turn();
-  // "late" starts waiting (in a turn another input has spent) while the
-  // others wait: it goes first, and the longest-waiting one with it, past
-  // the budget.
-  new Sender("fill", turns, handled, TURN_BUDGET.frames).input(scheduler, "0");
-  const late = new Sender("late", turns, handled, TURN_BUDGET.frames);
-  late.input(scheduler, "hi");
-  assert.equal(late.waiting.length, 1);
+  // A hundred clients in a crowded room, each input five turns' budget.
+  const crowd = Array.from(
+    { length: 100 },
+    (_, i) => new Sender(`c${i}`, turns, handled, 5 * TURN_BUDGET.frames),
+  );
+  for (const c of crowd) c.input(scheduler, "0");
+  assert.deepEqual(handled, ["c0 0"]);
+  // Two quiet clients start waiting in one turn; the newest goes first, the
+  // other because it fits in what is left (not after 99 others).
+  const quiet = [0, 1].map((i) => new Sender(`q${i}`, turns, handled));
+  while (handled.length < 3) await turn();
   const before = handled.length;
-  while (handled.length < before + 2) await turn();
-  // Newcomers newest first: "old" went before "big" the first time; so
-  // "big" has waited longest now.
-  assert.deepEqual(handled.slice(0, before), ["big 0", "old 0", "fill 0"]);
-  assert.deepEqual(handled.slice(before, before + 2), ["late hi", "big 1"]);
-  while (handled.length < 9) await turn();
-  // Each one's inputs in their order.
-  for (const name of ["big", "old"]) {
-    const own = handled.filter((line) => line.startsWith(`${name} `));
-    assert.deepEqual(own, own.toSorted());
-  }
+  for (const q of quiet) q.input(scheduler, "hi");
+  while (handled.length < before + 3) await turn();
+  // The two go in the next turn for the waiting, and one of the crowd with
+  // them (the longest-waiting), whatever the budget.
+  const next = handled.slice(before, before + 3);
+  assert.deepEqual(next.filter((line) => line.startsWith("q")).toSorted(), [
+    "q0 hi",
+    "q1 hi",
+  ]);
+  assert.deepEqual(next.filter((line) => line.startsWith("c")), [`c${before} 0`]);
+  // The crowd still goes, one a turn at least, each once.
+  while (handled.length < 102) await turn();
+  assert.equal(new Set(handled).size, 102);
   scheduler.stop();
 });
 

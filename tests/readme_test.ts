@@ -117,7 +117,9 @@ Deno.test("the README's limits are the ones the code uses", async () => {
   const { CLOSE_WAIT_MS } = await import("../client.ts");
   const { STORE_WRITE_MS } = await import("../server/store.ts");
   const { MAX_IDLE_ROOMS } = await import("../server/chat.ts");
-  const { MAX_WAITING_CHARS, TURN_BUDGET } = await import("../server/scheduler.ts");
+  const { MAX_WAITING_CHARS, MAX_WRITE_WAIT_MS, TURN_BUDGET } = await import(
+    "../server/scheduler.ts"
+  );
   const { YOU } = await import("../client.ts");
   const text = README.replace(/\s+/g, " ");
   for (
@@ -143,6 +145,7 @@ Deno.test("the README's limits are the ones the code uses", async () => {
       } MiB)`,
       `\`MAX_WAITING_CHARS\` (${MAX_WAITING_CHARS.toLocaleString("en-US")}) characters`,
       `max-clients × ${(2 * MAX_WAITING_CHARS) / 1024} KiB`,
+      `(at most \`MAX_WRITE_WAIT_MS\`, ${MAX_WRITE_WAIT_MS} ms,`,
       `or \`${YOU}: TEXT\` without \`--name\``,
     ]
   ) {
