@@ -189,10 +189,11 @@ export class Scheduler {
     const before: Waiting[] = [];
     const newcomers: Waiting[] = [];
     let again: Waiting[] = [];
-    let spent = false;
+    // This turn's budget is all sent: nothing more fits.
+    let full = false;
     const offer = (client: Waiting, whatever = false): boolean => {
-      if (!whatever && (spent || !this.#fits(start, client.waitingCost()))) {
-        spent ||= !this.#within(start);
+      if (!whatever && (full || !this.#fits(start, client.waitingCost()))) {
+        full ||= !this.#within(start);
         return false;
       }
       if (client.runWaiting()) again.push(client);
@@ -201,7 +202,7 @@ export class Scheduler {
     for (const client of fresh) offer(client) || newcomers.push(client);
     for (const client of old) offer(client) || before.push(client);
     // Those with more go again while the budget lasts, a round at a time.
-    while (!spent && again.length > 0) {
+    while (!full && again.length > 0) {
       const round = again;
       again = [];
       const kept = round.filter((client) => !offer(client));

@@ -202,7 +202,7 @@ Deno.test("7: a bystander's message is not held behind a storm of messages to a 
     // Ten rounds in which each bystander sends a line and waits for it: each
     // goes in one of the next turns, not after the storm.
     for (let n = 0; n < 10; n++) {
-      bystanders.forEach((b, i) => b.send(`still here ${n}`));
+      bystanders.forEach((b) => b.send(`still here ${n}`));
       await Promise.all(
         bystanders.map((b, i) =>
           b.messages.take((line) => line === `b${i}: still here ${n}`)
