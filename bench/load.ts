@@ -38,6 +38,9 @@ export interface LoadOptions {
   serverPid?: number;
 }
 
+/** Clients connecting at once, at most: each new one starts as one finishes. */
+export const HANDSHAKES_IN_FLIGHT = 256;
+
 /** Open loop: messages sent in this first stretch are left out of the latencies. */
 const OPEN_LOOP_WARMUP_MS = 1000;
 
@@ -106,6 +109,17 @@ function readStamp(bytes: Uint8Array, at: number): number {
   return value;
 }
 
+/** Where `needle` first starts in `bytes`, or -1. */
+function indexOf(bytes: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= bytes.length; i++) {
+    for (let j = 0; j < needle.length; j++) {
+      if (bytes[i + j] !== needle[j]) continue outer;
+    }
+    return i;
+  }
+  return -1;
+}
+
 class Stats {
   deliveries = 0;
   latencies: number[] = [];
@@ -114,9 +128,15 @@ class Stats {
   ownReceived = 0;
 }
 
+/** A reading client's buffer: large reads, fewer calls into the runtime per delivery. */
+const READ_CHUNK = 65536;
+
+/** Where a handshake's answer ends. */
+const HEAD_END = encoder.encode("\r\n\r\n");
+
 class Client {
-  // Large reads: fewer calls into the runtime per delivery.
-  buffer = new Uint8Array(65536);
+  // Small while connecting (ten thousand connect at once); `run` makes it READ_CHUNK.
+  buffer = new Uint8Array(1024);
   start = 0;
   end = 0;
   pending: Uint8Array[] = [];
@@ -168,18 +188,21 @@ class Client {
     );
     // Read the handshake's answer; what follows it is frames.
     while (true) {
+      if (client.end === client.buffer.length) {
+        throw new Error("handshake too long");
+      }
       const n = await conn.read(client.buffer.subarray(client.end));
       if (n === null) throw new Error("closed during handshake");
       client.end += n;
-      const text = new TextDecoder().decode(
-        client.buffer.subarray(0, client.end),
-      );
-      const head = text.indexOf("\r\n\r\n");
+      const head = indexOf(client.buffer.subarray(0, client.end), HEAD_END);
       if (head >= 0) {
-        if (!text.startsWith("HTTP/1.1 101")) {
-          throw new Error(text.split("\r\n")[0]);
+        const status = new TextDecoder().decode(
+          client.buffer.subarray(0, head),
+        );
+        if (!status.startsWith("HTTP/1.1 101")) {
+          throw new Error(status.split("\r\n")[0]);
         }
-        client.start = head + 4;
+        client.start = head + HEAD_END.length;
         break;
       }
     }
@@ -188,6 +211,11 @@ class Client {
 
   /** Reads and parses until the connection ends. */
   async run(): Promise<void> {
+    if (this.buffer.length < READ_CHUNK) {
+      const larger = new Uint8Array(READ_CHUNK);
+      larger.set(this.buffer.subarray(0, this.end));
+      this.buffer = larger;
+    }
     try {
       while (!this.closed) {
         this.parse();
@@ -349,17 +377,20 @@ async function connectAll(
     senders.push(client);
     clients.push(client);
   }
-  // Connect the rest a few hundred at a time.
+  // The rest, with at most HANDSHAKES_IN_FLIGHT handshakes open at once.
   const rest = opts.clients - opts.senders;
-  for (let i = 0; i < rest; i += 200) {
-    const batch = await Promise.all(
-      Array.from(
-        { length: Math.min(200, rest - i) },
-        (_, j) => Client.connect(opts, `r${i + j}`, stats, trackReceivers, lineLength),
-      ),
-    );
-    clients.push(...batch);
-  }
+  let next = 0;
+  const connector = async () => {
+    while (next < rest) {
+      const i = next++;
+      clients.push(
+        await Client.connect(opts, `r${i}`, stats, trackReceivers, lineLength),
+      );
+    }
+  };
+  await Promise.all(
+    Array.from({ length: Math.min(HANDSHAKES_IN_FLIGHT, rest) }, connector),
+  );
   return { senders, clients };
 }
 
@@ -408,7 +439,7 @@ async function closedLoop(opts: LoadOptions) {
 
 /**
  * The server's CPU time (user + system, from /proc) from now on: per
- * delivery, in microseconds; `NaN` without the server's pid.
+ * delivery (or connect), in microseconds; `NaN` without the server's pid.
  */
 function serverCpuWindow(opts: LoadOptions) {
   const pid = opts.serverPid;
@@ -479,6 +510,8 @@ async function openLoop(opts: LoadOptions) {
 
 async function idle(opts: LoadOptions) {
   const stats = new Stats();
+  const window = serverCpuWindow(opts);
+  const cpu0 = cpuSeconds("self");
   const t0 = performance.now();
   const { senders, clients } = await connectAll(
     { ...opts, senders: 1 },
@@ -486,6 +519,9 @@ async function idle(opts: LoadOptions) {
     "none",
   );
   const connectSeconds = (performance.now() - t0) / 1000;
+  const cpuPerConnect = window.microsecondsPer(clients.length);
+  // The connects are what this scenario's rate measures, so the generator's share is theirs.
+  const generatorCpu = (cpuSeconds("self") - cpu0) / connectSeconds;
   const readers = clients.map((c) => c.run());
   await delay(1000);
   // Signal the runner to read the server's RSS now, then wait for its go.
@@ -507,6 +543,8 @@ async function idle(opts: LoadOptions) {
   await Promise.all(readers);
   return {
     connectPerSecond: clients.length / connectSeconds,
+    cpuPerConnect,
+    generatorCpu,
     broadcastMs,
     reached,
   };
@@ -530,7 +568,7 @@ if (import.meta.main) {
     : opts.scenario === "open"
     ? await openLoop(opts)
     : await idle(opts);
-  result.generatorCpu = (cpuSeconds("self") - cpu0) /
+  result.generatorCpu ??= (cpuSeconds("self") - cpu0) /
     ((performance.now() - t0) / 1000);
   console.log(JSON.stringify(result));
   Deno.exit(0);

@@ -11,7 +11,7 @@
  */
 
 import { errorText } from "../lib/errors.ts";
-import { LOAD_DEFAULTS } from "./load.ts";
+import { HANDSHAKES_IN_FLIGHT, LOAD_DEFAULTS } from "./load.ts";
 import {
   cpuSeconds,
   freePort,
@@ -24,7 +24,9 @@ import {
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
-const haveRedis = await run(["sh", "-c", "command -v redis-server"]).then((r) => r.ok);
+const haveRedis = await run(["sh", "-c", "command -v redis-server"]).then((r) =>
+  r.ok
+);
 
 interface Server {
   name: string;
@@ -36,6 +38,8 @@ interface Server {
   batch?: boolean;
   /** The server relays raw text (the generator adds "sNN: " itself). */
   relay?: boolean;
+  /** The scenarios it runs in, by key; every one when not given. */
+  only?: string[];
 }
 
 interface Scenario {
@@ -45,6 +49,8 @@ interface Scenario {
   headline: "rate" | "p99" | "rss";
   /** Runs per server; the median stands (for numbers that vary run to run). */
   repeat?: number;
+  /** What the server's CPU is counted per: a delivered message (the default) or a connect. */
+  per?: "connect";
   load: Record<string, unknown>;
   /** Which numbers to report. */
   report: (r: Record<string, number>, extra: Record<string, number>) => string;
@@ -97,7 +103,8 @@ async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
 
 /** Installs ws and Bun from the npm registry into bench/ (pinned in bench/package.json). */
 async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
-  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  const exists = (path: string) =>
+    Deno.stat(path).then(() => true, () => false);
   if (
     !await exists(`${BENCH}node_modules/ws`) ||
     !await exists(`${BENCH}node_modules/.bin/bun`)
@@ -183,12 +190,26 @@ const haveCLoad = await (async () => {
 /** The generator's command: the C one for the closed loop when built, else load.ts. */
 function loadCommand(options: Record<string, unknown>): string[] {
   if (!haveCLoad || options.scenario !== "closed") {
-    return [Deno.execPath(), "run", "-A", `${BENCH}load.ts`, JSON.stringify(options)];
+    return [
+      Deno.execPath(),
+      "run",
+      "-A",
+      `${BENCH}load.ts`,
+      JSON.stringify(options),
+    ];
   }
   const o = options as Record<string, number | boolean>;
   return [
     C_LOAD,
-    ...[o.port, o.clients, o.senders, o.batch ? 1 : 0, o.seconds, o.window, o.size]
+    ...[
+      o.port,
+      o.clients,
+      o.senders,
+      o.batch ? 1 : 0,
+      o.seconds,
+      o.window,
+      o.size,
+    ]
       .map(String),
     o.relay ? "1" : "0",
     String(o.serverPid ?? 0),
@@ -199,11 +220,15 @@ async function load(
   options: Record<string, unknown>,
   onLine?: (line: string) => void,
 ) {
-  const child = pinnedCommand(1, loadCommand({ ...LOAD_DEFAULTS, ...options }), {
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
+  const child = pinnedCommand(
+    1,
+    loadCommand({ ...LOAD_DEFAULTS, ...options }),
+    {
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    },
+  ).spawn();
   const writer = child.stdin.getWriter();
   let last = "";
   let buffered = "";
@@ -235,6 +260,9 @@ const rate = (n: number) =>
     ? `${(n / 1e3).toFixed(1)}k`
     : n.toFixed(0);
 
+/** The row every ratio is to. */
+const BASELINE = "baseline (Set + send)";
+
 /** A generator using this share of its core or more may be what limits a row. */
 const GENERATOR_BOUND = 0.85;
 
@@ -250,7 +278,8 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "closed1000",
@@ -263,7 +292,8 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "few100",
@@ -276,7 +306,8 @@ const SCENARIOS: Scenario[] = [
       window: 8,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "few1000",
@@ -289,11 +320,13 @@ const SCENARIOS: Scenario[] = [
       window: 4,
       seconds: 5,
     },
-    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) =>
+      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "open",
-    title: "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
+    title:
+      "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
     headline: "p99",
     repeat: 3,
     load: {
@@ -310,17 +343,22 @@ const SCENARIOS: Scenario[] = [
   },
   {
     key: "idle",
-    title: "10,000 idle connections",
+    title:
+      `10,000 idle connections, ${HANDSHAKES_IN_FLIGHT} handshakes in flight at most`,
     headline: "rss",
+    per: "connect",
     load: { scenario: "idle", clients: 10_000, senders: 1 },
     report: (r, extra) =>
       `${rate(r.connectPerSecond)} connects/s, ${
         (extra.rssPerConnection / 1024).toFixed(1)
-      } KiB RSS each, broadcast to all ${ms(r.broadcastMs)} (${r.reached} reached)`,
+      } KiB RSS each, broadcast to all ${
+        ms(r.broadcastMs)
+      } (${r.reached} reached)`,
   },
   {
     key: "stalled",
-    title: "one never-reading client, 4 KiB messages, open loop 10 s, median of 3 runs",
+    title:
+      "one never-reading client, 4 KiB messages, open loop 10 s, median of 3 runs",
     headline: "p99",
     repeat: 3,
     load: {
@@ -333,9 +371,11 @@ const SCENARIOS: Scenario[] = [
       stalled: true,
     },
     report: (r, extra) =>
-      `others' p99 ${ms(r.p99)}, loss ${(r.loss * 100).toFixed(2)}%, server RSS +${
-        (extra.rssGrowth / 2 ** 20).toFixed(1)
-      } MiB, +${(extra.lateGrowth / 2 ** 20).toFixed(1)} MiB of it in the second half`,
+      `others' p99 ${ms(r.p99)}, loss ${
+        (r.loss * 100).toFixed(2)
+      }%, server RSS +${(extra.rssGrowth / 2 ** 20).toFixed(1)} MiB, +${
+        (extra.lateGrowth / 2 ** 20).toFixed(1)
+      } MiB of it in the second half`,
   },
 ];
 
@@ -423,11 +463,13 @@ if (import.meta.main) {
   const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
     a,
   ) => a.slice(7));
-  const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
+  const scenarios = SCENARIOS.filter((s) =>
+    wanted.size === 0 || wanted.has(s.key)
+  );
   const peers = await installPeers();
   const servers: Server[] = [
     {
-      name: "baseline (Set + send)",
+      name: BASELINE,
       command: (
         port,
       ) => [
@@ -439,20 +481,37 @@ if (import.meta.main) {
       ],
       relay: true,
     },
+    {
+      // What a chat must send per connect (welcome, join notices), and no more.
+      name: "baseline + welcome and join notices",
+      command: (port) => [
+        Deno.execPath(),
+        "run",
+        "--allow-net",
+        "--allow-read",
+        `${BENCH}baseline.ts`,
+        String(port),
+        "--announce",
+      ],
+      relay: true,
+      only: ["idle"],
+    },
     { name: "chat, plain clients", command: chat(["--quiet"]) },
     {
       name: "chat, chat.batch clients",
       command: chat(["--quiet"]),
       batch: true,
     },
-    { name: "chat, plain, logging on", command: chat() },
+    { name: "chat, plain, logging on", command: chat(), only: ["closed100"] },
     {
       name: "chat --store, plain clients",
-      command: (port) => chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
+      command: (port) =>
+        chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
     },
     {
       name: "chat --store, chat.batch clients",
-      command: (port) => chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
+      command: (port) =>
+        chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
       batch: true,
     },
     ...(haveRedis
@@ -505,7 +564,9 @@ if (import.meta.main) {
       new Date().toISOString().slice(0, 10)
     }, ${Deno.build.os}/${Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
-      (HAVE_TASKSET ? "server on core 0, generator on core 1" : "no taskset: not pinned"),
+      (HAVE_TASKSET
+        ? "server on core 0, generator on core 1"
+        : "no taskset: not pinned"),
   );
   console.log(
     haveCLoad
@@ -524,13 +585,14 @@ if (import.meta.main) {
       : scenario.headline === "rss"
       ? "RSS per connection"
       : "p99";
+    const per = scenario.per ?? "delivery";
     console.log(
-      `| server | result | ${headline} vs baseline | server CPU | server µs per delivery | generator CPU |`,
+      `| server | result | ${headline} vs baseline | server CPU | server µs per ${per} | generator CPU |`,
     );
     console.log("| --- | --- | --- | --- | --- | --- |");
     let baseline: number | undefined;
     const taking = servers.filter((server) =>
-      !server.name.includes("logging") || scenario.key === "closed100"
+      !server.only || server.only.includes(scenario.key)
     );
     // Repeated runs go round the servers in turn, so drift hits all alike.
     const runs = new Map<Server, Measurement[]>(
@@ -551,23 +613,32 @@ if (import.meta.main) {
       // The median run by the headline number stands for the server.
       const sorted = measurements.toSorted((x, y) => x.headline - y.headline);
       const m = sorted[Math.floor((sorted.length - 1) / 2)];
-      if (server.name.startsWith("baseline")) baseline = m.headline;
+      if (server.name === BASELINE) baseline = m.headline;
       const ratio = baseline && m.headline
         ? `${(m.headline / baseline).toFixed(2)}x`
         : "–";
       // A generator near a full core may be what limits the result: such a
-      // row is to be compared on server µs per delivery, not on its rate.
-      const bound = m.generatorCpu >= GENERATOR_BOUND ? " (generator-bound)" : "";
-      const of = measurements.length > 1 ? ` (median of ${measurements.length})` : "";
+      // row is to be compared on server µs per delivery (or connect), not on its rate.
+      const bound = m.generatorCpu >= GENERATOR_BOUND
+        ? " (generator-bound)"
+        : "";
+      const of = measurements.length > 1
+        ? ` (median of ${measurements.length})`
+        : "";
+      const cpuPer = per === "connect"
+        ? m.result.cpuPerConnect
+        : m.result.cpuPerDelivery;
       console.log(
         `| ${server.name} | ${
           scenario.report(m.result, m.extra)
         }${bound}${of} | ${ratio} | ${(m.serverCpu * 100).toFixed(0)}% | ${
-          Number.isFinite(m.result.cpuPerDelivery)
-            ? m.result.cpuPerDelivery.toFixed(3)
+          Number.isFinite(cpuPer)
+            ? cpuPer.toFixed(per === "connect" ? 0 : 3)
             : "–"
         } | ${
-          Number.isFinite(m.generatorCpu) ? `${(m.generatorCpu * 100).toFixed(0)}%` : "–"
+          Number.isFinite(m.generatorCpu)
+            ? `${(m.generatorCpu * 100).toFixed(0)}%`
+            : "–"
         } |`,
       );
     }

@@ -71,7 +71,9 @@ export function parseFlags(command: CommandSpec, args: string[]): FlagValues {
   // that it gets the flag's own range message.
   const joined: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    const flag = args[i].startsWith("--") ? options[args[i].slice(2)] : undefined;
+    const flag = args[i].startsWith("--")
+      ? options[args[i].slice(2)]
+      : undefined;
     if (flag?.type === "string" && /^-\d/.test(args[i + 1] ?? "")) {
       joined.push(`${args[i]}=${args[++i]}`);
     } else {
@@ -95,7 +97,8 @@ export function parseFlags(command: CommandSpec, args: string[]): FlagValues {
 function describeParseError(error: unknown): string {
   const message = errorText(error);
   const code = (error as { code?: string }).code;
-  const quoted = message.match(/'(-[^' ]*)/)?.[1] ?? message.match(/'([^']*)'/)?.[1];
+  const quoted = message.match(/'(-[^' ]*)/)?.[1] ??
+    message.match(/'([^']*)'/)?.[1];
   switch (code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
       return `unknown flag ${quoted}`;
@@ -131,7 +134,10 @@ export function usage(command: CommandSpec): string {
     "Flags:",
     ...rows.flatMap(([left, right]) => {
       const [first, ...rest] = wrap(right, HELP_COLUMNS - indent.length, "");
-      return [`  ${left.padEnd(width)}  ${first}`, ...rest.map((line) => indent + line)];
+      return [
+        `  ${left.padEnd(width)}  ${first}`,
+        ...rest.map((line) => indent + line),
+      ];
     }),
     "",
   ].join("\n");
@@ -204,7 +210,10 @@ export async function runCommand(
  * Reads the file a flag names, or throws a `UsageError` saying why it
  * cannot: `cannot read --FLAG "FILE": no such file` (or permission denied).
  */
-export function fileFlag(file: string, { command, flag }: FlagSource): Uint8Array {
+export function fileFlag(
+  file: string,
+  { command, flag }: FlagSource,
+): Uint8Array {
   try {
     return Deno.readFileSync(file);
   } catch (error) {
@@ -232,7 +241,9 @@ export function pemFlag(
   const text = new TextDecoder().decode(fileFlag(file, { command, flag }));
   if (expected && !text.includes(`-----BEGIN ${expected}-----`)) {
     throw new UsageError(
-      `--${flag} ${JSON.stringify(file)} holds no PEM ${expected.toLowerCase()}`,
+      `--${flag} ${
+        JSON.stringify(file)
+      } holds no PEM ${expected.toLowerCase()}`,
       command,
     );
   }

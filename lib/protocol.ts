@@ -88,7 +88,9 @@ export function rateLimitNotice(perSecond: number): string {
 
 /** The same for the byte rate, which counts each message once per recipient. */
 export function byteRateNotice(bytesPerSecond: number): string {
-  return `* rate limit: ${plural(bytesPerSecond, "byte")} per second (size x recipients)`;
+  return `* rate limit: ${
+    plural(bytesPerSecond, "byte")
+  } per second (size x recipients)`;
 }
 
 /** The longest name a client may take. */
@@ -99,7 +101,8 @@ export const MAX_NAME_LENGTH = 32;
 export const NAME_PATTERN = /^[A-Za-z0-9_.\-]+$/;
 
 /** The name rule in words, for error messages and help texts. */
-export const NAME_RULE = `1 to ${MAX_NAME_LENGTH} ASCII letters, digits, '_', '-' or '.'`;
+export const NAME_RULE =
+  `1 to ${MAX_NAME_LENGTH} ASCII letters, digits, '_', '-' or '.'`;
 
 /**
  * Says what is wrong with a name, or returns `undefined` when it is valid.
@@ -119,7 +122,9 @@ export function nameProblem(name: string): string | undefined {
 
 /** `IP:PORT`, with an IPv6 address in brackets (`[::1]:5555`). */
 export function formatAddress(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+  return hostname.includes(":")
+    ? `[${hostname}]:${port}`
+    : `${hostname}:${port}`;
 }
 
 /** The line every member receives for a chat message: `SENDER: TEXT`. */
@@ -128,7 +133,12 @@ export function chatLine(sender: string, text: string): string {
 }
 
 /** Paths that are never rooms. */
-export const RESERVED_PATHS = ["healthz", "readyz", "metrics", "favicon.ico"] as const;
+export const RESERVED_PATHS = [
+  "healthz",
+  "readyz",
+  "metrics",
+  "favicon.ico",
+] as const;
 
 /**
  * The room a URL path names: `/` is the default room (`""`), `/rust` the room
@@ -138,7 +148,9 @@ export const RESERVED_PATHS = ["healthz", "readyz", "metrics", "favicon.ico"] as
 export function roomFromPath(pathname: string): string | undefined {
   if (pathname === "/") return "";
   const name = pathname.slice(1);
-  if (!pathname.startsWith("/") || nameProblem(name) !== undefined) return undefined;
+  if (!pathname.startsWith("/") || nameProblem(name) !== undefined) {
+    return undefined;
+  }
   // Matched in any case: `/HEALTHZ` is no room either.
   return (RESERVED_PATHS as readonly string[]).includes(name.toLowerCase())
     ? undefined
@@ -150,6 +162,12 @@ export function roomProblem(room: string): string | undefined {
   if (roomFromPath(`/${room}`) !== undefined) return undefined;
   return `use ${NAME_RULE}, not ${RESERVED_PATHS.join(", ")}`;
 }
+
+/**
+ * Rooms of up to this many clients announce joins and leaves, by default
+ * (`--presence-limit`): beyond it, each join would be a frame to everyone.
+ */
+export const PRESENCE_LIMIT = 200;
 
 /** To the others when someone joins a room (the page fills in a template of it). */
 export function joinedNotice(name: string, online: number | string): string {
@@ -180,7 +198,8 @@ export const BACKPLANE_DOWN =
 export const MESSAGES_LOST = "* some messages from other servers were lost";
 
 /** To every member of this instance when the backplane is back. */
-export const BACKPLANE_BACK = "* backplane back: messages reach every server again";
+export const BACKPLANE_BACK =
+  "* backplane back: messages reach every server again";
 
 /** The answer to `/help`. */
 export const HELP_LINE =
@@ -221,10 +240,15 @@ export function unknownCommandLine(command: string): string {
  * NICK (`{"messageType":"register","data":"NICK"}`), `message` the text
  * (`{"messageType":"message","data":"TEXT"}`). `undefined` for anything else.
  */
-export function parseYew(text: string, type: "register" | "message"): string | undefined {
+export function parseYew(
+  text: string,
+  type: "register" | "message",
+): string | undefined {
   try {
     const frame = JSON.parse(text);
-    if (frame?.messageType === type && typeof frame.data === "string") return frame.data;
+    if (frame?.messageType === type && typeof frame.data === "string") {
+      return frame.data;
+    }
   } catch {
     // Not JSON: not a YewChat frame.
   }

@@ -25,7 +25,10 @@ export class TokenBucket {
 
   #refill(now: number) {
     const elapsed = Math.max(0, now - this.#last);
-    this.#tokens = Math.min(this.burst, this.#tokens + (elapsed * this.rate) / 1000);
+    this.#tokens = Math.min(
+      this.burst,
+      this.#tokens + (elapsed * this.rate) / 1000,
+    );
     this.#last = now;
   }
 
@@ -42,6 +45,8 @@ export class TokenBucket {
   wait(now: number = performance.now(), cost = 1): number {
     this.#refill(now);
     const wanted = Math.min(cost, this.burst);
-    return this.#tokens >= wanted ? 0 : ((wanted - this.#tokens) * 1000) / this.rate;
+    return this.#tokens >= wanted
+      ? 0
+      : ((wanted - this.#tokens) * 1000) / this.rate;
   }
 }

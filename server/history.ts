@@ -129,7 +129,9 @@ export class HistoryBudget {
     }
     for (const history of largest) {
       if (history.bytes <= level) break;
-      while (history.bytes > level && this.#total > target) history.dropOldest();
+      while (history.bytes > level && this.#total > target) {
+        history.dropOldest();
+      }
     }
   }
 }

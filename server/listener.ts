@@ -78,14 +78,18 @@ export class ChatListener {
     this.#lastFailure = now;
     const wait = this.#backoff.delay();
     this.#options.log(
-      `Error accepting connections: ${errorText(error)}; accepting again in ${wait} ms`,
+      `Error accepting connections: ${
+        errorText(error)
+      }; accepting again in ${wait} ms`,
     );
     this.#retry = setTimeout(() => {
       this.#retry = undefined;
       if (this.#stopping) return;
       try {
         this.#serve(this.addr.port);
-        this.#options.log(`Accepting connections again on port ${this.addr.port}`);
+        this.#options.log(
+          `Accepting connections again on port ${this.addr.port}`,
+        );
       } catch (again) {
         this.#failed(again);
       }

@@ -64,14 +64,24 @@ export class Metrics {
 
   /** A resume sent all but `missed` messages (`null`: the client's epoch was not the room's). */
   resumed(missed: number | null): void {
-    this.resumes[missed === null ? "lost" : missed === 0 ? "complete" : "partial"]++;
+    this
+      .resumes[
+        missed === null ? "lost" : missed === 0 ? "complete" : "partial"
+      ]++;
   }
 
   /** The Prometheus text exposition of every metric, each with HELP and TYPE. */
   render(gauges: Gauges): string {
-    const metrics: [name: string, type: string, help: string, samples: string[]][] = [
+    const metrics: [
+      name: string,
+      type: string,
+      help: string,
+      samples: string[],
+    ][] = [
       ["chat_clients", "gauge", "Connected clients.", [`${gauges.clients}`]],
-      ["chat_rooms", "gauge", "Rooms with someone in them.", [`${gauges.rooms}`]],
+      ["chat_rooms", "gauge", "Rooms with someone in them.", [
+        `${gauges.rooms}`,
+      ]],
       [
         "chat_history_bytes",
         "gauge",
@@ -106,7 +116,9 @@ export class Metrics {
         "chat_refusals_total",
         "counter",
         "Messages, connections and clients refused, by reason.",
-        REASONS.map((reason) => `{reason="${reason}"} ${this.refusals[reason]}`),
+        REASONS.map((reason) =>
+          `{reason="${reason}"} ${this.refusals[reason]}`
+        ),
       ],
       [
         "chat_frames_waited_total",
@@ -118,7 +130,9 @@ export class Metrics {
         "chat_resumes_total",
         "counter",
         "Resumes (?since=), by result: complete, partial (some missed), lost (another epoch).",
-        Object.entries(this.resumes).map(([result, n]) => `{result="${result}"} ${n}`),
+        Object.entries(this.resumes).map(([result, n]) =>
+          `{result="${result}"} ${n}`
+        ),
       ],
       [
         "chat_log_dropped_total",
@@ -139,7 +153,9 @@ export class Metrics {
     return metrics.flatMap(([name, type, help, samples]) => [
       `# HELP ${name} ${help}`,
       `# TYPE ${name} ${type}`,
-      ...samples.map((sample) => `${name}${sample.startsWith("{") ? "" : " "}${sample}`),
+      ...samples.map((sample) =>
+        `${name}${sample.startsWith("{") ? "" : " "}${sample}`
+      ),
     ]).join("\n") + "\n";
   }
 }

@@ -17,6 +17,7 @@ import {
   pemFlag,
   UsageError,
 } from "../lib/flags.ts";
+import { PRESENCE_LIMIT } from "../lib/protocol.ts";
 import type { Log } from "./log.ts";
 
 /** What the server can be told; every field is optional. */
@@ -154,7 +155,7 @@ export const SERVER_DEFAULTS = {
   historyKeep: 1000,
   roomTtl: 300,
   historyBytes: 67108864,
-  presenceLimit: 200,
+  presenceLimit: PRESENCE_LIMIT,
   quiet: false,
   maxMessageBytes: 65536,
   rateLimit: 20,
@@ -397,7 +398,8 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "SECONDS",
     min: 0,
     max: 86_400,
-    help: "on SIGINT/SIGTERM, exit within this long even if a client never reads",
+    help:
+      "on SIGINT/SIGTERM, exit within this long even if a client never reads",
   },
   {
     flag: "cert",
@@ -422,7 +424,8 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "FILE",
     help:
       `require a token signed with the secret in FILE (${MIN_SECRET_BYTES} bytes at least)`,
-    parse: (file) => readSecret(file, { command: COMMAND, flag: "auth-secret" }),
+    parse: (file) =>
+      readSecret(file, { command: COMMAND, flag: "auth-secret" }),
   },
   {
     flag: "kick-seconds",
@@ -447,7 +450,8 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
         // Reported below.
       }
       if (
-        url && (url.protocol === "redis:" || url.protocol === "rediss:") && url.hostname
+        url && (url.protocol === "redis:" || url.protocol === "rediss:") &&
+        url.hostname
       ) {
         return value;
       }
@@ -487,12 +491,16 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
 function httpOrigin(flag: string, value: string): string {
   try {
     const url = new URL(value);
-    if (url.protocol === "http:" || url.protocol === "https:") return url.origin;
+    if (url.protocol === "http:" || url.protocol === "https:") {
+      return url.origin;
+    }
   } catch {
     // Reported below.
   }
   throw new UsageError(
-    `invalid --${flag} ${JSON.stringify(value)}: expected http:// or https:// and a host`,
+    `invalid --${flag} ${
+      JSON.stringify(value)
+    }: expected http:// or https:// and a host`,
     COMMAND,
   );
 }
@@ -531,7 +539,10 @@ export function serverOptions(values: FlagValues): ServerOptions {
     );
   }
   if ((values.cert === undefined) !== (values.key === undefined)) {
-    throw new UsageError("--cert and --key go together: give both or neither", COMMAND);
+    throw new UsageError(
+      "--cert and --key go together: give both or neither",
+      COMMAND,
+    );
   }
   const options: Record<string, unknown> = {};
   for (const flag of SERVER_FLAGS) {
@@ -565,7 +576,11 @@ export function serverOptions(values: FlagValues): ServerOptions {
  * what the one-line `openssl req -x509` makes.
  */
 function serverCertificate(file: string): string {
-  const pem = pemFlag(file, { command: COMMAND, flag: "cert", expected: "CERTIFICATE" });
+  const pem = pemFlag(file, {
+    command: COMMAND,
+    flag: "cert",
+    expected: "CERTIFICATE",
+  });
   let ca = false;
   try {
     ca = new X509Certificate(pem).ca;

@@ -46,5 +46,6 @@ export function guardProcess(log: Log): () => void {
     log(`Error in the runtime, survived: ${errorText(event.reason)}`);
   };
   globalThis.addEventListener("unhandledrejection", onRejection);
-  return () => globalThis.removeEventListener("unhandledrejection", onRejection);
+  return () =>
+    globalThis.removeEventListener("unhandledrejection", onRejection);
 }

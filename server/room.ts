@@ -23,7 +23,12 @@ import {
   newEpoch,
   type RoomEvent,
 } from "./backplane.ts";
-import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
+import {
+  type ChatMessage,
+  type Codec,
+  CODEC_SLOTS,
+  type Frame,
+} from "./codec.ts";
 import { heldBytes, History, type HistoryBudget } from "./history.ts";
 import type { Scheduler, Waiting } from "./scheduler.ts";
 import type { Store } from "./store.ts";
@@ -90,7 +95,9 @@ export function recentFor(held: Held, count: number, resume?: Resume): Recent {
     return { epoch, last, messages: latest, missed: null };
   }
   // Messages without an id (delivered while the backplane was down) cannot be placed.
-  const after = messages.filter((m) => m.id !== undefined && m.id > resume.since);
+  const after = messages.filter((m) =>
+    m.id !== undefined && m.id > resume.since
+  );
   const first = after.length > 0 ? after[0].id! : last + 1;
   return { epoch, last, messages: after, missed: first - resume.since - 1 };
 }
@@ -105,7 +112,9 @@ export function withinBacklog(recent: Recent, bytes: number): Recent {
   const messages = recent.messages;
   let first = messages.length;
   let total = 0;
-  while (first > 0 && (total += heldBytes(messages[first - 1])) <= bytes) first--;
+  while (first > 0 && (total += heldBytes(messages[first - 1])) <= bytes) {
+    first--;
+  }
   if (first === 0) return recent;
   return {
     ...recent,
@@ -147,7 +156,12 @@ export class Moderation {
     return `${kind} ${room} ${nameKey(name)}`;
   }
 
-  hold(kind: "kicked" | "muted", room: string, name: string, until: number): void {
+  hold(
+    kind: "kicked" | "muted",
+    room: string,
+    name: string,
+    until: number,
+  ): void {
     this.#until.set(this.#key(kind, room, name), until);
   }
 
@@ -257,7 +271,9 @@ export class Room<M extends Member = Member> {
 
   /** Whole seconds `name` stays muted; 0 when it may speak. */
   mutedFor(name: string): number {
-    return Math.ceil(this.options.moderation.left("muted", this.name, name) / 1000);
+    return Math.ceil(
+      this.options.moderation.left("muted", this.name, name) / 1000,
+    );
   }
 
   /** `arrival` sees the room's chat messages until `unwatch`. */
@@ -294,7 +310,12 @@ export class Room<M extends Member = Member> {
       this.name,
       member.name,
       wasMember
-        ? { kind: "left", name: member.name, origin: backplane.instance, conn: member.id }
+        ? {
+          kind: "left",
+          name: member.name,
+          origin: backplane.instance,
+          conn: member.id,
+        }
         : undefined,
     );
   }
@@ -360,7 +381,11 @@ export class Room<M extends Member = Member> {
     const count = this.options.history;
     const local = () =>
       recentFor(
-        { epoch: this.#epoch, last: this.#last, messages: this.#history.messages },
+        {
+          epoch: this.#epoch,
+          last: this.#last,
+          messages: this.#history.messages,
+        },
         count,
         resume,
       );
@@ -378,7 +403,9 @@ export class Room<M extends Member = Member> {
    */
   deliver(event: RoomEvent, delivery: Delivery): number {
     const backplane = this.options.backplane;
-    const subject = event.origin === backplane.instance ? event.conn : undefined;
+    const subject = event.origin === backplane.instance
+      ? event.conn
+      : undefined;
     this.#frames.fill(undefined);
     if (event.kind === "message") {
       // In process the room numbers its messages; through Redis, Redis does
@@ -396,7 +423,9 @@ export class Room<M extends Member = Member> {
         ref: event.ref,
       };
       this.#history.add(message);
-      if (id !== undefined) this.options.store?.append(this.name, this.#epoch, message);
+      if (id !== undefined) {
+        this.options.store?.append(this.name, this.#epoch, message);
+      }
       for (const arrival of this.#arriving) arrival.witness(message);
       const echo = this.options.echo;
       const delivered = this.#send((codec) => codec.message(message), {
@@ -409,15 +438,20 @@ export class Room<M extends Member = Member> {
       }
       return delivered;
     }
-    if (event.kind === "kicked" || event.kind === "muted") return this.#moderated(event);
+    if (event.kind === "kicked" || event.kind === "muted") {
+      return this.#moderated(event);
+    }
     const online = delivery.online ?? this.#members.size;
     if (online <= this.options.presenceLimit) {
       const { kind, name } = event;
-      this.#send((codec) => codec.presence(kind, name, online), { except: subject });
+      this.#send((codec) => codec.presence(kind, name, online), {
+        except: subject,
+      });
     }
     if (this.#listeners === 0) return 0;
     // Through Redis, a large room's events do not list names: ask for them.
-    const names = delivery.names ?? (delivery.seq === undefined ? this.who() : undefined);
+    const names = delivery.names ??
+      (delivery.seq === undefined ? this.who() : undefined);
     this.#list(names);
     return 0;
   }
@@ -436,8 +470,15 @@ export class Room<M extends Member = Member> {
   /** A kick or a mute, from a moderator on any instance: it holds here too. */
   #moderated(event: Extract<RoomEvent, { kind: "kicked" | "muted" }>): number {
     const key = nameKey(event.name);
-    const targets = [...this.#members.values()].filter((m) => nameKey(m.name) === key);
-    this.options.moderation.hold(event.kind, this.name, event.name, event.until);
+    const targets = [...this.#members.values()].filter((m) =>
+      nameKey(m.name) === key
+    );
+    this.options.moderation.hold(
+      event.kind,
+      this.name,
+      event.name,
+      event.until,
+    );
     if (event.kind === "muted") {
       const frame = (codec: Codec) =>
         codec.notice(mutedNotice(this.mutedFor(event.name)));
@@ -472,7 +513,9 @@ export class Room<M extends Member = Member> {
    * last one went out (all of it: a large room's takes several turns).
    */
   #nextList(): void {
-    if (!this.#listDue || this.#listTimer !== undefined || this.#listSending) return;
+    if (!this.#listDue || this.#listTimer !== undefined || this.#listSending) {
+      return;
+    }
     const wait = this.#listedAt + USER_LIST_INTERVAL_MS - performance.now();
     if (wait <= 0) return this.#sendList();
     this.#listTimer = setTimeout(() => {
@@ -486,7 +529,9 @@ export class Room<M extends Member = Member> {
     this.#listedAt = performance.now();
     const names = this.#listNames;
     if (names) this.users(names);
-    else void Promise.resolve(this.everyone()).then((everyone) => this.users(everyone));
+    else {void Promise.resolve(this.everyone()).then((everyone) =>
+        this.users(everyone)
+      );}
   }
 
   /** The room is dropped (or the server stops): its history goes, and no list is due. */
@@ -528,7 +573,10 @@ export class Room<M extends Member = Member> {
         if (this.#listSending !== list) return false;
         const part = members.slice(next, next + LIST_PART);
         next += part.length;
-        this.#send(encode, { to: part.filter((m) => this.#isMember(m)), frames });
+        this.#send(encode, {
+          to: part.filter((m) => this.#isMember(m)),
+          frames,
+        });
         if (next < members.length) return true;
         this.#listSending = undefined;
         this.#listedAt = performance.now();
