@@ -502,7 +502,17 @@ if (import.meta.main) {
       command: chat(["--quiet"]),
       batch: true,
     },
-    { name: "chat, plain, logging on", command: chat(), only: ["closed100"] },
+    {
+      name: "chat, plain, logging on",
+      command: chat(),
+      only: ["closed100", "idle"],
+    },
+    {
+      // What announcing joins costs a connect, beside the row above it.
+      name: "chat, plain, --presence-limit 0",
+      command: chat(["--quiet", "--presence-limit", "0"]),
+      only: ["idle"],
+    },
     {
       name: "chat --store, plain clients",
       command: (port) =>
