@@ -173,8 +173,7 @@ const ATTACKS: Attack[] = [
   },
   {
     key: "7b",
-    title:
-      "7b: 1,000 connections in one room, each sending one message at once",
+    title: "7b: 1,000 connections in one room, each sending one message at once",
     async run(port) {
       const sockets = await openMany(
         1000,
@@ -395,9 +394,7 @@ async function main(wanted: string[]) {
       }
       console.log(
         `|   after it stops | | | | | | | ${
-          after === null
-            ? "no (10 s)"
-            : `${(performance.now() - t0).toFixed(0)} ms`
+          after === null ? "no (10 s)" : `${(performance.now() - t0).toFixed(0)} ms`
         } |`,
       );
     }

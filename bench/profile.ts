@@ -69,9 +69,7 @@ interface Node {
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
 }
-const file = [...Deno.readDirSync(dir)].find((e) =>
-  e.name.endsWith(".cpuprofile")
-);
+const file = [...Deno.readDirSync(dir)].find((e) => e.name.endsWith(".cpuprofile"));
 if (!file) throw new Error("no profile written");
 const profile = JSON.parse(await Deno.readTextFile(`${dir}/${file.name}`)) as {
   nodes: Node[];
@@ -83,9 +81,9 @@ for (const node of profile.nodes) {
   const hits = node.hitCount ?? 0;
   if (!hits) continue;
   const { functionName, url, lineNumber } = node.callFrame;
-  const name = `${functionName || "(anonymous)"} ${
-    url.split("/").slice(-1)[0]
-  }:${lineNumber + 1}`;
+  const name = `${functionName || "(anonymous)"} ${url.split("/").slice(-1)[0]}:${
+    lineNumber + 1
+  }`;
   byFunction.set(name, (byFunction.get(name) ?? 0) + hits);
   const group = url.startsWith("file://")
     ? "the server's own code"
@@ -102,9 +100,7 @@ for (const node of profile.nodes) {
 }
 const pct = (n: number) => `${((n / total) * 100).toFixed(1)}%`;
 console.log(
-  `\nserver CPU profile, ${
-    batch ? "chat.batch" : "plain"
-  } clients (${total} samples):\n`,
+  `\nserver CPU profile, ${batch ? "chat.batch" : "plain"} clients (${total} samples):\n`,
 );
 for (const [group, hits] of [...byGroup].sort((a, b) => b[1] - a[1])) {
   console.log(`  ${pct(hits).padStart(6)}  ${group}`);

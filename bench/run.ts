@@ -24,9 +24,7 @@ import {
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
-const haveRedis = await run(["sh", "-c", "command -v redis-server"]).then((r) =>
-  r.ok
-);
+const haveRedis = await run(["sh", "-c", "command -v redis-server"]).then((r) => r.ok);
 
 interface Server {
   name: string;
@@ -103,8 +101,7 @@ async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
 
 /** Installs ws and Bun from the npm registry into bench/ (pinned in bench/package.json). */
 async function installPeers(): Promise<{ ws: boolean; bun: boolean }> {
-  const exists = (path: string) =>
-    Deno.stat(path).then(() => true, () => false);
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
   if (
     !await exists(`${BENCH}node_modules/ws`) ||
     !await exists(`${BENCH}node_modules/.bin/bun`)
@@ -278,8 +275,7 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "closed1000",
@@ -292,8 +288,7 @@ const SCENARIOS: Scenario[] = [
       window: 50,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "few100",
@@ -306,8 +301,7 @@ const SCENARIOS: Scenario[] = [
       window: 8,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "few1000",
@@ -320,13 +314,11 @@ const SCENARIOS: Scenario[] = [
       window: 4,
       seconds: 5,
     },
-    report: (r) =>
-      `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
+    report: (r) => `${rate(r.deliveriesPerSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`,
   },
   {
     key: "open",
-    title:
-      "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
+    title: "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
     headline: "p99",
     repeat: 3,
     load: {
@@ -351,14 +343,11 @@ const SCENARIOS: Scenario[] = [
     report: (r, extra) =>
       `${rate(r.connectPerSecond)} connects/s, ${
         (extra.rssPerConnection / 1024).toFixed(1)
-      } KiB RSS each, broadcast to all ${
-        ms(r.broadcastMs)
-      } (${r.reached} reached)`,
+      } KiB RSS each, broadcast to all ${ms(r.broadcastMs)} (${r.reached} reached)`,
   },
   {
     key: "stalled",
-    title:
-      "one never-reading client, 4 KiB messages, open loop 10 s, median of 3 runs",
+    title: "one never-reading client, 4 KiB messages, open loop 10 s, median of 3 runs",
     headline: "p99",
     repeat: 3,
     load: {
@@ -371,11 +360,9 @@ const SCENARIOS: Scenario[] = [
       stalled: true,
     },
     report: (r, extra) =>
-      `others' p99 ${ms(r.p99)}, loss ${
-        (r.loss * 100).toFixed(2)
-      }%, server RSS +${(extra.rssGrowth / 2 ** 20).toFixed(1)} MiB, +${
-        (extra.lateGrowth / 2 ** 20).toFixed(1)
-      } MiB of it in the second half`,
+      `others' p99 ${ms(r.p99)}, loss ${(r.loss * 100).toFixed(2)}%, server RSS +${
+        (extra.rssGrowth / 2 ** 20).toFixed(1)
+      } MiB, +${(extra.lateGrowth / 2 ** 20).toFixed(1)} MiB of it in the second half`,
   },
 ];
 
@@ -463,9 +450,7 @@ if (import.meta.main) {
   const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
     a,
   ) => a.slice(7));
-  const scenarios = SCENARIOS.filter((s) =>
-    wanted.size === 0 || wanted.has(s.key)
-  );
+  const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
   const peers = await installPeers();
   const servers: Server[] = [
     {
@@ -515,13 +500,11 @@ if (import.meta.main) {
     },
     {
       name: "chat --store, plain clients",
-      command: (port) =>
-        chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
+      command: (port) => chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
     },
     {
       name: "chat --store, chat.batch clients",
-      command: (port) =>
-        chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
+      command: (port) => chat(["--quiet", "--store", `${STORE_DIR}/${port}.db`])(port),
       batch: true,
     },
     ...(haveRedis
@@ -574,9 +557,7 @@ if (import.meta.main) {
       new Date().toISOString().slice(0, 10)
     }, ${Deno.build.os}/${Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, ` +
-      (HAVE_TASKSET
-        ? "server on core 0, generator on core 1"
-        : "no taskset: not pinned"),
+      (HAVE_TASKSET ? "server on core 0, generator on core 1" : "no taskset: not pinned"),
   );
   console.log(
     haveCLoad
@@ -629,26 +610,16 @@ if (import.meta.main) {
         : "–";
       // A generator near a full core may be what limits the result: such a
       // row is to be compared on server µs per delivery (or connect), not on its rate.
-      const bound = m.generatorCpu >= GENERATOR_BOUND
-        ? " (generator-bound)"
-        : "";
-      const of = measurements.length > 1
-        ? ` (median of ${measurements.length})`
-        : "";
-      const cpuPer = per === "connect"
-        ? m.result.cpuPerConnect
-        : m.result.cpuPerDelivery;
+      const bound = m.generatorCpu >= GENERATOR_BOUND ? " (generator-bound)" : "";
+      const of = measurements.length > 1 ? ` (median of ${measurements.length})` : "";
+      const cpuPer = per === "connect" ? m.result.cpuPerConnect : m.result.cpuPerDelivery;
       console.log(
         `| ${server.name} | ${
           scenario.report(m.result, m.extra)
         }${bound}${of} | ${ratio} | ${(m.serverCpu * 100).toFixed(0)}% | ${
-          Number.isFinite(cpuPer)
-            ? cpuPer.toFixed(per === "connect" ? 0 : 3)
-            : "–"
+          Number.isFinite(cpuPer) ? cpuPer.toFixed(per === "connect" ? 0 : 3) : "–"
         } | ${
-          Number.isFinite(m.generatorCpu)
-            ? `${(m.generatorCpu * 100).toFixed(0)}%`
-            : "–"
+          Number.isFinite(m.generatorCpu) ? `${(m.generatorCpu * 100).toFixed(0)}%` : "–"
         } |`,
       );
     }

@@ -81,9 +81,7 @@ export async function verifyToken(
       expires: payload.exp! * 1000,
     };
   } catch (error) {
-    return error instanceof errors.JWTExpired
-      ? "token expired"
-      : "token invalid";
+    return error instanceof errors.JWTExpired ? "token expired" : "token invalid";
   }
 }
 

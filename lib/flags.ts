@@ -71,9 +71,7 @@ export function parseFlags(command: CommandSpec, args: string[]): FlagValues {
   // that it gets the flag's own range message.
   const joined: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    const flag = args[i].startsWith("--")
-      ? options[args[i].slice(2)]
-      : undefined;
+    const flag = args[i].startsWith("--") ? options[args[i].slice(2)] : undefined;
     if (flag?.type === "string" && /^-\d/.test(args[i + 1] ?? "")) {
       joined.push(`${args[i]}=${args[++i]}`);
     } else {
@@ -241,9 +239,7 @@ export function pemFlag(
   const text = new TextDecoder().decode(fileFlag(file, { command, flag }));
   if (expected && !text.includes(`-----BEGIN ${expected}-----`)) {
     throw new UsageError(
-      `--${flag} ${
-        JSON.stringify(file)
-      } holds no PEM ${expected.toLowerCase()}`,
+      `--${flag} ${JSON.stringify(file)} holds no PEM ${expected.toLowerCase()}`,
       command,
     );
   }

@@ -88,9 +88,7 @@ export function rateLimitNotice(perSecond: number): string {
 
 /** The same for the byte rate, which counts each message once per recipient. */
 export function byteRateNotice(bytesPerSecond: number): string {
-  return `* rate limit: ${
-    plural(bytesPerSecond, "byte")
-  } per second (size x recipients)`;
+  return `* rate limit: ${plural(bytesPerSecond, "byte")} per second (size x recipients)`;
 }
 
 /** The longest name a client may take. */
@@ -101,8 +99,7 @@ export const MAX_NAME_LENGTH = 32;
 export const NAME_PATTERN = /^[A-Za-z0-9_.\-]+$/;
 
 /** The name rule in words, for error messages and help texts. */
-export const NAME_RULE =
-  `1 to ${MAX_NAME_LENGTH} ASCII letters, digits, '_', '-' or '.'`;
+export const NAME_RULE = `1 to ${MAX_NAME_LENGTH} ASCII letters, digits, '_', '-' or '.'`;
 
 /**
  * Says what is wrong with a name, or returns `undefined` when it is valid.
@@ -122,9 +119,7 @@ export function nameProblem(name: string): string | undefined {
 
 /** `IP:PORT`, with an IPv6 address in brackets (`[::1]:5555`). */
 export function formatAddress(hostname: string, port: number): string {
-  return hostname.includes(":")
-    ? `[${hostname}]:${port}`
-    : `${hostname}:${port}`;
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
 }
 
 /** The line every member receives for a chat message: `SENDER: TEXT`. */
@@ -198,8 +193,7 @@ export const BACKPLANE_DOWN =
 export const MESSAGES_LOST = "* some messages from other servers were lost";
 
 /** To every member of this instance when the backplane is back. */
-export const BACKPLANE_BACK =
-  "* backplane back: messages reach every server again";
+export const BACKPLANE_BACK = "* backplane back: messages reach every server again";
 
 /** The answer to `/help`. */
 export const HELP_LINE =

@@ -45,8 +45,6 @@ export class TokenBucket {
   wait(now: number = performance.now(), cost = 1): number {
     this.#refill(now);
     const wanted = Math.min(cost, this.burst);
-    return this.#tokens >= wanted
-      ? 0
-      : ((wanted - this.#tokens) * 1000) / this.rate;
+    return this.#tokens >= wanted ? 0 : ((wanted - this.#tokens) * 1000) / this.rate;
   }
 }

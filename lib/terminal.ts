@@ -8,12 +8,7 @@
  * @module
  */
 
-import {
-  clearLine,
-  createInterface,
-  cursorTo,
-  type Interface,
-} from "node:readline";
+import { clearLine, createInterface, cursorTo, type Interface } from "node:readline";
 import process from "node:process";
 
 /** What the interactive prompt shows. */

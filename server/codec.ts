@@ -134,8 +134,7 @@ export const PLAIN: Codec = {
     ),
   users: () => undefined,
   recent: (messages) => messages.map((message) => PLAIN.message(message)),
-  recovered: (missed) =>
-    missed === 0 ? undefined : frame(recoveryNotice(missed)),
+  recovered: (missed) => missed === 0 ? undefined : frame(recoveryNotice(missed)),
   receipt: () => undefined,
   // The reason goes as a notice of its own (at most one a second).
   refused: () => undefined,
@@ -207,8 +206,7 @@ export const JSON_EVENTS: Codec = {
   presence: (type, name, online) => event({ type, name, online }),
   users: () => undefined,
   recent: (messages) => messages.map((message) => JSON_EVENTS.message(message)),
-  recovered: (missed) =>
-    event({ type: "recovered", complete: missed === 0, missed }),
+  recovered: (missed) => event({ type: "recovered", complete: missed === 0, missed }),
   receipt: (type, ref) => event({ type, ref }),
   refused: (ref, reason, retryMs) =>
     event({

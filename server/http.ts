@@ -21,12 +21,7 @@ import type { Metrics } from "./metrics.ts";
 import { chatPage } from "./page.ts";
 import { type HttpRefusal, Refusals } from "./refusals.ts";
 import type { Resume } from "./room.ts";
-import {
-  type Identity,
-  mayJoin,
-  requestToken,
-  verifyToken,
-} from "../lib/auth.ts";
+import { type Identity, mayJoin, requestToken, verifyToken } from "../lib/auth.ts";
 
 /** What the HTTP front is told (from the server's options). */
 export interface HttpOptions {
@@ -114,9 +109,7 @@ function resumeFromQuery(url: URL): { resume?: Resume; problem?: string } {
   const since = url.searchParams.get("since");
   const epoch = url.searchParams.get("epoch");
   if (since === null) {
-    return epoch === null
-      ? {}
-      : { problem: "epoch without since: give both or neither" };
+    return epoch === null ? {} : { problem: "epoch without since: give both or neither" };
   }
   if (!/^\d{1,15}$/.test(since)) {
     return {
@@ -130,8 +123,7 @@ function resumeFromQuery(url: URL): { resume?: Resume; problem?: string } {
   }
   if (!EPOCH_PATTERN.test(epoch)) {
     return {
-      problem:
-        "epoch must be the one the server gave (letters, digits, - and _)",
+      problem: "epoch must be the one the server gave (letters, digits, - and _)",
     };
   }
   return { resume: { since: Number(since), epoch } };
@@ -211,17 +203,12 @@ export function chatRoutes(
     allowed: new Set(options.allowOrigins.map((o) => new URL(o).origin)),
     publicOrigins: new Set(options.publicUrls.map((u) => new URL(u).origin)),
   };
-  const refuse = (refusal: HttpRefusal) =>
-    abortHandshake(chat.metrics, refusal);
+  const refuse = (refusal: HttpRefusal) => abortHandshake(chat.metrics, refusal);
 
   /** `/healthz`, `/readyz` and `/metrics`; `undefined` for any other path. */
   function statusResponse(path: string): Response | undefined {
     const backplane = chat.backplane;
-    const backplaneState = !backplane.shared
-      ? "none"
-      : backplane.up
-      ? "up"
-      : "down";
+    const backplaneState = !backplane.shared ? "none" : backplane.up ? "up" : "down";
     switch (path) {
       case "/healthz":
         // Alive while it serves; the backplane's state is information here.

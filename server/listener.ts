@@ -78,9 +78,7 @@ export class ChatListener {
     this.#lastFailure = now;
     const wait = this.#backoff.delay();
     this.#options.log(
-      `Error accepting connections: ${
-        errorText(error)
-      }; accepting again in ${wait} ms`,
+      `Error accepting connections: ${errorText(error)}; accepting again in ${wait} ms`,
     );
     this.#retry = setTimeout(() => {
       this.#retry = undefined;

@@ -116,9 +116,7 @@ export class Metrics {
         "chat_refusals_total",
         "counter",
         "Messages, connections and clients refused, by reason.",
-        REASONS.map((reason) =>
-          `{reason="${reason}"} ${this.refusals[reason]}`
-        ),
+        REASONS.map((reason) => `{reason="${reason}"} ${this.refusals[reason]}`),
       ],
       [
         "chat_frames_waited_total",
@@ -130,9 +128,7 @@ export class Metrics {
         "chat_resumes_total",
         "counter",
         "Resumes (?since=), by result: complete, partial (some missed), lost (another epoch).",
-        Object.entries(this.resumes).map(([result, n]) =>
-          `{result="${result}"} ${n}`
-        ),
+        Object.entries(this.resumes).map(([result, n]) => `{result="${result}"} ${n}`),
       ],
       [
         "chat_log_dropped_total",
@@ -153,9 +149,7 @@ export class Metrics {
     return metrics.flatMap(([name, type, help, samples]) => [
       `# HELP ${name} ${help}`,
       `# TYPE ${name} ${type}`,
-      ...samples.map((sample) =>
-        `${name}${sample.startsWith("{") ? "" : " "}${sample}`
-      ),
+      ...samples.map((sample) => `${name}${sample.startsWith("{") ? "" : " "}${sample}`),
     ]).join("\n") + "\n";
   }
 }

@@ -398,8 +398,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "SECONDS",
     min: 0,
     max: 86_400,
-    help:
-      "on SIGINT/SIGTERM, exit within this long even if a client never reads",
+    help: "on SIGINT/SIGTERM, exit within this long even if a client never reads",
   },
   {
     flag: "cert",
@@ -424,8 +423,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
     valueName: "FILE",
     help:
       `require a token signed with the secret in FILE (${MIN_SECRET_BYTES} bytes at least)`,
-    parse: (file) =>
-      readSecret(file, { command: COMMAND, flag: "auth-secret" }),
+    parse: (file) => readSecret(file, { command: COMMAND, flag: "auth-secret" }),
   },
   {
     flag: "kick-seconds",
@@ -498,9 +496,7 @@ function httpOrigin(flag: string, value: string): string {
     // Reported below.
   }
   throw new UsageError(
-    `invalid --${flag} ${
-      JSON.stringify(value)
-    }: expected http:// or https:// and a host`,
+    `invalid --${flag} ${JSON.stringify(value)}: expected http:// or https:// and a host`,
     COMMAND,
   );
 }

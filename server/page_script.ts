@@ -86,8 +86,7 @@ type PageEvent =
 export function pageScript(config: PageConfig): void {
   const path = "/" + config.room;
   const NAME = new RegExp(config.namePattern);
-  const $ = <T extends PageElement>(id: string) =>
-    document.getElementById(id) as T;
+  const $ = <T extends PageElement>(id: string) => document.getElementById(id) as T;
   const log = $("log"), status = $("status"), online = $("online");
   const text = $<PageInput>("text"), nameInput = $<PageInput>("name");
   $("title").textContent = config.room ? "#" + config.room : "chat";
@@ -259,9 +258,7 @@ export function pageScript(config: PageConfig): void {
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     // After a first connection: resume from the last message shown.
-    const resume = epoch
-      ? "&since=" + last + "&epoch=" + encodeURIComponent(epoch)
-      : "";
+    const resume = epoch ? "&since=" + last + "&epoch=" + encodeURIComponent(epoch) : "";
     const url = scheme + location.host + path + "?name=" +
       encodeURIComponent(name) +
       tokenQuery + resume;

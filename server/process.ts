@@ -46,6 +46,5 @@ export function guardProcess(log: Log): () => void {
     log(`Error in the runtime, survived: ${errorText(event.reason)}`);
   };
   globalThis.addEventListener("unhandledrejection", onRejection);
-  return () =>
-    globalThis.removeEventListener("unhandledrejection", onRejection);
+  return () => globalThis.removeEventListener("unhandledrejection", onRejection);
 }

@@ -499,9 +499,7 @@ export class RedisBackplane implements Backplane {
 
   /** `PREFIX kicked:P:NAME` or `muted:...`: until when, expiring with it. */
   #sanctionKey(kind: "kicked" | "muted", room: string, name: string): string {
-    return `${this.#options.prefix}${kind}:${
-      roomPath(room)
-    }:${name.toLowerCase()}`;
+    return `${this.#options.prefix}${kind}:${roomPath(room)}:${name.toLowerCase()}`;
   }
 
   open(room: string): Promise<void> {
@@ -601,8 +599,7 @@ export class RedisBackplane implements Backplane {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () =>
-          reject(new Error(`no answer within ${this.#options.timeoutMs} ms`)),
+        () => reject(new Error(`no answer within ${this.#options.timeoutMs} ms`)),
         this.#options.timeoutMs,
       );
     });
@@ -659,9 +656,7 @@ export class RedisBackplane implements Backplane {
       // backplane counts as up (no await between the last check and "up").
       const subscribed = new Set<string>();
       for (;;) {
-        const rooms = [...this.#rooms.keys()].filter((room) =>
-          !subscribed.has(room)
-        );
+        const rooms = [...this.#rooms.keys()].filter((room) => !subscribed.has(room));
         if (rooms.length === 0) break;
         await this.#call(
           subscriber.subscribe(
@@ -717,9 +712,7 @@ export class RedisBackplane implements Backplane {
     taken.forEach((names, i) => {
       for (const name of names) {
         this.#receiver.log(
-          `Backplane: ${name} in ${
-            roomPath(rooms[i][0])
-          } is held by another instance`,
+          `Backplane: ${name} in ${roomPath(rooms[i][0])} is held by another instance`,
         );
       }
     });
@@ -757,11 +750,7 @@ export class RedisBackplane implements Backplane {
           id: firstId === undefined ? undefined : firstId + i,
           epoch,
           online: online === "" ? undefined : Number(online),
-          names: names === "*"
-            ? undefined
-            : names === ""
-            ? []
-            : names.split(",").sort(),
+          names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
         });
       });
     } catch (error) {

@@ -23,12 +23,7 @@ import {
   newEpoch,
   type RoomEvent,
 } from "./backplane.ts";
-import {
-  type ChatMessage,
-  type Codec,
-  CODEC_SLOTS,
-  type Frame,
-} from "./codec.ts";
+import { type ChatMessage, type Codec, CODEC_SLOTS, type Frame } from "./codec.ts";
 import { heldBytes, History, type HistoryBudget } from "./history.ts";
 import type { Scheduler, Waiting } from "./scheduler.ts";
 import type { Store } from "./store.ts";
@@ -95,9 +90,7 @@ export function recentFor(held: Held, count: number, resume?: Resume): Recent {
     return { epoch, last, messages: latest, missed: null };
   }
   // Messages without an id (delivered while the backplane was down) cannot be placed.
-  const after = messages.filter((m) =>
-    m.id !== undefined && m.id > resume.since
-  );
+  const after = messages.filter((m) => m.id !== undefined && m.id > resume.since);
   const first = after.length > 0 ? after[0].id! : last + 1;
   return { epoch, last, messages: after, missed: first - resume.since - 1 };
 }
@@ -403,9 +396,7 @@ export class Room<M extends Member = Member> {
    */
   deliver(event: RoomEvent, delivery: Delivery): number {
     const backplane = this.options.backplane;
-    const subject = event.origin === backplane.instance
-      ? event.conn
-      : undefined;
+    const subject = event.origin === backplane.instance ? event.conn : undefined;
     this.#frames.fill(undefined);
     if (event.kind === "message") {
       // In process the room numbers its messages; through Redis, Redis does
@@ -470,9 +461,7 @@ export class Room<M extends Member = Member> {
   /** A kick or a mute, from a moderator on any instance: it holds here too. */
   #moderated(event: Extract<RoomEvent, { kind: "kicked" | "muted" }>): number {
     const key = nameKey(event.name);
-    const targets = [...this.#members.values()].filter((m) =>
-      nameKey(m.name) === key
-    );
+    const targets = [...this.#members.values()].filter((m) => nameKey(m.name) === key);
     this.options.moderation.hold(
       event.kind,
       this.name,
@@ -529,9 +518,7 @@ export class Room<M extends Member = Member> {
     this.#listedAt = performance.now();
     const names = this.#listNames;
     if (names) this.users(names);
-    else {void Promise.resolve(this.everyone()).then((everyone) =>
-        this.users(everyone)
-      );}
+    else void Promise.resolve(this.everyone()).then((everyone) => this.users(everyone));
   }
 
   /** The room is dropped (or the server stops): its history goes, and no list is due. */

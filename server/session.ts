@@ -320,8 +320,7 @@ export class Session implements Member, Arrival, Waiting {
         this.#own(codec.recovered(recent.missed));
       }
       // What the history holds is not sent again.
-      const fresh = (id: number | undefined) =>
-        id === undefined || id > recent.last;
+      const fresh = (id: number | undefined) => id === undefined || id > recent.last;
       for (const frame of codec.recent(recent.messages)) this.deliver(frame);
       for (const message of arrival.messages) {
         if (fresh(message.id)) this.deliver(codec.message(message));
@@ -401,9 +400,7 @@ export class Session implements Member, Arrival, Waiting {
    * of its room (one, a YewChat register, before it joins).
    */
   waitingCost(): Cost {
-    const recipients = this.#state === "joined"
-      ? Math.max(1, this.#room.size)
-      : 1;
+    const recipients = this.#state === "joined" ? Math.max(1, this.#room.size) : 1;
     return {
       frames: recipients,
       bytes: recipients * (this.#waiting?.[0].length ?? 0),
@@ -652,9 +649,7 @@ export class Session implements Member, Arrival, Waiting {
   /** Called by the outbox when the backlog passed the limit. */
   slow(): void {
     // Called from within a send, maybe a broadcast: close once it is over.
-    queueMicrotask(() =>
-      this.refuse(Refusals.tooSlow(this.#host.maxBufferedBytes))
-    );
+    queueMicrotask(() => this.refuse(Refusals.tooSlow(this.#host.maxBufferedBytes)));
   }
 
   /** Closes the client for what it did: counted, logged, out of the room at once. */
