@@ -145,10 +145,7 @@ const ATTACKS: Attack[] = [
         64,
         (socket) =>
           socket.send(
-            JSON.stringify({
-              messageType: "register",
-              data: `u${registered++}`,
-            }),
+            JSON.stringify({ messageType: "register", data: `u${registered++}` }),
           ),
       );
     },

@@ -69,9 +69,7 @@ export async function verifyToken(
     const rooms = payload.rooms;
     let allowed: Identity["rooms"];
     if (rooms === undefined || rooms === "*") allowed = "*";
-    else if (
-      Array.isArray(rooms) && rooms.every((room) => typeof room === "string")
-    ) {
+    else if (Array.isArray(rooms) && rooms.every((room) => typeof room === "string")) {
       allowed = rooms.includes("*") ? "*" : rooms;
     } else return "token invalid";
     return {
@@ -117,13 +115,7 @@ export async function mintToken(
     .sign(secret);
 }
 
-const TTL_UNITS: Record<string, number> = {
-  "": 1,
-  s: 1,
-  m: 60,
-  h: 3600,
-  d: 86_400,
-};
+const TTL_UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86_400 };
 
 /** Seconds from `90`, `90s`, `30m`, `12h` or `7d`; `undefined` for anything else. */
 export function parseTtl(text: string): number | undefined {

@@ -95,8 +95,7 @@ export function parseFlags(command: CommandSpec, args: string[]): FlagValues {
 function describeParseError(error: unknown): string {
   const message = errorText(error);
   const code = (error as { code?: string }).code;
-  const quoted = message.match(/'(-[^' ]*)/)?.[1] ??
-    message.match(/'([^']*)'/)?.[1];
+  const quoted = message.match(/'(-[^' ]*)/)?.[1] ?? message.match(/'([^']*)'/)?.[1];
   switch (code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
       return `unknown flag ${quoted}`;
@@ -132,10 +131,7 @@ export function usage(command: CommandSpec): string {
     "Flags:",
     ...rows.flatMap(([left, right]) => {
       const [first, ...rest] = wrap(right, HELP_COLUMNS - indent.length, "");
-      return [
-        `  ${left.padEnd(width)}  ${first}`,
-        ...rest.map((line) => indent + line),
-      ];
+      return [`  ${left.padEnd(width)}  ${first}`, ...rest.map((line) => indent + line)];
     }),
     "",
   ].join("\n");
@@ -208,10 +204,7 @@ export async function runCommand(
  * Reads the file a flag names, or throws a `UsageError` saying why it
  * cannot: `cannot read --FLAG "FILE": no such file` (or permission denied).
  */
-export function fileFlag(
-  file: string,
-  { command, flag }: FlagSource,
-): Uint8Array {
+export function fileFlag(file: string, { command, flag }: FlagSource): Uint8Array {
   try {
     return Deno.readFileSync(file);
   } catch (error) {

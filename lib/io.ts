@@ -10,7 +10,5 @@ export function writeAllSync(
   bytes: Uint8Array,
 ) {
   let written = 0;
-  while (written < bytes.length) {
-    written += file.writeSync(bytes.subarray(written));
-  }
+  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
 }

@@ -128,12 +128,7 @@ export function chatLine(sender: string, text: string): string {
 }
 
 /** Paths that are never rooms. */
-export const RESERVED_PATHS = [
-  "healthz",
-  "readyz",
-  "metrics",
-  "favicon.ico",
-] as const;
+export const RESERVED_PATHS = ["healthz", "readyz", "metrics", "favicon.ico"] as const;
 
 /**
  * The room a URL path names: `/` is the default room (`""`), `/rust` the room
@@ -143,9 +138,7 @@ export const RESERVED_PATHS = [
 export function roomFromPath(pathname: string): string | undefined {
   if (pathname === "/") return "";
   const name = pathname.slice(1);
-  if (!pathname.startsWith("/") || nameProblem(name) !== undefined) {
-    return undefined;
-  }
+  if (!pathname.startsWith("/") || nameProblem(name) !== undefined) return undefined;
   // Matched in any case: `/HEALTHZ` is no room either.
   return (RESERVED_PATHS as readonly string[]).includes(name.toLowerCase())
     ? undefined
@@ -234,15 +227,10 @@ export function unknownCommandLine(command: string): string {
  * NICK (`{"messageType":"register","data":"NICK"}`), `message` the text
  * (`{"messageType":"message","data":"TEXT"}`). `undefined` for anything else.
  */
-export function parseYew(
-  text: string,
-  type: "register" | "message",
-): string | undefined {
+export function parseYew(text: string, type: "register" | "message"): string | undefined {
   try {
     const frame = JSON.parse(text);
-    if (frame?.messageType === type && typeof frame.data === "string") {
-      return frame.data;
-    }
+    if (frame?.messageType === type && typeof frame.data === "string") return frame.data;
   } catch {
     // Not JSON: not a YewChat frame.
   }

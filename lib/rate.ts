@@ -25,10 +25,7 @@ export class TokenBucket {
 
   #refill(now: number) {
     const elapsed = Math.max(0, now - this.#last);
-    this.#tokens = Math.min(
-      this.burst,
-      this.#tokens + (elapsed * this.rate) / 1000,
-    );
+    this.#tokens = Math.min(this.burst, this.#tokens + (elapsed * this.rate) / 1000);
     this.#last = now;
   }
 

@@ -20,9 +20,7 @@ const NAME_COLOURS = [31, 32, 33, 34, 35, 36];
 /** One stable colour per name, whoever prints it. */
 export function nameColour(name: string): number {
   let hash = 0;
-  for (let i = 0; i < name.length; i++) {
-    hash = (hash * 31 + name.charCodeAt(i)) >>> 0;
-  }
+  for (let i = 0; i < name.length; i++) hash = (hash * 31 + name.charCodeAt(i)) >>> 0;
   return NAME_COLOURS[hash % NAME_COLOURS.length];
 }
 
@@ -74,10 +72,7 @@ export class Prompt {
       // The terminal shows what was typed, prompt included, on as many rows
       // as it took: erase them; the echo comes from the server.
       const columns = process.stdout.columns || 80;
-      const rows = Math.max(
-        1,
-        Math.ceil((PROMPT.length + line.length) / columns),
-      );
+      const rows = Math.max(1, Math.ceil((PROMPT.length + line.length) / columns));
       process.stdout.write(`\x1b[${rows}A\r\x1b[J`);
       this.#queue.push(line);
       this.#wake?.();

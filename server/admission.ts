@@ -81,11 +81,7 @@ export class Admission {
     }
     // `rateLimit` 0 turns every rate limit off, the byte rate too.
     if (limits.rateBytes > 0 && limits.rateLimit > 0) {
-      this.#bytes = new TokenBucket(
-        limits.rateBytes,
-        limits.rateBytesBurst,
-        now,
-      );
+      this.#bytes = new TokenBucket(limits.rateBytes, limits.rateBytesBurst, now);
     }
   }
 
@@ -98,19 +94,13 @@ export class Admission {
    * Says what to do with a message of `bytes` (see `messageBytes`) for
    * `recipients`, arriving at `now`.
    */
-  judge(
-    bytes: number,
-    recipients = 1,
-    now: number = performance.now(),
-  ): Verdict {
+  judge(bytes: number, recipients = 1, now: number = performance.now()): Verdict {
     if (bytes > this.#limits.maxMessageBytes) return "too_big";
     if (this.#bucket) {
       if (this.#flooding(now)) return "flooding";
       if (!this.#bucket.take(now)) return "rate_limited";
     }
-    if (
-      this.#bytes && !this.#bytes.take(now, bytes * Math.max(1, recipients))
-    ) {
+    if (this.#bytes && !this.#bytes.take(now, bytes * Math.max(1, recipients))) {
       return "bytes_limited";
     }
     return "accept";
@@ -139,11 +129,7 @@ export class Admission {
    * Milliseconds until a message of `bytes` for `recipients` would pass the
    * rate limits (told to `chat.json` senders, who send it again then).
    */
-  retryMs(
-    bytes: number,
-    recipients = 1,
-    now: number = performance.now(),
-  ): number {
+  retryMs(bytes: number, recipients = 1, now: number = performance.now()): number {
     return Math.max(
       this.#bucket?.wait(now) ?? 0,
       this.#bytes?.wait(now, bytes * Math.max(1, recipients)) ?? 0,

@@ -65,10 +65,7 @@ export interface Held {
 /** A new epoch: 12 random URL-safe characters. */
 export function newEpoch(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(9));
-  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll(
-    "/",
-    "_",
-  );
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
 /** Where a backplane delivers: the chat, which routes each event to its room. */

@@ -286,9 +286,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
    * seconds for its members to resume, then goes with its history.
    */
   tidy(room: Room<Session>): void {
-    if (
-      !room.empty || this.#rooms.get(room.name) !== room || this.#idle.has(room)
-    ) {
+    if (!room.empty || this.#rooms.get(room.name) !== room || this.#idle.has(room)) {
       return;
     }
     // At shutdown rooms stay as they are: the store keeps them for the restart.
@@ -296,9 +294,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
     const ttl = this.#settings.roomTtl;
     if (ttl === 0) return this.#drop(room);
     this.#idle.set(room, setTimeout(() => this.#drop(room), ttl * 1000));
-    if (this.#idle.size > MAX_IDLE_ROOMS) {
-      this.#drop(this.#idle.keys().next().value!);
-    }
+    if (this.#idle.size > MAX_IDLE_ROOMS) this.#drop(this.#idle.keys().next().value!);
   }
 
   /** The room and its history go, from the store too. */

@@ -88,11 +88,7 @@ export interface Codec {
   /** A notice or a command's answer; `undefined` when this codec carries none. */
   notice(text: string): Frame | undefined;
   /** Someone joined or left; `online` are in the room now. */
-  presence(
-    kind: "joined" | "left",
-    name: string,
-    online: number,
-  ): Frame | undefined;
+  presence(kind: "joined" | "left", name: string, online: number): Frame | undefined;
   /** The room's member list; `undefined` when this codec carries none. */
   users(names: readonly string[]): Frame | undefined;
   /** A newcomer's recent messages, oldest first (none for a codec that shows only live ones). */
@@ -129,9 +125,7 @@ export const PLAIN: Codec = {
   message: (message) => frame(chatLine(message.from, message.text)),
   notice: frame,
   presence: (kind, name, online) =>
-    frame(
-      kind === "joined" ? joinedNotice(name, online) : leftNotice(name, online),
-    ),
+    frame(kind === "joined" ? joinedNotice(name, online) : leftNotice(name, online)),
   users: () => undefined,
   recent: (messages) => messages.map((message) => PLAIN.message(message)),
   recovered: (missed) => missed === 0 ? undefined : frame(recoveryNotice(missed)),
@@ -184,9 +178,7 @@ export const JSON_EVENTS: Codec = {
       return { kind: "invalid", problem: NOT_A_MESSAGE };
     }
     const ref = value.ref ?? undefined;
-    if (
-      ref !== undefined && (typeof ref !== "string" || !REF_PATTERN.test(ref))
-    ) {
+    if (ref !== undefined && (typeof ref !== "string" || !REF_PATTERN.test(ref))) {
       return { kind: "invalid", problem: REF_RULE };
     }
     return { kind: "message", text: value.text, ref };
@@ -242,9 +234,7 @@ export const BATCHERS: Record<Protocol, Batcher> = {
  * YewChat `register` makes it a YewChat client under that NICK; anything
  * else leaves it plain.
  */
-export function registration(
-  data: string,
-): { codec: Codec; nick: string } | undefined {
+export function registration(data: string): { codec: Codec; nick: string } | undefined {
   const nick = parseYew(data, "register");
   return nick === undefined ? undefined : { codec: YEW, nick };
 }

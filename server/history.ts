@@ -129,9 +129,7 @@ export class HistoryBudget {
     }
     for (const history of largest) {
       if (history.bytes <= level) break;
-      while (history.bytes > level && this.#total > target) {
-        history.dropOldest();
-      }
+      while (history.bytes > level && this.#total > target) history.dropOldest();
     }
   }
 }

@@ -73,10 +73,7 @@ export function plainResponse(
 }
 
 /** Every refusal's response: counted, then answered with its status and line. */
-export function abortHandshake(
-  metrics: Metrics,
-  refusal: HttpRefusal,
-): Response {
+export function abortHandshake(metrics: Metrics, refusal: HttpRefusal): Response {
   if (refusal.metric) metrics.refuse(refusal.metric);
   return plainResponse(refusal.status, refusal.text, refusal.headers);
 }
@@ -84,9 +81,7 @@ export function abortHandshake(
 /** Reads the optional `name` query parameter: a name, none, or a problem. */
 function nameFromQuery(url: URL): { name?: string; problem?: string } {
   const names = url.searchParams.getAll("name");
-  if (names.length > 1) {
-    return { problem: "repeated name parameter: give one name" };
-  }
+  if (names.length > 1) return { problem: "repeated name parameter: give one name" };
   if (names.length === 0 || names[0] === "") return {};
   const problem = nameProblem(names[0]);
   return problem ? { problem } : { name: names[0] };
@@ -94,9 +89,7 @@ function nameFromQuery(url: URL): { name?: string; problem?: string } {
 
 /** The subprotocol the server picks of those the upgrade offers, in the server's preference. */
 function chosenProtocol(request: Request): Protocol | undefined {
-  const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(
-    ",",
-  )
+  const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",")
     .map((p) => p.trim());
   return PROTOCOLS.find((protocol) => offered.includes(protocol));
 }
@@ -118,9 +111,7 @@ function resumeFromQuery(url: URL): { resume?: Resume; problem?: string } {
       }`,
     };
   }
-  if (epoch === null) {
-    return { problem: "since without epoch: give both or neither" };
-  }
+  if (epoch === null) return { problem: "since without epoch: give both or neither" };
   if (!EPOCH_PATTERN.test(epoch)) {
     return {
       problem: "epoch must be the one the server gave (letters, digits, - and _)",
@@ -138,8 +129,7 @@ const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 /** True when `hostname` (a listening address) accepts connections from this machine only. */
 export function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "::1" ||
-    hostname.startsWith("127.");
+  return hostname === "localhost" || hostname === "::1" || hostname.startsWith("127.");
 }
 
 /** The `Host` header's name without its port (`[::1]` keeps its brackets). */
@@ -184,10 +174,7 @@ function refusedOrigin(
     // "null" and garbage are refused below.
   }
   if (!parsed) return origin;
-  if (
-    origins.allowed.has(parsed.origin) ||
-    origins.publicOrigins.has(parsed.origin)
-  ) {
+  if (origins.allowed.has(parsed.origin) || origins.publicOrigins.has(parsed.origin)) {
     return undefined;
   }
   const sameHost = parsed.host === request.headers.get("host");
@@ -195,10 +182,7 @@ function refusedOrigin(
 }
 
 /** The chat's routes and upgrade gate as one request handler. */
-export function chatRoutes(
-  chat: Chat,
-  options: HttpOptions,
-): ChatRequestHandler {
+export function chatRoutes(chat: Chat, options: HttpOptions): ChatRequestHandler {
   const origins = {
     allowed: new Set(options.allowOrigins.map((o) => new URL(o).origin)),
     publicOrigins: new Set(options.publicUrls.map((u) => new URL(u).origin)),
@@ -236,11 +220,7 @@ export function chatRoutes(
             logDropped: chat.logDropped,
             historyBytes: chat.historyBytes,
           }),
-          {
-            headers: {
-              "content-type": "text/plain; version=0.0.4; charset=utf-8",
-            },
-          },
+          { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
         );
     }
     return undefined;
@@ -253,10 +233,7 @@ export function chatRoutes(
     room: string,
   ): Promise<Identity | HttpRefusal | undefined> {
     if (!options.authSecret) return undefined;
-    const verified = await verifyToken(
-      requestToken(request, url),
-      options.authSecret,
-    );
+    const verified = await verifyToken(requestToken(request, url), options.authSecret);
     if (typeof verified === "string") return Refusals.token(verified);
     return mayJoin(verified, room) ? verified : Refusals.roomNotAllowed();
   }
@@ -322,10 +299,7 @@ export function chatRoutes(
     if (resumeProblem) return refuse(Refusals.badResume(resumeProblem));
     const protocol = chosenProtocol(request);
     // Read before the upgrade: afterwards the request is closed and so is `info`.
-    const address = formatAddress(
-      info.remoteAddr.hostname,
-      info.remoteAddr.port,
-    );
+    const address = formatAddress(info.remoteAddr.hostname, info.remoteAddr.port);
     const reservation = await chat.reserve({
       room,
       name,

@@ -85,9 +85,7 @@ export class ChatListener {
       if (this.#stopping) return;
       try {
         this.#serve(this.addr.port);
-        this.#options.log(
-          `Accepting connections again on port ${this.addr.port}`,
-        );
+        this.#options.log(`Accepting connections again on port ${this.addr.port}`);
       } catch (again) {
         this.#failed(again);
       }

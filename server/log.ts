@@ -80,9 +80,7 @@ export function stdoutLog(
   async function drain(): Promise<void> {
     while (pending.length > 0) {
       if (unreported > 0) {
-        pending.unshift(
-          `Log: ${unreported} lines dropped: the output could not keep up`,
-        );
+        pending.unshift(`Log: ${unreported} lines dropped: the output could not keep up`);
         unreported = 0;
       }
       const bytes = encoder.encode(pending.join("\n") + "\n");

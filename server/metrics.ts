@@ -64,24 +64,14 @@ export class Metrics {
 
   /** A resume sent all but `missed` messages (`null`: the client's epoch was not the room's). */
   resumed(missed: number | null): void {
-    this
-      .resumes[
-        missed === null ? "lost" : missed === 0 ? "complete" : "partial"
-      ]++;
+    this.resumes[missed === null ? "lost" : missed === 0 ? "complete" : "partial"]++;
   }
 
   /** The Prometheus text exposition of every metric, each with HELP and TYPE. */
   render(gauges: Gauges): string {
-    const metrics: [
-      name: string,
-      type: string,
-      help: string,
-      samples: string[],
-    ][] = [
+    const metrics: [name: string, type: string, help: string, samples: string[]][] = [
       ["chat_clients", "gauge", "Connected clients.", [`${gauges.clients}`]],
-      ["chat_rooms", "gauge", "Rooms with someone in them.", [
-        `${gauges.rooms}`,
-      ]],
+      ["chat_rooms", "gauge", "Rooms with someone in them.", [`${gauges.rooms}`]],
       [
         "chat_history_bytes",
         "gauge",

@@ -448,8 +448,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
         // Reported below.
       }
       if (
-        url && (url.protocol === "redis:" || url.protocol === "rediss:") &&
-        url.hostname
+        url && (url.protocol === "redis:" || url.protocol === "rediss:") && url.hostname
       ) {
         return value;
       }
@@ -489,9 +488,7 @@ export const SERVER_FLAGS: readonly ServerFlag[] = [
 function httpOrigin(flag: string, value: string): string {
   try {
     const url = new URL(value);
-    if (url.protocol === "http:" || url.protocol === "https:") {
-      return url.origin;
-    }
+    if (url.protocol === "http:" || url.protocol === "https:") return url.origin;
   } catch {
     // Reported below.
   }
@@ -535,10 +532,7 @@ export function serverOptions(values: FlagValues): ServerOptions {
     );
   }
   if ((values.cert === undefined) !== (values.key === undefined)) {
-    throw new UsageError(
-      "--cert and --key go together: give both or neither",
-      COMMAND,
-    );
+    throw new UsageError("--cert and --key go together: give both or neither", COMMAND);
   }
   const options: Record<string, unknown> = {};
   for (const flag of SERVER_FLAGS) {
@@ -572,11 +566,7 @@ export function serverOptions(values: FlagValues): ServerOptions {
  * what the one-line `openssl req -x509` makes.
  */
 function serverCertificate(file: string): string {
-  const pem = pemFlag(file, {
-    command: COMMAND,
-    flag: "cert",
-    expected: "CERTIFICATE",
-  });
+  const pem = pemFlag(file, { command: COMMAND, flag: "cert", expected: "CERTIFICATE" });
   let ca = false;
   try {
     ca = new X509Certificate(pem).ca;

@@ -33,11 +33,7 @@ export class TurnChecks {
   /** The last sockets handed a frame, a ring of `RECENT_SOCKETS`. */
   readonly #recent: WebSocket[] = [];
   #nextRecent = 0;
-  readonly #flushes = new EndOfTurn(
-    (o) => o.flush(),
-    setImmediate,
-    clearImmediate,
-  );
+  readonly #flushes = new EndOfTurn((o) => o.flush(), setImmediate, clearImmediate);
   readonly #checks = new EndOfTurn(
     (o) => o.check(),
     (run) => setTimeout(run, 0),

@@ -55,10 +55,7 @@ function script(room: string): string {
     historyLost: recoveryNotice(null).slice(2),
     whoPrefix: WHO_PREFIX.slice(2),
     protocol: JSON_PROTOCOL,
-    tokenExpired: {
-      code: CloseCode.POLICY_VIOLATION,
-      reason: CloseReason.TOKEN_EXPIRED,
-    },
+    tokenExpired: { code: CloseCode.POLICY_VIOLATION, reason: CloseReason.TOKEN_EXPIRED },
     kicked: KICKED,
   };
   return `"use strict";\n${Backoff}\n(${pageScript})(${scriptValue(config)});`;

@@ -120,17 +120,11 @@ export function pageScript(config: PageConfig): void {
   let refCount = 0;
   let resendTimer: ReturnType<typeof setTimeout> | undefined;
 
-  function show(
-    kind: string,
-    from: string | null,
-    body: string,
-    at = Date.now(),
-  ) {
+  function show(kind: string, from: string | null, body: string, at = Date.now()) {
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
     const line = document.createElement("div");
     // Your own messages stand out from the others'.
-    line.className = "message " + kind +
-      (from !== null && from === name ? " own" : "");
+    line.className = "message " + kind + (from !== null && from === name ? " own" : "");
     if (from !== null) {
       const who = document.createElement("span");
       who.className = "from";
@@ -177,10 +171,7 @@ export function pageScript(config: PageConfig): void {
   }
 
   function fill(template: string, values: Record<string, string | number>) {
-    return template.replace(
-      /\{(\w+)\}/g,
-      (_, key: string) => String(values[key]),
-    );
+    return template.replace(/\{(\w+)\}/g, (_, key: string) => String(values[key]));
   }
 
   function confirm(ref: string | null) {
@@ -188,9 +179,7 @@ export function pageScript(config: PageConfig): void {
   }
 
   function send(line: { text: string; ref: string }) {
-    socket?.send(
-      JSON.stringify({ type: "message", text: line.text, ref: line.ref }),
-    );
+    socket?.send(JSON.stringify({ type: "message", text: line.text, ref: line.ref }));
   }
 
   function receive(event: PageEvent) {
@@ -259,8 +248,7 @@ export function pageScript(config: PageConfig): void {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     // After a first connection: resume from the last message shown.
     const resume = epoch ? "&since=" + last + "&epoch=" + encodeURIComponent(epoch) : "";
-    const url = scheme + location.host + path + "?name=" +
-      encodeURIComponent(name) +
+    const url = scheme + location.host + path + "?name=" + encodeURIComponent(name) +
       tokenQuery + resume;
     setStatus("connecting…", false);
     // What the page is owed in one server turn comes as one frame of events.
@@ -303,10 +291,7 @@ export function pageScript(config: PageConfig): void {
             ? " (" + event.code + (event.reason ? " " + event.reason : "") + ")"
             : "")
         : "cannot connect";
-      setStatus(
-        why + ", reconnecting in " + (wait / 1000).toFixed(1) + " s",
-        true,
-      );
+      setStatus(why + ", reconnecting in " + (wait / 1000).toFixed(1) + " s", true);
       if (opened) show("notice", null, why + "; reconnecting…");
       // A 409 now means the old connection has not timed out yet: retry all the same.
       setTimeout(connect, wait);
@@ -362,9 +347,7 @@ export function pageScript(config: PageConfig): void {
     event.preventDefault();
     const message = text.value;
     const open = socket !== null && socket.readyState === WebSocket.OPEN;
-    if (
-      message.trim() && message.startsWith("/") && !message.startsWith("//")
-    ) {
+    if (message.trim() && message.startsWith("/") && !message.startsWith("//")) {
       // A command is asked of this connection, or not at all.
       if (!open) return text.focus();
       socket!.send(message);

@@ -383,24 +383,16 @@ export class RedisBackplane implements Backplane {
     void this.#eval(room, args).then((duplicates) => {
       // Duplicates are not published: their senders are told.
       for (const index of duplicates as number[]) {
-        const event = batch[index - 1] as Extract<
-          RoomEvent,
-          { kind: "message" }
-        >;
+        const event = batch[index - 1] as Extract<RoomEvent, { kind: "message" }>;
         this.#inFlight.delete(ids[index - 1]);
         this.#receiver.duplicate(room, event);
       }
       // Nobody here receives the room any more: they will not come back.
-      if (!this.#rooms.has(room)) {
-        for (const id of ids) this.#inFlight.delete(id);
-      }
+      if (!this.#rooms.has(room)) { for (const id of ids) this.#inFlight.delete(id); }
     }, () => {});
   }
 
-  async claim(
-    room: string,
-    name: string,
-  ): Promise<"claimed" | "taken" | "unknown"> {
+  async claim(room: string, name: string): Promise<"claimed" | "taken" | "unknown"> {
     if (this.#state !== "up") return "unknown";
     try {
       const claimed = await this.#eval(room, [
@@ -448,10 +440,7 @@ export class RedisBackplane implements Backplane {
   async who(room: string): Promise<string[] | undefined> {
     if (this.#state !== "up") return undefined;
     try {
-      const names = await this.#eval(room, [
-        "who",
-        String(this.#options.namesLimit),
-      ]);
+      const names = await this.#eval(room, ["who", String(this.#options.namesLimit)]);
       return (names as string[]).sort();
     } catch {
       return undefined;
@@ -506,9 +495,7 @@ export class RedisBackplane implements Backplane {
     let subscribed = this.#rooms.get(room);
     if (!subscribed) {
       subscribed = this.#state === "up"
-        ? this.#call(
-          this.#subscriber!.subscribe(this.#channel(room), this.#listener),
-        )
+        ? this.#call(this.#subscriber!.subscribe(this.#channel(room), this.#listener))
           .catch(() => {})
         : Promise.resolve();
       this.#rooms.set(room, subscribed);
@@ -519,9 +506,7 @@ export class RedisBackplane implements Backplane {
   close(room: string): void {
     this.#lastSeq.delete(room);
     if (!this.#rooms.delete(room) || this.#state !== "up") return;
-    void this.#call(
-      this.#subscriber!.unsubscribe(this.#channel(room), this.#listener),
-    )
+    void this.#call(this.#subscriber!.unsubscribe(this.#channel(room), this.#listener))
       .catch(() => {});
   }
 
@@ -581,9 +566,7 @@ export class RedisBackplane implements Backplane {
       ...rest,
     ];
     try {
-      return await this.#call(
-        command.sendCommand(["EVALSHA", this.#sha, ...args]),
-      );
+      return await this.#call(command.sendCommand(["EVALSHA", this.#sha, ...args]));
     } catch (error) {
       if (!String(error).includes("NOSCRIPT")) throw error;
       return await this.#call(command.sendCommand(["EVAL", SCRIPT, ...args]));
@@ -619,16 +602,10 @@ export class RedisBackplane implements Backplane {
         maintNotifications: "disabled",
         // Commands fail at once while disconnected; the backplane reconnects itself.
         disableOfflineQueue: true,
-        socket: {
-          reconnectStrategy: false,
-          connectTimeout: this.#options.timeoutMs,
-        },
+        socket: { reconnectStrategy: false, connectTimeout: this.#options.timeoutMs },
       });
       redis.on("error", (error: unknown) => this.#failed(generation, error));
-      redis.on(
-        "end",
-        () => this.#failed(generation, new Error("connection closed")),
-      );
+      redis.on("end", () => this.#failed(generation, new Error("connection closed")));
       return redis;
     };
     const command = client();
@@ -659,10 +636,7 @@ export class RedisBackplane implements Backplane {
         const rooms = [...this.#rooms.keys()].filter((room) => !subscribed.has(room));
         if (rooms.length === 0) break;
         await this.#call(
-          subscriber.subscribe(
-            rooms.map((room) => this.#channel(room)),
-            this.#listener,
-          ),
+          subscriber.subscribe(rooms.map((room) => this.#channel(room)), this.#listener),
         );
         for (const room of rooms) subscribed.add(room);
       }
@@ -698,17 +672,15 @@ export class RedisBackplane implements Backplane {
   /** Writes every member here into Redis's presence again, `PRESENCE_TTL_MS` ahead. */
   async #refresh(): Promise<void> {
     const rooms = [...this.#receiver.presence()];
-    const taken = await Promise.all(
-      rooms.map(([room, names]) =>
-        this.#eval(room, [
-          "refresh",
-          this.instance,
-          String(PRESENCE_TTL_MS),
-          String(this.#options.namesLimit),
-          ...names,
-        ]) as Promise<string[]>
-      ),
-    );
+    const taken = await Promise.all(rooms.map(([room, names]) =>
+      this.#eval(room, [
+        "refresh",
+        this.instance,
+        String(PRESENCE_TTL_MS),
+        String(this.#options.namesLimit),
+        ...names,
+      ]) as Promise<string[]>
+    ));
     taken.forEach((names, i) => {
       for (const name of names) {
         this.#receiver.log(
@@ -739,12 +711,8 @@ export class RedisBackplane implements Backplane {
       if (last !== undefined && seq > last + 1) this.#receiver.missed(room);
       this.#lastSeq.set(room, seq + events.length - 1);
       events.forEach((json, i) => {
-        const { id, ...event } = JSON.parse(json) as RoomEvent & {
-          id?: number;
-        };
-        if (event.origin === this.instance && id !== undefined) {
-          this.#inFlight.delete(id);
-        }
+        const { id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
+        if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
         this.#receiver.deliver(room, event, {
           seq: seq + i,
           id: firstId === undefined ? undefined : firstId + i,
@@ -772,17 +740,13 @@ export class RedisBackplane implements Backplane {
     // Logged once an outage: when it starts, or when the first attempt fails.
     if (!this.#failing) {
       this.#failing = true;
-      this.#receiver.log(
-        `Backplane down: ${errorText(error) || "connection failed"}`,
-      );
+      this.#receiver.log(`Backplane down: ${errorText(error) || "connection failed"}`);
     }
     // What Redis took and did not bring back reaches this instance's members
     // at least; the other instances may or may not have it.
     const stranded = [...this.#inFlight.values()];
     this.#inFlight.clear();
-    for (const { room, event } of stranded) {
-      this.#receiver.deliver(room, event, {});
-    }
+    for (const { room, event } of stranded) this.#receiver.deliver(room, event, {});
     // A pair of notices at most every NOTICE_PAIR_INTERVAL_MS, so a Redis
     // that flaps does not flood the members.
     const now = performance.now();
@@ -794,10 +758,7 @@ export class RedisBackplane implements Backplane {
       this.#lastDownNotice = now;
       this.#receiver.changed(false);
     }
-    this.#retryTimer = setTimeout(
-      () => void this.#connect(),
-      this.#backoff.delay(),
-    );
+    this.#retryTimer = setTimeout(() => void this.#connect(), this.#backoff.delay());
   }
 
   #disconnect(): void {

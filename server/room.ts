@@ -105,9 +105,7 @@ export function withinBacklog(recent: Recent, bytes: number): Recent {
   const messages = recent.messages;
   let first = messages.length;
   let total = 0;
-  while (first > 0 && (total += heldBytes(messages[first - 1])) <= bytes) {
-    first--;
-  }
+  while (first > 0 && (total += heldBytes(messages[first - 1])) <= bytes) first--;
   if (first === 0) return recent;
   return {
     ...recent,
@@ -149,12 +147,7 @@ export class Moderation {
     return `${kind} ${room} ${nameKey(name)}`;
   }
 
-  hold(
-    kind: "kicked" | "muted",
-    room: string,
-    name: string,
-    until: number,
-  ): void {
+  hold(kind: "kicked" | "muted", room: string, name: string, until: number): void {
     this.#until.set(this.#key(kind, room, name), until);
   }
 
@@ -264,9 +257,7 @@ export class Room<M extends Member = Member> {
 
   /** Whole seconds `name` stays muted; 0 when it may speak. */
   mutedFor(name: string): number {
-    return Math.ceil(
-      this.options.moderation.left("muted", this.name, name) / 1000,
-    );
+    return Math.ceil(this.options.moderation.left("muted", this.name, name) / 1000);
   }
 
   /** `arrival` sees the room's chat messages until `unwatch`. */
@@ -303,12 +294,7 @@ export class Room<M extends Member = Member> {
       this.name,
       member.name,
       wasMember
-        ? {
-          kind: "left",
-          name: member.name,
-          origin: backplane.instance,
-          conn: member.id,
-        }
+        ? { kind: "left", name: member.name, origin: backplane.instance, conn: member.id }
         : undefined,
     );
   }
@@ -374,11 +360,7 @@ export class Room<M extends Member = Member> {
     const count = this.options.history;
     const local = () =>
       recentFor(
-        {
-          epoch: this.#epoch,
-          last: this.#last,
-          messages: this.#history.messages,
-        },
+        { epoch: this.#epoch, last: this.#last, messages: this.#history.messages },
         count,
         resume,
       );
@@ -414,9 +396,7 @@ export class Room<M extends Member = Member> {
         ref: event.ref,
       };
       this.#history.add(message);
-      if (id !== undefined) {
-        this.options.store?.append(this.name, this.#epoch, message);
-      }
+      if (id !== undefined) this.options.store?.append(this.name, this.#epoch, message);
       for (const arrival of this.#arriving) arrival.witness(message);
       const echo = this.options.echo;
       const delivered = this.#send((codec) => codec.message(message), {
@@ -429,20 +409,15 @@ export class Room<M extends Member = Member> {
       }
       return delivered;
     }
-    if (event.kind === "kicked" || event.kind === "muted") {
-      return this.#moderated(event);
-    }
+    if (event.kind === "kicked" || event.kind === "muted") return this.#moderated(event);
     const online = delivery.online ?? this.#members.size;
     if (online <= this.options.presenceLimit) {
       const { kind, name } = event;
-      this.#send((codec) => codec.presence(kind, name, online), {
-        except: subject,
-      });
+      this.#send((codec) => codec.presence(kind, name, online), { except: subject });
     }
     if (this.#listeners === 0) return 0;
     // Through Redis, a large room's events do not list names: ask for them.
-    const names = delivery.names ??
-      (delivery.seq === undefined ? this.who() : undefined);
+    const names = delivery.names ?? (delivery.seq === undefined ? this.who() : undefined);
     this.#list(names);
     return 0;
   }
@@ -462,12 +437,7 @@ export class Room<M extends Member = Member> {
   #moderated(event: Extract<RoomEvent, { kind: "kicked" | "muted" }>): number {
     const key = nameKey(event.name);
     const targets = [...this.#members.values()].filter((m) => nameKey(m.name) === key);
-    this.options.moderation.hold(
-      event.kind,
-      this.name,
-      event.name,
-      event.until,
-    );
+    this.options.moderation.hold(event.kind, this.name, event.name, event.until);
     if (event.kind === "muted") {
       const frame = (codec: Codec) =>
         codec.notice(mutedNotice(this.mutedFor(event.name)));
@@ -502,9 +472,7 @@ export class Room<M extends Member = Member> {
    * last one went out (all of it: a large room's takes several turns).
    */
   #nextList(): void {
-    if (!this.#listDue || this.#listTimer !== undefined || this.#listSending) {
-      return;
-    }
+    if (!this.#listDue || this.#listTimer !== undefined || this.#listSending) return;
     const wait = this.#listedAt + USER_LIST_INTERVAL_MS - performance.now();
     if (wait <= 0) return this.#sendList();
     this.#listTimer = setTimeout(() => {
@@ -560,10 +528,7 @@ export class Room<M extends Member = Member> {
         if (this.#listSending !== list) return false;
         const part = members.slice(next, next + LIST_PART);
         next += part.length;
-        this.#send(encode, {
-          to: part.filter((m) => this.#isMember(m)),
-          frames,
-        });
+        this.#send(encode, { to: part.filter((m) => this.#isMember(m)), frames });
         if (next < members.length) return true;
         this.#listSending = undefined;
         this.#listedAt = performance.now();

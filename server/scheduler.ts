@@ -137,8 +137,7 @@ export class Scheduler {
 
   /** Whether `cost` fits in what is left of the budget counted from `since`. */
   #fits(since: Cost, cost: Cost): boolean {
-    return this.turns.framesSent - since.frames + cost.frames <=
-        TURN_BUDGET.frames &&
+    return this.turns.framesSent - since.frames + cost.frames <= TURN_BUDGET.frames &&
       this.turns.bytesSent - since.bytes + cost.bytes <= TURN_BUDGET.bytes;
   }
 
@@ -169,8 +168,7 @@ export class Scheduler {
     const now = performance.now();
     this.#unwrittenSince ??= now;
     if (
-      this.#spent && !this.turns.written &&
-      now - this.#unwrittenSince < MAX_WRITE_WAIT_MS
+      this.#spent && !this.turns.written && now - this.#unwrittenSince < MAX_WRITE_WAIT_MS
     ) {
       this.#resume = setTimeout(this.#run, 0);
       return;

@@ -81,12 +81,7 @@ import {
 import { type Identity, mayJoin, verifyToken } from "../lib/auth.ts";
 
 /** Where a session is in its life. */
-export type SessionState =
-  | "connecting"
-  | "held"
-  | "joined"
-  | "leaving"
-  | "gone";
+export type SessionState = "connecting" | "held" | "joined" | "leaving" | "gone";
 
 /** What a session needs of the chat it belongs to. */
 export interface SessionHost {
@@ -245,9 +240,7 @@ export class Session implements Member, Arrival, Waiting {
           // Invalid UTF-8, a bad frame, a reset: the close event that
           // follows cleans up; the error is worth its one log line.
           if ((event as ErrorEvent).message) {
-            this.#host.log(
-              `Error ${this.address}: ${(event as ErrorEvent).message}`,
-            );
+            this.#host.log(`Error ${this.address}: ${(event as ErrorEvent).message}`);
           }
           return;
         case "close":
@@ -333,10 +326,7 @@ export class Session implements Member, Arrival, Waiting {
 
   /** One frame from the client: admitted (size, rate, flooding), then handled. */
   #received(data: unknown): void {
-    if (
-      this.#host.shuttingDown || this.#state === "leaving" ||
-      this.#state === "gone"
-    ) {
+    if (this.#host.shuttingDown || this.#state === "leaving" || this.#state === "gone") {
       return;
     }
     if (typeof data !== "string") return this.refuse(Refusals.binary());
@@ -378,10 +368,7 @@ export class Session implements Member, Arrival, Waiting {
     if (this.#pendingInput) return void this.#pendingInput.push(data);
     // A held client's first frame says how it speaks (a YewChat register)
     // and must not wait past `REGISTER_WAIT_MS`; it sends nothing to others.
-    if (
-      !this.#waiting &&
-      (this.#state === "held" || this.#host.scheduler.mayRun())
-    ) {
+    if (!this.#waiting && (this.#state === "held" || this.#host.scheduler.mayRun())) {
       return this.#handle(data);
     }
     if (this.#waitingLength + data.length > MAX_WAITING_CHARS) {
@@ -501,9 +488,7 @@ export class Session implements Member, Arrival, Waiting {
       // With a token, the NICK is the token's name, held since the upgrade.
       if (nick !== this.#identity.name) {
         return this.refuse(
-          Refusals.badNick(
-            `NICK ${nick} is not the token's (${this.#identity.name})`,
-          ),
+          Refusals.badNick(`NICK ${nick} is not the token's (${this.#identity.name})`),
         );
       }
       return this.#join(codec);
@@ -531,10 +516,7 @@ export class Session implements Member, Arrival, Waiting {
     switch (command) {
       case "/who":
         // Everyone on every instance (this instance's alone while Redis is down).
-        return answer(
-          this.#room.everyone(),
-          (names) => this.#notify(whoLine(names)),
-        );
+        return answer(this.#room.everyone(), (names) => this.#notify(whoLine(names)));
       case "/help":
         return this.#notify(HELP_LINE);
       case "/token":
@@ -556,9 +538,8 @@ export class Session implements Member, Arrival, Waiting {
     if (!this.#identity) return;
     const left = this.#identity.expires - Date.now();
     this.#expiryTimer = setTimeout(() => {
-      if (Date.now() >= this.#identity!.expires) {
-        this.refuse(Refusals.tokenExpired());
-      } else this.#watchExpiry();
+      if (Date.now() >= this.#identity!.expires) this.refuse(Refusals.tokenExpired());
+      else this.#watchExpiry();
     }, Math.max(0, Math.min(left, MAX_TIMER_MS)));
   }
 
@@ -590,27 +571,19 @@ export class Session implements Member, Arrival, Waiting {
     if (rest.length !== 1 || !Number.isSafeInteger(seconds) || seconds < 1) {
       return this.#notify(moderationUsage(command));
     }
-    this.#room.publish({
-      kind: "muted",
-      ...base,
-      until: Date.now() + seconds * 1000,
-    });
+    this.#room.publish({ kind: "muted", ...base, until: Date.now() + seconds * 1000 });
   }
 
   /** `/token NEWTOKEN`: a fresh token for the same name moves the expiry. */
   #renew(token: string): void {
     const secret = this.#host.authSecret;
     if (!secret || !this.#identity) {
-      return this.#notify(
-        tokenRefusedNotice("this server does not use tokens"),
-      );
+      return this.#notify(tokenRefusedNotice("this server does not use tokens"));
     }
     const current = this.#identity;
     void verifyToken(token, secret).then((fresh) => {
       if (this.#state !== "joined") return;
-      if (typeof fresh === "string") {
-        return this.#notify(tokenRefusedNotice(fresh));
-      }
+      if (typeof fresh === "string") return this.#notify(tokenRefusedNotice(fresh));
       if (fresh.name !== current.name) {
         return this.#notify(
           tokenRefusedNotice(`it names ${fresh.name}, not ${current.name}`),
@@ -666,9 +639,7 @@ export class Session implements Member, Arrival, Waiting {
    * comes, which a client that stops reading may delay.
    */
   close(code: number, reason: string): void {
-    if (this.#state !== "leaving" && this.#state !== "gone") {
-      this.#leave("leaving");
-    }
+    if (this.#state !== "leaving" && this.#state !== "gone") this.#leave("leaving");
     if (this.#socket.readyState === WebSocket.OPEN) {
       this.#socket.close(code, closeReason(reason));
     }

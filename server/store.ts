@@ -114,10 +114,9 @@ export class SqliteStore implements Store {
       this.#db.exec(
         `PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = ${WAL_PAGES};`,
       );
-      const { user_version } = this.#db.prepare("PRAGMA user_version")
-        .get() as {
-          user_version: number;
-        };
+      const { user_version } = this.#db.prepare("PRAGMA user_version").get() as {
+        user_version: number;
+      };
       if (user_version !== 0 && user_version !== SCHEMA_VERSION) {
         throw new Error(`schema version ${user_version} is not this server's`);
       }
@@ -144,25 +143,20 @@ export class SqliteStore implements Store {
           /^database is locked$/,
           "database is locked: another chat server uses it",
         );
-      throw new StoreError(
-        `cannot use --store ${JSON.stringify(file)}: ${problem}`,
-      );
+      throw new StoreError(`cannot use --store ${JSON.stringify(file)}: ${problem}`);
     }
   }
 
   rooms(): string[] {
-    const rows = this.#db.prepare("SELECT name FROM rooms").all() as {
-      name: string;
-    }[];
+    const rows = this.#db.prepare("SELECT name FROM rooms").all() as { name: string }[];
     return rows.map((row) => row.name);
   }
 
   load(room: string): Held | undefined {
     this.commit();
-    const saved = this.#db.prepare("SELECT epoch FROM rooms WHERE name = ?")
-      .get(room) as
-        | { epoch: string }
-        | undefined;
+    const saved = this.#db.prepare("SELECT epoch FROM rooms WHERE name = ?").get(room) as
+      | { epoch: string }
+      | undefined;
     if (!saved) return undefined;
     this.#saved.set(room, saved.epoch);
     const chunks = this.#db.prepare(
