@@ -20,6 +20,7 @@ import {
   HAVE_TASKSET,
   pinnedCommand,
   rssBytes,
+  SERVER_TASK_ENV,
   waitForPort,
 } from "../tests/proc.ts";
 import { encodeFrame, Opcode } from "../tests/raw.ts";
@@ -303,7 +304,7 @@ async function main(wanted: string[]) {
     String(port),
     "--max-clients-per-ip",
     "10000",
-  ], { stdout: "piped", stderr: "null" }).spawn();
+  ], { env: SERVER_TASK_ENV, stdout: "piped", stderr: "null" }).spawn();
   const drained = server.stdout.pipeTo(new WritableStream());
   await waitForPort(port);
   console.log(

@@ -8,7 +8,7 @@
  *   deno task profile batch      # chat.batch clients
  */
 
-import { cpuTimes, freePort, waitForPort } from "../tests/proc.ts";
+import { cpuTimes, freePort, SERVER_TASK_ENV, waitForPort } from "../tests/proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const batch = Deno.args.includes("batch");
@@ -17,6 +17,7 @@ const dir = await Deno.makeTempDir({ prefix: "chat-profile-" });
 const port = freePort();
 
 const server = new Deno.Command(Deno.execPath(), {
+  env: SERVER_TASK_ENV,
   args: [
     "run",
     "--allow-net",

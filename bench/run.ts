@@ -19,6 +19,7 @@ import {
   pinnedCommand,
   redisServerArgs,
   rssBytes,
+  SERVER_TASK_ENV,
   waitForPort,
 } from "../tests/proc.ts";
 
@@ -156,6 +157,7 @@ async function startRedis() {
 async function startServer(server: Server, redis?: string) {
   const port = freePort();
   const child = pinnedCommand(0, server.command(port, redis), {
+    env: SERVER_TASK_ENV,
     stdout: "piped",
     stderr: "null",
   }).spawn();

@@ -96,3 +96,21 @@ export function pinnedCommand(
     args: ["-c", 'ulimit -n 20000; exec "$@"', "--", ...pinned],
   });
 }
+
+/**
+ * The environment `deno task server` sets (the `NAME=VALUE` words that
+ * start the task in deno.json): the benchmarks run every server with it,
+ * so that they measure the server as the task runs it, and each alike.
+ */
+export const SERVER_TASK_ENV: Record<string, string> = (() => {
+  const config = JSON.parse(
+    Deno.readTextFileSync(new URL("../deno.json", import.meta.url)),
+  );
+  const env: Record<string, string> = {};
+  for (const word of String(config.tasks.server).split(" ")) {
+    const assignment = word.match(/^([A-Z_][A-Z0-9_]*)=(.*)$/);
+    if (!assignment) break;
+    env[assignment[1]] = assignment[2];
+  }
+  return env;
+})();
