@@ -111,10 +111,11 @@ function taskCommand(line: string): string {
   return line.replace(/deno task (-q )?(\w+)/, (_, _quiet, name: string) => {
     const task = tasks[name];
     assert.ok(task, `no task ${name}`);
-    return task.replace(/(^deno|\s)main\.ts/, ` '${ROOT}main.ts'`).replace(
-      /^deno/,
-      `'${Deno.execPath()}'`,
-    );
+    return task
+      .replace(/(^deno|\s)main\.ts/, ` '${ROOT}main.ts'`)
+      .replace(/(^|\s)deno(?=\s)/, `$1'${Deno.execPath()}'`)
+      // `exec` takes a command, not the task's NAME=VALUE words before it.
+      .replace(/^(?=[A-Z_][A-Z0-9_]*=)/, "env ");
   });
 }
 
