@@ -189,26 +189,12 @@ const haveCLoad = await (async () => {
 /** The generator's command: the C one for the closed loop when built, else load.ts. */
 function loadCommand(options: Record<string, unknown>): string[] {
   if (!haveCLoad || options.scenario !== "closed") {
-    return [
-      Deno.execPath(),
-      "run",
-      "-A",
-      `${BENCH}load.ts`,
-      JSON.stringify(options),
-    ];
+    return [Deno.execPath(), "run", "-A", `${BENCH}load.ts`, JSON.stringify(options)];
   }
   const o = options as Record<string, number | boolean>;
   return [
     C_LOAD,
-    ...[
-      o.port,
-      o.clients,
-      o.senders,
-      o.batch ? 1 : 0,
-      o.seconds,
-      o.window,
-      o.size,
-    ]
+    ...[o.port, o.clients, o.senders, o.batch ? 1 : 0, o.seconds, o.window, o.size]
       .map(String),
     o.relay ? "1" : "0",
     String(o.serverPid ?? 0),
@@ -219,15 +205,11 @@ async function load(
   options: Record<string, unknown>,
   onLine?: (line: string) => void,
 ) {
-  const child = pinnedCommand(
-    1,
-    loadCommand({ ...LOAD_DEFAULTS, ...options }),
-    {
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    },
-  ).spawn();
+  const child = pinnedCommand(1, loadCommand({ ...LOAD_DEFAULTS, ...options }), {
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
   const writer = child.stdin.getWriter();
   let last = "";
   let buffered = "";
