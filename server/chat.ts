@@ -131,6 +131,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
         namesLimit: settings.presenceLimit,
         historyKeep: settings.historyKeep,
         roomTtlMs: settings.roomTtl * 1000,
+        scheduler: this.scheduler,
       }, this);
     const store = settings.store;
     // What a batch tells must be in the store before the batch leaves.
