@@ -131,7 +131,6 @@ export class Chat implements SessionHost, BackplaneReceiver {
         namesLimit: settings.presenceLimit,
         historyKeep: settings.historyKeep,
         roomTtlMs: settings.roomTtl * 1000,
-        scheduler: this.scheduler,
       }, this);
     const store = settings.store;
     // What a batch tells must be in the store before the batch leaves.

@@ -39,14 +39,12 @@ import { createClient } from "@redis/client";
 import {
   type Backplane,
   type BackplaneReceiver,
-  type Delivery,
   type Held,
   newEpoch,
   type RoomEvent,
   type Sanctions,
 } from "./backplane.ts";
 import type { ChatMessage } from "./codec.ts";
-import type { Scheduler, Waiting } from "./scheduler.ts";
 import { Backoff } from "../lib/backoff.ts";
 import { errorText } from "../lib/errors.ts";
 
@@ -226,12 +224,6 @@ export interface RedisBackplaneOptions {
   roomTtlMs: number;
   /** Presence events list every name while a room has at most this many members (`--presence-limit`). */
   namesLimit: number;
-  /**
-   * The event loop's turns, shared with clients' input: what Redis brings
-   * back is delivered within a turn's budget, the rest in later turns, in
-   * order. Without it, everything a read brought is delivered at once.
-   */
-  scheduler?: Scheduler;
 }
 
 /** The part of a Redis client the backplane uses. */
@@ -303,20 +295,6 @@ export class RedisBackplane implements Backplane {
   readonly #channelPrefix: string;
   readonly #listener = (message: string, channel: string) =>
     this.#received(message, channel);
-  /** What Redis brought, in its order, not delivered yet: each a delivery (or a loss). */
-  #pending: (() => void)[] = [];
-  #nextPending = 0;
-  /** The pending wait for a later turn (see `RedisBackplaneOptions.scheduler`). */
-  #waiting = false;
-  readonly #pendingTurn: Waiting = {
-    // One event for a room of unknown size: its place in the queue is what counts.
-    waitingCost: () => ({ frames: 1, bytes: 0 }),
-    runWaiting: () => {
-      const more = this.#deliverNext();
-      if (!more) this.#waiting = false;
-      return more;
-    },
-  };
 
   constructor(options: RedisBackplaneOptions, receiver: BackplaneReceiver) {
     this.#options = options;
@@ -535,7 +513,6 @@ export class RedisBackplane implements Backplane {
   async stop(): Promise<void> {
     clearImmediate(this.#batchTimer);
     this.#flushAll();
-    while (this.#deliverNext());
     const wasUp = this.#state === "up";
     this.#state = "stopped";
     clearTimeout(this.#retryTimer);
@@ -731,51 +708,22 @@ export class RedisBackplane implements Backplane {
       const epoch = epochField === "-" ? undefined : epochField;
       const events = message.slice(start).split("\n");
       const last = this.#lastSeq.get(room);
-      if (last !== undefined && seq > last + 1) {
-        this.#pending.push(() => this.#receiver.missed(room));
-      }
+      if (last !== undefined && seq > last + 1) this.#receiver.missed(room);
       this.#lastSeq.set(room, seq + events.length - 1);
       events.forEach((json, i) => {
         const { id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
         if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
-        const delivery: Delivery = {
+        this.#receiver.deliver(room, event, {
           seq: seq + i,
           id: firstId === undefined ? undefined : firstId + i,
           epoch,
           online: online === "" ? undefined : Number(online),
           names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
-        };
-        this.#pending.push(() => this.#receiver.deliver(room, event, delivery));
+        });
       });
     } catch (error) {
       this.#receiver.log(`Backplane: unreadable event on ${channel}: ${error}`);
     }
-    this.#deliverPending();
-  }
-
-  /** Delivers what Redis brought as far as this turn's budget goes; the rest waits its turn. */
-  #deliverPending(): void {
-    if (this.#waiting) return;
-    const scheduler = this.#options.scheduler;
-    if (!scheduler) {
-      while (this.#deliverNext());
-      return;
-    }
-    while (scheduler.mayRun()) if (!this.#deliverNext()) return;
-    this.#waiting = true;
-    scheduler.wait(this.#pendingTurn);
-  }
-
-  /** Delivers the oldest pending event; true while more are pending. */
-  #deliverNext(): boolean {
-    if (this.#nextPending === this.#pending.length) return false;
-    const deliver = this.#pending[this.#nextPending++];
-    if (this.#nextPending === this.#pending.length) {
-      this.#pending = [];
-      this.#nextPending = 0;
-    }
-    deliver();
-    return this.#nextPending < this.#pending.length;
   }
 
   /**
@@ -784,8 +732,6 @@ export class RedisBackplane implements Backplane {
    */
   #failed(generation: number, error: unknown): void {
     if (generation !== this.#generation || this.#state === "stopped") return;
-    // What Redis did bring goes first: nothing it sent is lost or put out of order.
-    while (this.#deliverNext());
     this.#generation++;
     const wasUp = this.#state === "up";
     this.#state = "down";

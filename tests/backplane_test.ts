@@ -33,8 +33,6 @@ import {
 import { reconnectedLine } from "../client.ts";
 import type { Delivery, RoomEvent } from "../server/backplane.ts";
 import { RedisBackplane } from "../server/redis.ts";
-import { Scheduler, TURN_BUDGET } from "../server/scheduler.ts";
-import { TurnChecks } from "../server/outbox.ts";
 import { mintToken } from "../lib/auth.ts";
 
 /** A Redis test, reported ignored (with the reason) without `redis-server`. */
@@ -585,73 +583,6 @@ redisTest(
       ]);
       assert.equal(history?.last, 30);
     } finally {
-      await backplane.stop();
-    }
-  },
-);
-
-redisTest(
-  "what Redis brings back goes through the turn budget, in order: a read of many events is not one turn",
-  async () => {
-    await using redis = await RedisServer.start();
-    const turns = new TurnChecks();
-    const scheduler = new Scheduler(turns);
-    // Stands for a socket the runtime has written everything to.
-    const written = { readyState: WebSocket.CLOSED } as WebSocket;
-    const received: string[] = [];
-    // Deliveries that ran in one stretch of code share one microtask checkpoint.
-    let stretches = 0;
-    let inStretch = false;
-    const arrived = Promise.withResolvers<void>();
-    const receiver = {
-      deliver(_room: string, event: RoomEvent) {
-        if (event.kind !== "message") return;
-        received.push(event.text);
-        if (!inStretch) {
-          inStretch = true;
-          queueMicrotask(() => {
-            stretches++;
-            inStretch = false;
-          });
-        }
-        // Each event costs a whole turn's budget, as a message to a crowded room does.
-        for (let i = 0; i < TURN_BUDGET.frames; i++) turns.sent(written, 64);
-        if (received.length === 30) arrived.resolve();
-      },
-      changed() {},
-      missed: () => assert.fail("nothing was lost"),
-      duplicate: () => assert.fail("no duplicates"),
-      presence: () => new Map(),
-      log() {},
-    };
-    const backplane = new RedisBackplane({
-      url: redis.url,
-      prefix: "chat:",
-      timeoutMs: 1000,
-      historyKeep: 50,
-      roomTtlMs: 0,
-      namesLimit: 200,
-      scheduler,
-    }, receiver);
-    try {
-      await backplane.started;
-      await backplane.open("r");
-      for (let i = 1; i <= 30; i++) {
-        backplane.publish("r", {
-          kind: "message",
-          from: "a",
-          text: String(i),
-          time: 0,
-          origin: "elsewhere",
-          conn: 1,
-        });
-      }
-      await arrived.promise;
-      assert.deepEqual(received, Array.from({ length: 30 }, (_, i) => String(i + 1)));
-      // One publish brought all 30; without the budget they went out in one stretch.
-      assert.ok(stretches > 1, `delivered in ${stretches} stretch(es)`);
-    } finally {
-      scheduler.stop();
       await backplane.stop();
     }
   },
