@@ -86,6 +86,16 @@ const chat = (extra: string[] = []) => (port: number, redis?: string) => [
   ...extra,
 ];
 
+/** bench/baseline.ts on the port, with `extra` arguments. */
+const baseline = (extra: string[] = []) => (port: number) => [
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  `${BENCH}baseline.ts`,
+  String(port),
+  ...extra,
+];
+
 async function run(cmd: string[]): Promise<{ ok: boolean; out: string }> {
   try {
     const out = await new Deno.Command(cmd[0], {
@@ -437,31 +447,11 @@ if (import.meta.main) {
   const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
   const peers = await installPeers();
   const servers: Server[] = [
-    {
-      name: BASELINE,
-      command: (
-        port,
-      ) => [
-        Deno.execPath(),
-        "run",
-        "--allow-net",
-        `${BENCH}baseline.ts`,
-        String(port),
-      ],
-      relay: true,
-    },
+    { name: BASELINE, command: baseline(), relay: true },
     {
       // What a chat must send per connect (welcome, join notices), and no more.
       name: "baseline + welcome and join notices",
-      command: (port) => [
-        Deno.execPath(),
-        "run",
-        "--allow-net",
-        "--allow-read",
-        `${BENCH}baseline.ts`,
-        String(port),
-        "--announce",
-      ],
+      command: baseline(["--announce"]),
       relay: true,
       only: ["idle"],
     },

@@ -165,13 +165,13 @@ export class Scheduler {
    */
   readonly #run = () => {
     this.#resume = undefined;
-    const now = performance.now();
-    this.#unwrittenSince ??= now;
-    if (
-      this.#spent && !this.turns.written && now - this.#unwrittenSince < MAX_WRITE_WAIT_MS
-    ) {
-      this.#resume = setTimeout(this.#run, 0);
-      return;
+    if (this.#spent && !this.turns.written) {
+      const now = performance.now();
+      this.#unwrittenSince ??= now;
+      if (now - this.#unwrittenSince < MAX_WRITE_WAIT_MS) {
+        this.#resume = setTimeout(this.#run, 0);
+        return;
+      }
     }
     this.#unwrittenSince = undefined;
     this.#spent = false;

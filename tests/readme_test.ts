@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import config from "../deno.json" with { type: "json" };
 import { Cli, ROOT, startServerProcess } from "./helpers.ts";
+import { SERVER_TASK_ENV } from "./proc.ts";
 import { WELCOME } from "../lib/protocol.ts";
 import { SERVER_COMMAND } from "../server.ts";
 import { CLIENT_COMMAND } from "../client.ts";
@@ -146,6 +147,8 @@ Deno.test("the README's limits are the ones the code uses", async () => {
       `\`MAX_WAITING_CHARS\` (${MAX_WAITING_CHARS.toLocaleString("en-US")}) characters`,
       `max-clients × ${(2 * MAX_WAITING_CHARS) / 1024} KiB`,
       `(at most \`MAX_WRITE_WAIT_MS\`, ${MAX_WRITE_WAIT_MS} ms,`,
+      // The allocator setting the server task makes, as deno.json has it.
+      `\`GLIBC_TUNABLES=${SERVER_TASK_ENV.GLIBC_TUNABLES}\``,
       `or \`${YOU}: TEXT\` without \`--name\``,
     ]
   ) {
