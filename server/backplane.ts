@@ -8,6 +8,7 @@
  */
 
 import type { ChatMessage } from "./codec.ts";
+import type { Cost, Scheduler, Waiting } from "./scheduler.ts";
 
 /** Something that happened in a room, as instances tell each other. */
 export type RoomEvent =
@@ -80,6 +81,8 @@ export interface BackplaneReceiver {
   duplicate(room: string, event: RoomEvent & { kind: "message" }): void;
   /** Each room with members here, and their names: written to Redis again. */
   presence(): Map<string, string[]>;
+  /** How many members `room` has here: a frame each is what one of its events costs. */
+  roomSize(room: string): number;
   log(line: string): void;
 }
 
@@ -161,5 +164,107 @@ export class LocalBackplane implements Backplane {
   close(): void {}
   stop(): Promise<void> {
     return Promise.resolve();
+  }
+}
+
+/**
+ * What a backplane received waits here to be delivered, at most
+ * `MAX_RECEIVED_WAITING_CHARS` of it (their JSON's characters).
+ */
+export const MAX_RECEIVED_WAITING_CHARS = 4 << 20;
+
+/** An event a shared backplane brought, or word that some were lost before it. */
+type Received =
+  | { room: string; event: RoomEvent; delivery: Delivery; chars: number }
+  | { room: string; lost: true };
+
+/**
+ * What a shared backplane brings back, delivered in its order within the
+ * event loop's turn budget, as clients' input is: one read from Redis may
+ * carry hundreds of events, each a frame per member here, and delivered at
+ * once they held the event loop for seconds (a room of a thousand). What a
+ * turn does not cover waits for later turns; past
+ * `MAX_RECEIVED_WAITING_CHARS` everything is delivered at once, since what
+ * waits is memory and the backplane does not wait for this instance.
+ */
+export class ReceivedEvents implements Waiting {
+  #queue: Received[] = [];
+  /** The oldest undelivered entry's index. */
+  #next = 0;
+  #chars = 0;
+  /** It asked the scheduler for a turn and has not had it yet. */
+  #waiting = false;
+
+  constructor(
+    readonly receiver: Pick<BackplaneReceiver, "deliver" | "missed" | "roomSize">,
+    readonly scheduler: Pick<Scheduler, "mayRun" | "wait">,
+    /** Called each time the last waiting entry has been delivered. */
+    readonly emptied: () => void = () => {},
+  ) {}
+
+  /** Nothing waits. */
+  get empty(): boolean {
+    return this.#next === this.#queue.length;
+  }
+
+  /** `event` arrived for `room`; `chars` is its size as it came. */
+  add(room: string, event: RoomEvent, delivery: Delivery, chars: number): void {
+    this.#queue.push({ room, event, delivery, chars });
+    this.#chars += chars;
+  }
+
+  /** Events of `room` were lost on the way, before those added next. */
+  lost(room: string): void {
+    this.#queue.push({ room, lost: true });
+  }
+
+  /** Delivers what this turn's budget covers; the rest waits for its turn. */
+  deliver(): void {
+    if (this.#chars > MAX_RECEIVED_WAITING_CHARS) return this.drain();
+    if (this.#waiting) return;
+    while (this.scheduler.mayRun()) if (!this.#deliverNext()) return;
+    this.#waiting = true;
+    this.scheduler.wait(this);
+  }
+
+  /**
+   * Delivers everything now: before a failure or a stop is handled, so
+   * nothing is lost or put out of order.
+   */
+  drain(): void {
+    while (this.#deliverNext());
+  }
+
+  waitingCost(): Cost {
+    const next = this.#queue[this.#next];
+    if (next === undefined || "lost" in next) return { frames: 1, bytes: 0 };
+    const frames = Math.max(1, this.receiver.roomSize(next.room));
+    return { frames, bytes: frames * next.chars };
+  }
+
+  /** The scheduler's turn: the oldest entry; true while more wait. */
+  runWaiting(): boolean {
+    const more = this.#deliverNext();
+    if (!more) this.#waiting = false;
+    return more;
+  }
+
+  /** Delivers the oldest entry; true while more wait. */
+  #deliverNext(): boolean {
+    const next = this.#queue[this.#next];
+    if (next === undefined) return false;
+    // A spent queue starts again, rather than shifting an array entry by entry.
+    if (++this.#next === this.#queue.length) {
+      this.#queue = [];
+      this.#next = 0;
+    }
+    if ("lost" in next) this.receiver.missed(next.room);
+    else {
+      this.#chars -= next.chars;
+      this.receiver.deliver(next.room, next.event, next.delivery);
+    }
+    if (this.#next < this.#queue.length) return true;
+    this.emptied();
+    return false;
   }
 }

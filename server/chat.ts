@@ -131,6 +131,7 @@ export class Chat implements SessionHost, BackplaneReceiver {
         namesLimit: settings.presenceLimit,
         historyKeep: settings.historyKeep,
         roomTtlMs: settings.roomTtl * 1000,
+        scheduler: this.scheduler,
       }, this);
     const store = settings.store;
     // What a batch tells must be in the store before the batch leaves.
@@ -335,6 +336,10 @@ export class Chat implements SessionHost, BackplaneReceiver {
     if (event.origin === this.backplane.instance && event.ref !== undefined) {
       this.#rooms.get(room)?.duplicate(event.conn, event.ref);
     }
+  }
+
+  roomSize(room: string): number {
+    return this.#rooms.get(room)?.size ?? 0;
   }
 
   presence(): Map<string, string[]> {

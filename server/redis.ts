@@ -41,10 +41,12 @@ import {
   type BackplaneReceiver,
   type Held,
   newEpoch,
+  ReceivedEvents,
   type RoomEvent,
   type Sanctions,
 } from "./backplane.ts";
 import type { ChatMessage } from "./codec.ts";
+import type { Scheduler } from "./scheduler.ts";
 import { Backoff } from "../lib/backoff.ts";
 import { errorText } from "../lib/errors.ts";
 
@@ -61,6 +63,11 @@ export const MAX_RETRY_MS = 5_000;
 export const NOTICE_PAIR_INTERVAL_MS = 30_000;
 /** At most this many messages of a room go in one script call. */
 export const MAX_BATCH = 1_000;
+/**
+ * How long (ms) a room's messages wait at most, while what Redis brought
+ * is still being delivered here, before they go anyway.
+ */
+export const MAX_BATCH_HOLD_MS = 50;
 
 /** Every Redis operation of the chat, one script so each is atomic. */
 const SCRIPT = `
@@ -224,6 +231,12 @@ export interface RedisBackplaneOptions {
   roomTtlMs: number;
   /** Presence events list every name while a room has at most this many members (`--presence-limit`). */
   namesLimit: number;
+  /**
+   * The event loop's turns, shared with clients' input: what Redis brings
+   * back is delivered within a turn's budget, the rest in later turns, in
+   * order (see `ReceivedEvents`).
+   */
+  scheduler: Pick<Scheduler, "mayRun" | "wait">;
 }
 
 /** The part of a Redis client the backplane uses. */
@@ -287,6 +300,8 @@ export class RedisBackplane implements Backplane {
   /** Each room's chat messages of this turn, to be published together at its end. */
   readonly #batches = new Map<string, RoomEvent[]>();
   #batchTimer?: ReturnType<typeof setImmediate>;
+  /** Ends a hold of the batches behind what Redis brought (`MAX_BATCH_HOLD_MS`). */
+  #holdTimer?: ReturnType<typeof setTimeout>;
   /** The last `seq` seen on each room's channel: a jump means events were lost. */
   readonly #lastSeq = new Map<string, number>();
   #retryTimer?: ReturnType<typeof setTimeout>;
@@ -295,10 +310,17 @@ export class RedisBackplane implements Backplane {
   readonly #channelPrefix: string;
   readonly #listener = (message: string, channel: string) =>
     this.#received(message, channel);
+  /** What Redis brought, waiting for the event loop's turns. */
+  readonly #arrived: ReceivedEvents;
 
   constructor(options: RedisBackplaneOptions, receiver: BackplaneReceiver) {
     this.#options = options;
     this.#receiver = receiver;
+    this.#arrived = new ReceivedEvents(
+      receiver,
+      options.scheduler,
+      () => this.#flushSoon(),
+    );
     this.#channelPrefix = `${this.#options.prefix}room:`;
     this.started = this.#connect();
   }
@@ -309,9 +331,9 @@ export class RedisBackplane implements Backplane {
 
   /**
    * A room's event, through Redis to every instance. Chat messages wait for
-   * the end of the turn, to go with the room's others of that turn in one
-   * script call and one publish; any other event of the room sends those
-   * first, so its order holds.
+   * the end of the turn, to go with the room's others in one script call
+   * and one publish (see `#flushAll` for when they wait longer); any other
+   * event of the room sends those first, so its order holds.
    */
   publish(room: string, event: RoomEvent): void {
     if (event.kind === "message" && this.#state === "up") {
@@ -319,7 +341,7 @@ export class RedisBackplane implements Backplane {
       if (!batch) this.#batches.set(room, batch = []);
       batch.push(event);
       if (batch.length >= MAX_BATCH) this.#flush(room);
-      else this.#batchTimer ??= setImmediate(() => this.#flushAll());
+      else this.#flushSoon();
       return;
     }
     this.#flush(room);
@@ -352,8 +374,28 @@ export class RedisBackplane implements Backplane {
     }, () => {});
   }
 
+  /** Sends the rooms' waiting messages at the end of this turn. */
+  #flushSoon(): void {
+    if (this.#batches.size > 0) this.#batchTimer ??= setImmediate(() => this.#flushAll());
+  }
+
+  /**
+   * Sends the rooms' waiting messages, unless what Redis brought is still
+   * being delivered here: then they wait for it (at most
+   * `MAX_BATCH_HOLD_MS`), so that under load a call carries what came
+   * meanwhile rather than one turn's few, and this instance publishes no
+   * faster than it delivers.
+   */
   #flushAll(): void {
     this.#batchTimer = undefined;
+    if (this.#arrived.empty) return this.#flushHeld();
+    this.#holdTimer ??= setTimeout(() => this.#flushHeld(), MAX_BATCH_HOLD_MS);
+  }
+
+  /** Sends every room's waiting messages now. */
+  #flushHeld(): void {
+    clearTimeout(this.#holdTimer);
+    this.#holdTimer = undefined;
     for (const room of [...this.#batches.keys()]) this.#flush(room);
   }
 
@@ -512,7 +554,8 @@ export class RedisBackplane implements Backplane {
 
   async stop(): Promise<void> {
     clearImmediate(this.#batchTimer);
-    this.#flushAll();
+    this.#flushHeld();
+    this.#arrived.drain();
     const wasUp = this.#state === "up";
     this.#state = "stopped";
     clearTimeout(this.#retryTimer);
@@ -708,22 +751,23 @@ export class RedisBackplane implements Backplane {
       const epoch = epochField === "-" ? undefined : epochField;
       const events = message.slice(start).split("\n");
       const last = this.#lastSeq.get(room);
-      if (last !== undefined && seq > last + 1) this.#receiver.missed(room);
+      if (last !== undefined && seq > last + 1) this.#arrived.lost(room);
       this.#lastSeq.set(room, seq + events.length - 1);
       events.forEach((json, i) => {
         const { id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
         if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
-        this.#receiver.deliver(room, event, {
+        this.#arrived.add(room, event, {
           seq: seq + i,
           id: firstId === undefined ? undefined : firstId + i,
           epoch,
           online: online === "" ? undefined : Number(online),
           names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
-        });
+        }, json.length);
       });
     } catch (error) {
       this.#receiver.log(`Backplane: unreadable event on ${channel}: ${error}`);
     }
+    this.#arrived.deliver();
   }
 
   /**
@@ -732,6 +776,8 @@ export class RedisBackplane implements Backplane {
    */
   #failed(generation: number, error: unknown): void {
     if (generation !== this.#generation || this.#state === "stopped") return;
+    // What Redis did bring goes first: nothing it sent is lost or put out of order.
+    this.#arrived.drain();
     this.#generation++;
     const wasUp = this.#state === "up";
     this.#state = "down";

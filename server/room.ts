@@ -39,8 +39,11 @@ export interface Member {
   readonly name: string;
   /** How its frames are encoded. */
   readonly codec: Codec;
-  /** Queues one encoded frame for this member; `id` is a chat message's. Must not throw. */
-  deliver(frame: Frame, id?: number): void;
+  /**
+   * Queues one encoded frame for this member; `place`, a chat message's in
+   * the room's history. Must not throw.
+   */
+  deliver(frame: Frame, place?: Place): void;
   /** Takes it out of the room and closes it with `code` and `reason` (a kick). */
   close(code: number, reason: string): void;
 }
@@ -53,6 +56,12 @@ export interface Member {
 export interface Arrival {
   /** A chat message the room delivered. Must not throw. */
   witness(message: ChatMessage): void;
+}
+
+/** Where a chat message stands in its room's history: its id, in an epoch. */
+export interface Place {
+  id: number;
+  epoch: string;
 }
 
 /** Where a reconnecting client left off: the last message id it saw, and its room's epoch then. */
@@ -401,7 +410,7 @@ export class Room<M extends Member = Member> {
       const echo = this.options.echo;
       const delivered = this.#send((codec) => codec.message(message), {
         except: echo ? undefined : subject,
-        id,
+        place: id === undefined ? undefined : { id, epoch: this.#epoch },
       });
       // Without echo, a sender that gave a ref learns its message went out.
       if (!echo && subject !== undefined && event.ref !== undefined) {
@@ -549,9 +558,9 @@ export class Room<M extends Member = Member> {
    */
   #send(
     encode: (codec: Codec) => Frame | undefined,
-    { except, id, to = this.#members.values(), frames = this.#frames }: {
+    { except, place, to = this.#members.values(), frames = this.#frames }: {
       except?: number;
-      id?: number;
+      place?: Place;
       /** Who gets it: every member by default. */
       to?: Iterable<M>;
       /** Frames encoded so far for this event, by codec slot. */
@@ -564,7 +573,7 @@ export class Room<M extends Member = Member> {
       const slot = member.codec.slot;
       const frame = frames[slot] ??= encode(member.codec) ?? NOTHING;
       if (frame === NOTHING) continue;
-      member.deliver(frame, id);
+      member.deliver(frame, place);
       recipients++;
     }
     return recipients;

@@ -160,8 +160,10 @@ export class Scheduler {
    * One input for each waiting client in turn, once the runtime has written
    * the last turn's frames: the newcomers (newest first) and then those
    * waiting before, each if its input fits in what is left of the budget
-   * (a cheap input is not held behind dear ones), and last the one that has
-   * waited longest, whatever its cost (nobody waits forever).
+   * (a cheap input is not held behind dear ones), then the one that has
+   * waited longest, whatever its cost (nobody waits forever), and those
+   * with more, a round at a time, while the budget lasts (one client
+   * waiting alone gets a whole turn, not one input).
    */
   readonly #run = () => {
     this.#resume = undefined;
@@ -202,14 +204,18 @@ export class Scheduler {
     for (const client of fresh) offer(client) || newcomers.push(client);
     for (const client of old) offer(client) || before.push(client);
     // Those with more go again while the budget lasts, a round at a time.
-    while (!full && again.length > 0) {
-      const round = again;
-      again = [];
-      const kept = round.filter((client) => !offer(client));
-      again = [...kept, ...again];
-      if (kept.length === round.length) break;
-    }
+    const rounds = () => {
+      while (!full && again.length > 0) {
+        const round = again;
+        again = [];
+        const kept = round.filter((client) => !offer(client));
+        again = [...kept, ...again];
+        if (kept.length === round.length) break;
+      }
+    };
+    rounds();
     if (longest !== undefined) offer(longest, true);
+    rounds();
     this.#spent = !this.#within(start);
     this.#rest = [...before, ...newcomers.reverse(), ...again];
     if (this.#fresh.length > 0 || this.#rest.length > 0) {

@@ -73,6 +73,7 @@ import { type CloseRefusal, nameTakenText, Refusals } from "./refusals.ts";
 import {
   type Arrival,
   type Member,
+  type Place,
   type Recent,
   type Resume,
   type Room,
@@ -173,9 +174,15 @@ export class Session implements Member, Arrival, Waiting {
   };
   /**
    * While a newcomer waits for the room's history from the backplane, what
-   * the room sends it waits here, with each chat message's id.
+   * the room sends it waits here, with each chat message's place.
    */
-  #catchUp?: [frame: Frame, id: number | undefined][];
+  #catchUp?: [frame: Frame, place: Place | undefined][];
+  /**
+   * Where the history it joined with ends, until a later message comes: the
+   * backplane may still hold messages the history had (they wait for the
+   * event loop's turns), and they are not sent twice.
+   */
+  #historyEnd?: Place;
 
   constructor(options: SessionOptions) {
     this.id = options.id;
@@ -318,7 +325,8 @@ export class Session implements Member, Arrival, Waiting {
       for (const message of arrival.messages) {
         if (fresh(message.id)) this.deliver(codec.message(message));
       }
-      for (const [frame, id] of waiting) if (fresh(id)) this.deliver(frame);
+      this.#historyEnd = { id: recent.last, epoch: recent.epoch };
+      for (const [frame, place] of waiting) this.deliver(frame, place);
       if (down) this.#notify(BACKPLANE_DOWN);
     });
     this.#room.join(this);
@@ -600,11 +608,17 @@ export class Session implements Member, Arrival, Waiting {
 
   /**
    * Queues one of the room's frames for the client (held while it catches
-   * up on history); `id` is a chat message's.
+   * up on history); `place` is a chat message's.
    */
-  deliver(frame: Frame, id?: number): void {
+  deliver(frame: Frame, place?: Place): void {
     if (this.#outbox.stopped) return;
-    if (this.#catchUp) return void this.#catchUp.push([frame, id]);
+    if (this.#catchUp) return void this.#catchUp.push([frame, place]);
+    if (place && this.#historyEnd) {
+      const end = this.#historyEnd;
+      if (place.epoch === end.epoch && place.id <= end.id) return;
+      // Messages come in their order: once one is past the history, all are.
+      this.#historyEnd = undefined;
+    }
     this.#host.metrics.bytesSent += frame.bytes;
     this.#outbox.send(frame.text, frame.bytes);
   }

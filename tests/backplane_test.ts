@@ -33,7 +33,10 @@ import {
 import { reconnectedLine } from "../client.ts";
 import type { Delivery, RoomEvent } from "../server/backplane.ts";
 import { RedisBackplane } from "../server/redis.ts";
+import { Scheduler, TURN_BUDGET } from "../server/scheduler.ts";
+import { TurnChecks } from "../server/outbox.ts";
 import { mintToken } from "../lib/auth.ts";
+import { RawSocket } from "./raw.ts";
 
 /** A Redis test, reported ignored (with the reason) without `redis-server`. */
 function redisTest(name: string, fn: () => Promise<void>) {
@@ -418,6 +421,12 @@ Deno.test("the log shows a Redis URL without its password", async () => {
   assert.equal(redactedUrl("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 });
 
+/** How many PUBLISH commands `redis` has run (scripts' included). */
+async function publishCalls(redis: RedisServer): Promise<number> {
+  const stats = await redisCli(redis, "INFO", "commandstats");
+  return Number(/cmdstat_publish:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+}
+
 /** Runs `redis-cli` against `redis` and returns its answer. */
 async function redisCli(
   redis: RedisServer,
@@ -525,6 +534,69 @@ redisTest(
 );
 
 redisTest(
+  "a newcomer joining while Redis's events wait for their turns gets each message once, after its history",
+  async () => {
+    await using cluster = await twoInstances([
+      "--history",
+      "5",
+      "--rate-limit",
+      "0",
+      "--presence-limit",
+      "0",
+      "--max-clients-per-ip",
+      "1000",
+    ]);
+    const { a, b } = cluster;
+    // A crowd on a: each message is more frames than a turn's budget, so
+    // what one read from Redis brings waits for many turns there.
+    const port = Number(new URL(a.url).port);
+    const crowd: RawSocket[] = [];
+    for (let i = 0; i < 2 * TURN_BUDGET.frames; i += 64) {
+      crowd.push(
+        ...await Promise.all(
+          Array.from(
+            { length: 64 },
+            (_, j) => RawSocket.open(port, { path: `/?name=c${i + j}` }),
+          ),
+        ),
+      );
+    }
+    const drained = crowd.map(async (socket) => {
+      const sink = new Uint8Array(1 << 16);
+      try {
+        while (await socket.conn.read(sink) !== null);
+      } catch {
+        // Closed at the end.
+      }
+    });
+    try {
+      await using watcher = await a.join("watcher");
+      await using sender = await b.join("sender");
+      for (let i = 1; i <= 300; i++) sender.send(String(i));
+      // A joins while most of them wait on a.
+      await watcher.messages.skipTo((line) => line === "sender: 20");
+      await using late = await a.join("late");
+      // Its history: five in a row, the last it holds (all 300, unless some
+      // were still on their way to Redis), then each later one once.
+      const history = await late.messages.many(5);
+      const first = Number(history[0].split(": ")[1]);
+      assert.deepEqual(
+        history,
+        Array.from({ length: 5 }, (_, i) => `sender: ${first + i}`),
+      );
+      await takeNumbered(late, "sender", first + 5, 300);
+      await watcher.messages.skipTo((line) => line === "sender: 300");
+      // a has delivered all it held: what comes next is new.
+      sender.send("301");
+      assert.equal(await late.messages.next(), "sender: 301");
+    } finally {
+      for (const socket of crowd) socket.conn.close();
+      await Promise.all(drained);
+    }
+  },
+);
+
+redisTest(
   "one turn's messages to a room cost one script call and one publish, in order",
   async () => {
     await using redis = await RedisServer.start();
@@ -539,8 +611,10 @@ redisTest(
       missed: () => assert.fail("nothing was lost"),
       duplicate: () => assert.fail("no duplicates"),
       presence: () => new Map(),
+      roomSize: () => 1,
       log() {},
     };
+    const scheduler = new Scheduler(new TurnChecks());
     const backplane = new RedisBackplane({
       url: redis.url,
       prefix: "chat:",
@@ -548,17 +622,12 @@ redisTest(
       historyKeep: 50,
       roomTtlMs: 0,
       namesLimit: 200,
+      scheduler,
     }, receiver);
     try {
       await backplane.started;
       await backplane.open("r");
-      const calls = async () =>
-        Number(
-          /cmdstat_publish:calls=(\d+)/.exec(
-            await redisCli(redis, "INFO", "commandstats"),
-          )?.[1] ?? 0,
-        );
-      const before = await calls();
+      const before = await publishCalls(redis);
       for (let i = 1; i <= 30; i++) {
         backplane.publish("r", {
           kind: "message",
@@ -574,7 +643,7 @@ redisTest(
         received,
         Array.from({ length: 30 }, (_, i) => [String(i + 1), i + 1]),
       );
-      assert.equal(await calls() - before, 1);
+      assert.equal(await publishCalls(redis) - before, 1);
       const history = await backplane.history("r");
       assert.deepEqual(history?.messages.map((m) => m.text).slice(-3), [
         "28",
@@ -583,6 +652,87 @@ redisTest(
       ]);
       assert.equal(history?.last, 30);
     } finally {
+      scheduler.stop();
+      await backplane.stop();
+    }
+  },
+);
+
+redisTest(
+  "what Redis brings back waits for the event loop's turns, in order, and messages sent meanwhile wait behind it, to go in one call",
+  async () => {
+    await using redis = await RedisServer.start();
+    const turns = new TurnChecks();
+    const scheduler = new Scheduler(turns);
+    // Stands for a socket the runtime has written everything to.
+    const written = { readyState: WebSocket.CLOSED } as WebSocket;
+    const received: string[] = [];
+    // Deliveries in one stretch of code share one microtask checkpoint.
+    let stretches = 0;
+    let inStretch = false;
+    const arrived = Promise.withResolvers<void>();
+    const members = 2 * TURN_BUDGET.frames;
+    const message = (text: string): RoomEvent => ({
+      kind: "message",
+      from: "a",
+      text,
+      time: 0,
+      origin: "elsewhere",
+      conn: 1,
+    });
+    let backplane: RedisBackplane | undefined = undefined;
+    const receiver = {
+      deliver(_room: string, event: RoomEvent) {
+        if (event.kind !== "message") return;
+        received.push(event.text);
+        if (!inStretch) {
+          inStretch = true;
+          queueMicrotask(() => {
+            stretches++;
+            inStretch = false;
+          });
+        }
+        // A frame for each member, as a message to a crowded room is.
+        for (let i = 0; i < members; i++) turns.sent(written, 64);
+        // Someone here says something while the rest waits, each time in a
+        // turn of its own.
+        if (received.length <= 10) {
+          backplane!.publish("r", message(`x${received.length}`));
+        }
+        if (received.length === 40) arrived.resolve();
+      },
+      changed() {},
+      missed: () => assert.fail("nothing was lost"),
+      duplicate: () => assert.fail("no duplicates"),
+      presence: () => new Map(),
+      roomSize: () => members,
+      log() {},
+    };
+    backplane = new RedisBackplane({
+      url: redis.url,
+      prefix: "chat:",
+      timeoutMs: 1000,
+      historyKeep: 50,
+      roomTtlMs: 0,
+      namesLimit: 200,
+      scheduler,
+    }, receiver);
+    try {
+      await backplane.started;
+      await backplane.open("r");
+      const before = await publishCalls(redis);
+      for (let i = 1; i <= 30; i++) backplane.publish("r", message(String(i)));
+      await arrived.promise;
+      assert.deepEqual(received, [
+        ...Array.from({ length: 30 }, (_, i) => String(i + 1)),
+        ...Array.from({ length: 10 }, (_, i) => `x${i + 1}`),
+      ]);
+      // One publish brought the 30, each more than a turn's budget.
+      assert.equal(stretches, 40);
+      // The ten sent meanwhile went in one more.
+      assert.equal(await publishCalls(redis) - before, 2);
+    } finally {
+      scheduler.stop();
       await backplane.stop();
     }
   },

@@ -12,7 +12,13 @@ import {
   yewMessage,
   yewUsers,
 } from "../lib/protocol.ts";
-import { type Delivery, LocalBackplane, type RoomEvent } from "../server/backplane.ts";
+import {
+  type Delivery,
+  LocalBackplane,
+  MAX_RECEIVED_WAITING_CHARS,
+  ReceivedEvents,
+  type RoomEvent,
+} from "../server/backplane.ts";
 import { BATCHERS, type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
@@ -606,6 +612,103 @@ Deno.test("turns that do not spend the budget are told apart by time", async () 
   assert.deepEqual(sender.waiting, ["2"]);
   scheduler.stop();
   assert.deepEqual(handled, ["s 0", "s 1", "s 2"]);
+});
+
+Deno.test("a client waiting alone gets a whole budget in a turn for the waiting, not one input", async () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  const handled: string[] = [];
+  // A whole budget spent: what comes next waits.
+  new Sender("big", turns, handled, TURN_BUDGET.frames).input(scheduler, "0");
+  const many = new Sender("many", turns, handled);
+  for (let n = 0; n < 3 * TURN_BUDGET.frames; n++) many.input(scheduler, String(n));
+  assert.equal(handled.length, 1);
+  // How many the first turn for the waiting handled: a microtask runs once
+  // that turn's callback has returned.
+  const firstTurn = new Promise<number>((resolve) => {
+    const handle = many.runWaiting.bind(many);
+    many.runWaiting = () => {
+      many.runWaiting = handle;
+      queueMicrotask(() => resolve(handled.length - 1));
+      return handle();
+    };
+  });
+  assert.equal(await firstTurn, TURN_BUDGET.frames);
+  while (handled.length < 1 + 3 * TURN_BUDGET.frames) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  assert.deepEqual(
+    handled.slice(1),
+    Array.from({ length: 3 * TURN_BUDGET.frames }, (_, n) => `many ${n}`),
+  );
+  scheduler.stop();
+});
+
+/** A backplane's received events for a room of `size` members, and what the room got. */
+function receivedEvents(size: number) {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns);
+  // Stands for a socket the runtime has written everything to.
+  const written = { readyState: WebSocket.CLOSED } as WebSocket;
+  const got: string[] = [];
+  const events = new ReceivedEvents({
+    deliver(_room, event) {
+      got.push(event.kind === "message" ? event.text : event.kind);
+      for (let i = 0; i < size; i++) turns.sent(written, 64);
+    },
+    missed: () => void got.push("lost"),
+    roomSize: () => size,
+  }, scheduler);
+  const message = (text: string): RoomEvent => ({
+    kind: "message",
+    from: "a",
+    text,
+    time: 0,
+    origin: "elsewhere",
+    conn: 1,
+  });
+  return { scheduler, events, got, message };
+}
+
+Deno.test("a backplane's events are delivered within the turn's budget, the rest in later turns, in order, a loss in its place", async () => {
+  // Each event is a hundred frames: a turn holds three.
+  const { scheduler, events, got, message } = receivedEvents(100);
+  for (let n = 0; n < 5; n++) events.add("r", message(String(n)), {}, 100);
+  events.lost("r");
+  for (let n = 5; n < 10; n++) events.add("r", message(String(n)), {}, 100);
+  events.deliver();
+  assert.deepEqual(got, ["0", "1", "2"]);
+  // More arrives meanwhile: it waits behind what waits already.
+  events.add("r", message("10"), {}, 100);
+  events.deliver();
+  assert.equal(got.length, 3);
+  while (got.length < 12) await new Promise((resolve) => setTimeout(resolve, 1));
+  assert.deepEqual(got, [
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "lost",
+    ...Array.from({ length: 6 }, (_, n) => String(n + 5)),
+  ]);
+  scheduler.stop();
+});
+
+Deno.test("a backplane's waiting events are delivered at once when drained (a failure, a stop) or past their limit", () => {
+  const { scheduler, events, got, message } = receivedEvents(1000);
+  for (let n = 0; n < 4; n++) events.add("r", message(String(n)), {}, 100);
+  events.deliver();
+  assert.deepEqual(got, ["0"]);
+  events.drain();
+  assert.deepEqual(got, ["0", "1", "2", "3"]);
+  // What waits is memory: past the limit, the budget gives way.
+  got.length = 0;
+  const half = MAX_RECEIVED_WAITING_CHARS / 2;
+  for (let n = 0; n < 3; n++) events.add("r", message(String(n)), {}, half);
+  events.deliver();
+  assert.deepEqual(got, ["0", "1", "2"]);
+  scheduler.stop();
 });
 
 Deno.test("at shutdown, whatever waits is handled at once", () => {

@@ -109,7 +109,10 @@ Deno.test("the README's limits are the ones the code uses", async () => {
   );
   const { MESSAGE_OVERHEAD_BYTES } = await import("../server/history.ts");
   const { USER_LIST_INTERVAL_MS } = await import("../server/room.ts");
-  const { NOTICE_PAIR_INTERVAL_MS } = await import("../server/redis.ts");
+  const { MAX_BATCH_HOLD_MS, NOTICE_PAIR_INTERVAL_MS } = await import(
+    "../server/redis.ts"
+  );
+  const { MAX_RECEIVED_WAITING_CHARS } = await import("../server/backplane.ts");
   const { FIRST_RELISTEN_MS } = await import("../server/listener.ts");
   const { MAX_CLOSE_REASON_BYTES } = await import("../lib/protocol.ts");
   const { RUNTIME_DESCRIPTORS } = await import("../server/process.ts");
@@ -147,6 +150,10 @@ Deno.test("the README's limits are the ones the code uses", async () => {
       `\`MAX_WAITING_CHARS\` (${MAX_WAITING_CHARS.toLocaleString("en-US")}) characters`,
       `max-clients × ${(2 * MAX_WAITING_CHARS) / 1024} KiB`,
       `(at most \`MAX_WRITE_WAIT_MS\`, ${MAX_WRITE_WAIT_MS} ms,`,
+      `\`MAX_RECEIVED_WAITING_CHARS\` (${
+        MAX_RECEIVED_WAITING_CHARS / 2 ** 20
+      } MiB of their JSON)`,
+      `(at most \`MAX_BATCH_HOLD_MS\`, ${MAX_BATCH_HOLD_MS} ms)`,
       // The allocator setting the server task makes, as deno.json has it.
       `\`GLIBC_TUNABLES=${SERVER_TASK_ENV.GLIBC_TUNABLES}\``,
       `or \`${YOU}: TEXT\` without \`--name\``,
