@@ -81,8 +81,8 @@ export interface BackplaneReceiver {
   duplicate(room: string, event: RoomEvent & { kind: "message" }): void;
   /** Each room with members here, and their names: written to Redis again. */
   presence(): Map<string, string[]>;
-  /** How many members `room` has here: a frame each is what one of its events costs. */
-  roomSize(room: string): number;
+  /** How many frames delivering `event` to `room`'s members here is likely to send. */
+  deliveryCost(room: string, event: RoomEvent, delivery: Delivery): number;
   log(line: string): void;
 }
 
@@ -196,7 +196,7 @@ export class ReceivedEvents implements Waiting {
   #waiting = false;
 
   constructor(
-    readonly receiver: Pick<BackplaneReceiver, "deliver" | "missed" | "roomSize">,
+    readonly receiver: Pick<BackplaneReceiver, "deliver" | "missed" | "deliveryCost">,
     readonly scheduler: Pick<Scheduler, "mayRun" | "wait">,
     /** Called each time the last waiting entry has been delivered. */
     readonly emptied: () => void = () => {},
@@ -238,7 +238,7 @@ export class ReceivedEvents implements Waiting {
   waitingCost(): Cost {
     const next = this.#queue[this.#next];
     if (next === undefined || "lost" in next) return { frames: 1, bytes: 0 };
-    const frames = Math.max(1, this.receiver.roomSize(next.room));
+    const frames = this.receiver.deliveryCost(next.room, next.event, next.delivery);
     return { frames, bytes: frames * next.chars };
   }
 

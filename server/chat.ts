@@ -338,8 +338,8 @@ export class Chat implements SessionHost, BackplaneReceiver {
     }
   }
 
-  roomSize(room: string): number {
-    return this.#rooms.get(room)?.size ?? 0;
+  deliveryCost(room: string, event: RoomEvent, delivery: Delivery): number {
+    return this.#rooms.get(room)?.deliveryCost(event, delivery) ?? 0;
   }
 
   presence(): Map<string, string[]> {

@@ -381,6 +381,26 @@ export class Room<M extends Member = Member> {
   }
 
   /**
+   * How many frames delivering `event` here is likely to send: one a member
+   * for a chat message, a kick, or a join or leave that is announced; none
+   * for a join or leave past `presenceLimit` (a member list goes in parts of
+   * its own).
+   */
+  deliveryCost(event: RoomEvent, delivery: Delivery): number {
+    const members = this.#members.size;
+    switch (event.kind) {
+      case "message":
+      case "kicked":
+        return members;
+      case "muted":
+        return 1;
+      case "joined":
+      case "left":
+        return (delivery.online ?? members) <= this.options.presenceLimit ? members : 0;
+    }
+  }
+
+  /**
    * An event in the backplane's order, to this instance's members: a chat
    * message to every member (but its sender without echo), a join or leave
    * as a notice and a user list. Returns how many chat messages it handed out.

@@ -611,7 +611,7 @@ redisTest(
       missed: () => assert.fail("nothing was lost"),
       duplicate: () => assert.fail("no duplicates"),
       presence: () => new Map(),
-      roomSize: () => 1,
+      deliveryCost: () => 1,
       log() {},
     };
     const scheduler = new Scheduler(new TurnChecks());
@@ -705,7 +705,7 @@ redisTest(
       missed: () => assert.fail("nothing was lost"),
       duplicate: () => assert.fail("no duplicates"),
       presence: () => new Map(),
-      roomSize: () => members,
+      deliveryCost: () => members,
       log() {},
     };
     backplane = new RedisBackplane({

@@ -121,6 +121,28 @@ Deno.test("YewChat frames: messages and user lists only, never commands or notic
   assert.equal(registration("hello"), undefined);
 });
 
+Deno.test("a room's delivery cost: a frame a member, none for joins and leaves past --presence-limit", async () => {
+  const room = localRoom<ReturnType<typeof recorder>["member"]>({ presenceLimit: 2 });
+  for (const m of [recorder(1, "a"), recorder(2, "b"), recorder(3, "c")]) {
+    assert.ok(await room.hold(m.member.name, { exclusive: true }));
+    room.join(m.member);
+  }
+  const message: RoomEvent = {
+    kind: "message",
+    from: "a",
+    text: "hi",
+    time: 0,
+    origin: "elsewhere",
+    conn: 1,
+  };
+  assert.equal(room.deliveryCost(message, {}), 3);
+  assert.equal(room.deliveryCost({ kind: "joined", name: "d" }, {}), 0);
+  assert.equal(room.deliveryCost({ kind: "left", name: "d" }, { online: 2 }), 3);
+  const until = Date.now() + 1000;
+  assert.equal(room.deliveryCost({ kind: "kicked", name: "c", by: "a", until }, {}), 3);
+  assert.equal(room.deliveryCost({ kind: "muted", name: "c", by: "a", until }, {}), 1);
+});
+
 Deno.test("a room encodes an event once per codec, keeps the last N, and announces", async () => {
   const room = localRoom<ReturnType<typeof recorder>["member"]>({ history: 2 });
   const [a, b, y] = [recorder(1, "a"), recorder(2, "b"), recorder(3, "y", YEW)];
@@ -287,11 +309,10 @@ function host(): SessionHost & { lines: string[]; endings: number } {
 let sessions = 0;
 
 /**
- * A session on a fake socket in a room of its own, its name (the address
- * without one) held as the upgrade gate holds it.
+ * A session on a fake socket in `room` (one of its own by default), its
+ * name (the address without one) held as the upgrade gate holds it.
  */
-async function sessionFor(name?: string) {
-  const room = localRoom<Session>();
+async function sessionFor(name?: string, room = localRoom<Session>()) {
   const socket = new FakeSocket();
   const chat = host();
   const address = `127.0.0.1:${5000 + ++sessions}`;
@@ -308,6 +329,33 @@ async function sessionFor(name?: string) {
   });
   return { room, socket, chat, address, session };
 }
+
+Deno.test("a message its history held is not sent to a newcomer again; one of a new epoch is", async () => {
+  const room = localRoom<Session>();
+  const said = (text: string): RoomEvent => ({
+    kind: "message",
+    from: "bob",
+    text,
+    time: 0,
+    origin: "local",
+    conn: 99,
+  });
+  for (const text of ["one", "two", "three"]) room.deliver(said(text), {});
+  const { socket, chat, session } = await sessionFor("ann", room);
+  socket.dispatchEvent(new Event("open"));
+  assert.deepEqual(socket.sent, [WELCOME, "bob: one", "bob: two", "bob: three"]);
+  const epoch = room.epoch;
+  // A backplane that still held the second brings it now: not again.
+  session.deliver({ text: "bob: two", bytes: 8 }, { id: 2, epoch });
+  // The room's history started again (a Redis that lost it): ids start again.
+  session.deliver({ text: "bob: anew", bytes: 9 }, { id: 1, epoch: "another" });
+  session.deliver({ text: "bob: anew 2", bytes: 11 }, { id: 2, epoch: "another" });
+  assert.deepEqual(socket.sent.slice(4), ["bob: anew", "bob: anew 2"]);
+  session.close(CloseCode.NORMAL, "bye");
+  socket.dispatchEvent(new Event("close"));
+  chat.turns.stop();
+  chat.scheduler.stop();
+});
 
 Deno.test("a session's life: held, joined, refused, gone once", async () => {
   const { room, socket, chat, address, session } = await sessionFor("ann");
@@ -644,20 +692,25 @@ Deno.test("a client waiting alone gets a whole budget in a turn for the waiting,
   scheduler.stop();
 });
 
-/** A backplane's received events for a room of `size` members, and what the room got. */
-function receivedEvents(size: number) {
+/**
+ * A backplane's received events for a room of `size` members (joins and
+ * leaves `announced` or not), and what the room got.
+ */
+function receivedEvents(size: number, announced = true) {
   const turns = new TurnChecks();
   const scheduler = new Scheduler(turns);
   // Stands for a socket the runtime has written everything to.
   const written = { readyState: WebSocket.CLOSED } as WebSocket;
   const got: string[] = [];
+  // Joins and leaves reach every member while announced, nobody past that.
+  const cost = (event: RoomEvent) => event.kind === "message" || announced ? size : 0;
   const events = new ReceivedEvents({
     deliver(_room, event) {
       got.push(event.kind === "message" ? event.text : event.kind);
-      for (let i = 0; i < size; i++) turns.sent(written, 64);
+      for (let i = 0; i < cost(event); i++) turns.sent(written, 64);
     },
     missed: () => void got.push("lost"),
-    roomSize: () => size,
+    deliveryCost: (_room, event) => cost(event),
   }, scheduler);
   const message = (text: string): RoomEvent => ({
     kind: "message",
@@ -692,6 +745,28 @@ Deno.test("a backplane's events are delivered within the turn's budget, the rest
     "lost",
     ...Array.from({ length: 6 }, (_, n) => String(n + 5)),
   ]);
+  scheduler.stop();
+});
+
+Deno.test("a backplane's events that send nothing here (joins past the presence limit) do not take a turn each", async () => {
+  const { scheduler, events, got, message } = receivedEvents(1000, false);
+  events.add("r", message("before"), {}, 100);
+  for (let n = 0; n < 500; n++) {
+    events.add("r", { kind: "joined", name: `n${n}` }, {}, 30);
+  }
+  events.add("r", message("after"), {}, 100);
+  events.deliver();
+  assert.deepEqual(got, ["before"]);
+  // The turns for the waiting, counted as the stretches of code they run in.
+  let turns = 0;
+  while (got.at(-1) !== "after") {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    turns++;
+  }
+  assert.equal(got.length, 502);
+  // One for the joins, one for the dear message after them (a few more
+  // timeouts may pass while a turn waits for writes).
+  assert.ok(turns <= 10, `${turns} turns`);
   scheduler.stop();
 });
 
