@@ -297,7 +297,7 @@ export class RedisBackplane implements Backplane {
   /** Members were told it went down, and will be told when it is back. */
   #toldDown = false;
   #lastDownNotice = -Infinity;
-  /** Each room's chat messages of this turn, to be published together at its end. */
+  /** Each room's chat messages waiting to be published together (see `#flushAll`). */
   readonly #batches = new Map<string, RoomEvent[]>();
   #batchTimer?: ReturnType<typeof setImmediate>;
   /** Ends a hold of the batches behind what Redis brought (`MAX_BATCH_HOLD_MS`). */

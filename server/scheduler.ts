@@ -74,7 +74,7 @@ export interface Waiting {
 export class Scheduler {
   /** Where this turn's input began; undefined between turns. */
   #turn: Cost | undefined;
-  /** When (`performance.now()`). */
+  /** When (`now()`). */
   #turnAt = 0;
   /** Its end is scheduled (once its budget was spent). */
   #endDue = false;
@@ -89,8 +89,14 @@ export class Scheduler {
   #spent = false;
   #stopped = false;
 
-  /** Counts the frames and bytes sent. */
-  constructor(readonly turns: TurnChecks) {}
+  /**
+   * `turns` counts the frames and bytes sent; `now` tells the time in
+   * milliseconds (`performance.now`, unless a test holds the clock).
+   */
+  constructor(
+    readonly turns: TurnChecks,
+    readonly now: () => number = () => performance.now(),
+  ) {}
 
   readonly #endTurn = () => {
     this.#turn = undefined;
@@ -105,7 +111,7 @@ export class Scheduler {
    * common, quiet turn an extra trip through the event loop.
    */
   mayRun(): boolean {
-    const now = performance.now();
+    const now = this.now();
     if (this.#turn === undefined || now - this.#turnAt > TURN_MS) {
       // The last turn spent its budget and its frames are not written yet:
       // more would queue behind them, and a bystander's echo after that.
@@ -168,7 +174,7 @@ export class Scheduler {
   readonly #run = () => {
     this.#resume = undefined;
     if (this.#spent && !this.turns.written) {
-      const now = performance.now();
+      const now = this.now();
       this.#unwrittenSince ??= now;
       if (now - this.#unwrittenSince < MAX_WRITE_WAIT_MS) {
         this.#resume = setTimeout(this.#run, 0);

@@ -9,6 +9,7 @@ import { type ChatServer, serveChat, type ServerOptions } from "../server.ts";
 import { JSON_PROTOCOL, WELCOME } from "../lib/protocol.ts";
 import { readLines } from "../client.ts";
 import { redisServerArgs } from "./proc.ts";
+import type { RoomEvent } from "../server/backplane.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -684,4 +685,9 @@ export async function listenThroughCut(
   await listener.stop("SIGINT");
   const lines = listener.chatLines.filter((line) => line.startsWith("sender: "));
   return { reconnected, lines };
+}
+
+/** A chat message `text` from a client of another instance, as backplanes carry it. */
+export function remoteMessage(text: string): RoomEvent {
+  return { kind: "message", from: "a", text, time: 0, origin: "elsewhere", conn: 1 };
 }

@@ -31,7 +31,7 @@ import {
   USER_LIST_INTERVAL_MS,
 } from "../server/room.ts";
 import { Session, type SessionHost } from "../server/session.ts";
-import { Inbox } from "./helpers.ts";
+import { Inbox, remoteMessage } from "./helpers.ts";
 import { Chat, MAX_IDLE_ROOMS } from "../server/chat.ts";
 import {
   MAX_WAITING_CHARS,
@@ -529,6 +529,13 @@ Deno.test("emptied rooms are kept for resumes, at most MAX_IDLE_ROOMS of them, o
   assert.equal(chat.rooms, 0);
 });
 
+/**
+ * A clock that stands still, for the scheduler's tests: a turn then ends
+ * when its end is scheduled, never because time passed (a machine that
+ * stalls a test past `TURN_MS` would otherwise start a new one).
+ */
+const HELD_CLOCK = () => 0;
+
 /** A client of the scheduler: each input it handles sends `frames` frames. */
 class Sender implements Waiting {
   readonly waiting: string[] = [];
@@ -565,7 +572,7 @@ class Sender implements Waiting {
 
 Deno.test("a turn sends at most its budget for input; the rest waits, in order, and a newcomer goes first", async () => {
   const turns = new TurnChecks();
-  const scheduler = new Scheduler(turns);
+  const scheduler = new Scheduler(turns, HELD_CLOCK);
   const handled: string[] = [];
   // Each of the crowd's inputs sends half a turn's budget.
   const crowd = [0, 1, 2].map((i) =>
@@ -595,7 +602,7 @@ Deno.test("a turn sends at most its budget for input; the rest waits, in order, 
 
 Deno.test("the longest-waiting goes each turn whatever its cost, after the inputs that fit", async () => {
   const turns = new TurnChecks();
-  const scheduler = new Scheduler(turns);
+  const scheduler = new Scheduler(turns, HELD_CLOCK);
   const handled: string[] = [];
   // Each of its inputs costs two turns' budget: none ever fits.
   const big = new Sender("big", turns, handled, 2 * TURN_BUDGET.frames);
@@ -614,7 +621,7 @@ Deno.test("the longest-waiting goes each turn whatever its cost, after the input
 
 Deno.test("a cheap input is not held behind dear ones: it goes in the next turn for the waiting", async () => {
   const turns = new TurnChecks();
-  const scheduler = new Scheduler(turns);
+  const scheduler = new Scheduler(turns, HELD_CLOCK);
   const handled: string[] = [];
   const turn = () => new Promise((resolve) => setTimeout(resolve, 1));
   // A hundred clients in a crowded room, each input five turns' budget.
@@ -645,14 +652,15 @@ Deno.test("a cheap input is not held behind dear ones: it goes in the next turn 
   scheduler.stop();
 });
 
-Deno.test("turns that do not spend the budget are told apart by time", async () => {
+Deno.test("turns that do not spend the budget are told apart by time", () => {
   const turns = new TurnChecks();
-  const scheduler = new Scheduler(turns);
+  let clock = 0;
+  const scheduler = new Scheduler(turns, () => clock);
   const handled: string[] = [];
   const sender = new Sender("s", turns, handled, TURN_BUDGET.frames);
   sender.input(scheduler, "0");
   // A whole budget, then a pause: the next input counts from nothing.
-  await new Promise((resolve) => setTimeout(resolve, TURN_MS + 1));
+  clock += TURN_MS + 1;
   sender.input(scheduler, "1");
   assert.deepEqual(handled, ["s 0", "s 1"]);
   // Within the same turn it would have waited.
@@ -664,7 +672,7 @@ Deno.test("turns that do not spend the budget are told apart by time", async () 
 
 Deno.test("a client waiting alone gets a whole budget in a turn for the waiting, not one input", async () => {
   const turns = new TurnChecks();
-  const scheduler = new Scheduler(turns);
+  const scheduler = new Scheduler(turns, HELD_CLOCK);
   const handled: string[] = [];
   // A whole budget spent: what comes next waits.
   new Sender("big", turns, handled, TURN_BUDGET.frames).input(scheduler, "0");
@@ -693,102 +701,137 @@ Deno.test("a client waiting alone gets a whole budget in a turn for the waiting,
 });
 
 /**
- * A backplane's received events for a room of `size` members (joins and
- * leaves `announced` or not), and what the room got.
+ * Turns by hand, for a backplane's received events: each allows `budget`
+ * frames, and a turn for the waiting serves them while it lasts (time
+ * plays no part, as it does in the scheduler's).
  */
-function receivedEvents(size: number, announced = true) {
-  const turns = new TurnChecks();
-  const scheduler = new Scheduler(turns);
-  // Stands for a socket the runtime has written everything to.
-  const written = { readyState: WebSocket.CLOSED } as WebSocket;
+class HandTurns {
+  sent = 0;
+  waiting: Waiting[] = [];
+
+  constructor(readonly budget: number) {}
+
+  mayRun(): boolean {
+    return this.sent < this.budget;
+  }
+
+  wait(client: Waiting): void {
+    this.waiting.push(client);
+  }
+
+  /** The next turn: the waiting, in order, while the budget lasts. */
+  turn(): void {
+    this.sent = 0;
+    const waiting = this.waiting.splice(0);
+    for (const client of waiting) {
+      let more = client.runWaiting();
+      while (more && this.mayRun()) more = client.runWaiting();
+      if (more) this.waiting.push(client);
+    }
+  }
+}
+
+/**
+ * A backplane's received events for a room of `size` members, on turns by
+ * hand, and what the room got.
+ */
+function receivedEvents(size: number) {
+  const turns = new HandTurns(TURN_BUDGET.frames);
   const got: string[] = [];
-  // Joins and leaves reach every member while announced, nobody past that.
-  const cost = (event: RoomEvent) => event.kind === "message" || announced ? size : 0;
   const events = new ReceivedEvents({
     deliver(_room, event) {
       got.push(event.kind === "message" ? event.text : event.kind);
+      turns.sent += size;
+    },
+    missed: () => void got.push("lost"),
+    deliveryCost: () => size,
+  }, turns);
+  return { turns, events, got };
+}
+
+Deno.test("a backplane's events are delivered within the turn's budget, the rest in later turns, in order, a loss in its place", () => {
+  // Each event is a hundred frames: a turn holds three.
+  const { turns, events, got } = receivedEvents(100);
+  for (let n = 0; n < 5; n++) events.add("r", remoteMessage(String(n)), {}, 100);
+  events.lost("r");
+  for (let n = 5; n < 10; n++) events.add("r", remoteMessage(String(n)), {}, 100);
+  events.deliver();
+  assert.deepEqual(got, ["0", "1", "2"]);
+  // More arrives meanwhile: it waits behind what waits already.
+  events.add("r", remoteMessage("10"), {}, 100);
+  events.deliver();
+  assert.equal(got.length, 3);
+  assert.equal(turns.waiting.length, 1);
+  turns.turn();
+  assert.deepEqual(got.slice(3), ["3", "4", "lost", "5"]);
+  turns.turn();
+  turns.turn();
+  assert.deepEqual(got.slice(7), ["6", "7", "8", "9", "10"]);
+  assert.ok(events.empty);
+  assert.equal(turns.waiting.length, 0);
+});
+
+Deno.test("a backplane's waiting events are delivered at once when drained (a failure, a stop) or past their limit", () => {
+  const { turns, events, got } = receivedEvents(1000);
+  for (let n = 0; n < 4; n++) events.add("r", remoteMessage(String(n)), {}, 100);
+  events.deliver();
+  assert.deepEqual(got, ["0"]);
+  events.drain();
+  assert.deepEqual(got, ["0", "1", "2", "3"]);
+  // Its turn finds nothing left, and it waits no more.
+  turns.turn();
+  assert.equal(turns.waiting.length, 0);
+  // What waits is memory: past the limit, the budget gives way.
+  got.length = 0;
+  const half = MAX_RECEIVED_WAITING_CHARS / 2;
+  for (let n = 0; n < 3; n++) events.add("r", remoteMessage(String(n)), {}, half);
+  events.deliver();
+  assert.deepEqual(got, ["0", "1", "2"]);
+});
+
+Deno.test("a backplane's events that send nothing here (joins past the presence limit) do not take a turn each", async () => {
+  const turns = new TurnChecks();
+  const scheduler = new Scheduler(turns, HELD_CLOCK);
+  // Stands for a socket the runtime has written everything to.
+  const written = { readyState: WebSocket.CLOSED } as WebSocket;
+  const got: string[] = [];
+  // The stretches of code deliveries ran in: a turn each.
+  let stretches = 0;
+  let inStretch = false;
+  // A room of a thousand past its presence limit: a message is a frame a
+  // member, a join none.
+  const cost = (event: RoomEvent) => event.kind === "message" ? 1000 : 0;
+  const events = new ReceivedEvents({
+    deliver(_room, event) {
+      got.push(event.kind === "message" ? event.text : event.kind);
+      if (!inStretch) {
+        inStretch = true;
+        queueMicrotask(() => {
+          stretches++;
+          inStretch = false;
+        });
+      }
       for (let i = 0; i < cost(event); i++) turns.sent(written, 64);
     },
     missed: () => void got.push("lost"),
     deliveryCost: (_room, event) => cost(event),
   }, scheduler);
-  const message = (text: string): RoomEvent => ({
-    kind: "message",
-    from: "a",
-    text,
-    time: 0,
-    origin: "elsewhere",
-    conn: 1,
-  });
-  return { scheduler, events, got, message };
-}
-
-Deno.test("a backplane's events are delivered within the turn's budget, the rest in later turns, in order, a loss in its place", async () => {
-  // Each event is a hundred frames: a turn holds three.
-  const { scheduler, events, got, message } = receivedEvents(100);
-  for (let n = 0; n < 5; n++) events.add("r", message(String(n)), {}, 100);
-  events.lost("r");
-  for (let n = 5; n < 10; n++) events.add("r", message(String(n)), {}, 100);
-  events.deliver();
-  assert.deepEqual(got, ["0", "1", "2"]);
-  // More arrives meanwhile: it waits behind what waits already.
-  events.add("r", message("10"), {}, 100);
-  events.deliver();
-  assert.equal(got.length, 3);
-  while (got.length < 12) await new Promise((resolve) => setTimeout(resolve, 1));
-  assert.deepEqual(got, [
-    "0",
-    "1",
-    "2",
-    "3",
-    "4",
-    "lost",
-    ...Array.from({ length: 6 }, (_, n) => String(n + 5)),
-  ]);
-  scheduler.stop();
-});
-
-Deno.test("a backplane's events that send nothing here (joins past the presence limit) do not take a turn each", async () => {
-  const { scheduler, events, got, message } = receivedEvents(1000, false);
-  events.add("r", message("before"), {}, 100);
+  events.add("r", remoteMessage("before"), {}, 100);
   for (let n = 0; n < 500; n++) {
     events.add("r", { kind: "joined", name: `n${n}` }, {}, 30);
   }
-  events.add("r", message("after"), {}, 100);
+  events.add("r", remoteMessage("after"), {}, 100);
   events.deliver();
-  assert.deepEqual(got, ["before"]);
-  // The turns for the waiting, counted as the stretches of code they run in.
-  let turns = 0;
-  while (got.at(-1) !== "after") {
-    await new Promise((resolve) => setTimeout(resolve, 1));
-    turns++;
-  }
+  while (got.at(-1) !== "after") await new Promise((resolve) => setTimeout(resolve, 1));
   assert.equal(got.length, 502);
-  // One for the joins, one for the dear message after them (a few more
-  // timeouts may pass while a turn waits for writes).
-  assert.ok(turns <= 10, `${turns} turns`);
-  scheduler.stop();
-});
-
-Deno.test("a backplane's waiting events are delivered at once when drained (a failure, a stop) or past their limit", () => {
-  const { scheduler, events, got, message } = receivedEvents(1000);
-  for (let n = 0; n < 4; n++) events.add("r", message(String(n)), {}, 100);
-  events.deliver();
-  assert.deepEqual(got, ["0"]);
-  events.drain();
-  assert.deepEqual(got, ["0", "1", "2", "3"]);
-  // What waits is memory: past the limit, the budget gives way.
-  got.length = 0;
-  const half = MAX_RECEIVED_WAITING_CHARS / 2;
-  for (let n = 0; n < 3; n++) events.add("r", message(String(n)), {}, half);
-  events.deliver();
-  assert.deepEqual(got, ["0", "1", "2"]);
+  // The first message; the joins; the second (dearer than a turn).
+  assert.ok(stretches <= 3, `${stretches} turns`);
   scheduler.stop();
 });
 
 Deno.test("at shutdown, whatever waits is handled at once", () => {
   const turns = new TurnChecks();
-  const scheduler = new Scheduler(turns);
+  const scheduler = new Scheduler(turns, HELD_CLOCK);
   const handled: string[] = [];
   const big = new Sender("big", turns, handled, TURN_BUDGET.frames);
   for (let n = 0; n < 3; n++) big.input(scheduler, String(n));
