@@ -54,8 +54,8 @@ export interface Member {
  * from its upgrade on, to be sent after its welcome and history.
  */
 export interface Arrival {
-  /** A chat message the room delivered. Must not throw. */
-  witness(message: ChatMessage): void;
+  /** A chat message the room delivered, and its place. Must not throw. */
+  witness(message: ChatMessage, place?: Place): void;
 }
 
 /** Where a chat message stands in its room's history: its id, in an epoch. */
@@ -396,8 +396,17 @@ export class Room<M extends Member = Member> {
         return 1;
       case "joined":
       case "left":
-        return (delivery.online ?? members) <= this.options.presenceLimit ? members : 0;
+        return this.#announced(delivery) === undefined ? 0 : members;
     }
+  }
+
+  /**
+   * The count a join or leave is announced with (all instances counted,
+   * where the backplane says), or undefined past `presenceLimit`.
+   */
+  #announced(delivery: Delivery): number | undefined {
+    const online = delivery.online ?? this.#members.size;
+    return online <= this.options.presenceLimit ? online : undefined;
   }
 
   /**
@@ -426,11 +435,12 @@ export class Room<M extends Member = Member> {
       };
       this.#history.add(message);
       if (id !== undefined) this.options.store?.append(this.name, this.#epoch, message);
-      for (const arrival of this.#arriving) arrival.witness(message);
+      const place = id === undefined ? undefined : { id, epoch: this.#epoch };
+      for (const arrival of this.#arriving) arrival.witness(message, place);
       const echo = this.options.echo;
       const delivered = this.#send((codec) => codec.message(message), {
         except: echo ? undefined : subject,
-        place: id === undefined ? undefined : { id, epoch: this.#epoch },
+        place,
       });
       // Without echo, a sender that gave a ref learns its message went out.
       if (!echo && subject !== undefined && event.ref !== undefined) {
@@ -439,8 +449,8 @@ export class Room<M extends Member = Member> {
       return delivered;
     }
     if (event.kind === "kicked" || event.kind === "muted") return this.#moderated(event);
-    const online = delivery.online ?? this.#members.size;
-    if (online <= this.options.presenceLimit) {
+    const online = this.#announced(delivery);
+    if (online !== undefined) {
       const { kind, name } = event;
       this.#send((codec) => codec.presence(kind, name, online), { except: subject });
     }

@@ -209,19 +209,15 @@ export class Scheduler {
     };
     for (const client of fresh) offer(client) || newcomers.push(client);
     for (const client of old) offer(client) || before.push(client);
-    // Those with more go again while the budget lasts, a round at a time.
-    const rounds = () => {
-      while (!full && again.length > 0) {
-        const round = again;
-        again = [];
-        const kept = round.filter((client) => !offer(client));
-        again = [...kept, ...again];
-        if (kept.length === round.length) break;
-      }
-    };
-    rounds();
     if (longest !== undefined) offer(longest, true);
-    rounds();
+    // Those with more go again while the budget lasts, a round at a time.
+    while (!full && again.length > 0) {
+      const round = again;
+      again = [];
+      const kept = round.filter((client) => !offer(client));
+      again = [...kept, ...again];
+      if (kept.length === round.length) break;
+    }
     this.#spent = !this.#within(start);
     this.#rest = [...before, ...newcomers.reverse(), ...again];
     if (this.#fresh.length > 0 || this.#rest.length > 0) {

@@ -168,7 +168,7 @@ export class Session implements Member, Arrival, Waiting {
    */
   #arrival?: {
     history: Recent | Promise<Recent>;
-    messages: ChatMessage[];
+    messages: [message: ChatMessage, place: Place | undefined][];
     /** What they would take to send, against `maxBufferedBytes`. */
     bytes: number;
   };
@@ -178,9 +178,10 @@ export class Session implements Member, Arrival, Waiting {
    */
   #catchUp?: [frame: Frame, place: Place | undefined][];
   /**
-   * Where the history it joined with ends, until a later message comes: the
-   * backplane may still hold messages the history had (they wait for the
-   * event loop's turns), and they are not sent twice.
+   * Where the history it joined with ends, until a later message comes:
+   * what the room delivered while the history was read, and what the
+   * backplane still holds (waiting for the event loop's turns), may be in
+   * it, and is not sent twice.
    */
   #historyEnd?: Place;
 
@@ -279,10 +280,10 @@ export class Session implements Member, Arrival, Waiting {
   }
 
   /** A chat message the room delivered before this client joined it. */
-  witness(message: ChatMessage): void {
+  witness(message: ChatMessage, place?: Place): void {
     const arrival = this.#arrival;
     if (!arrival) return;
-    arrival.messages.push(message);
+    arrival.messages.push([message, place]);
     arrival.bytes += message.text.length + message.from.length;
     if (arrival.bytes > this.#host.maxBufferedBytes) this.slow();
   }
@@ -319,13 +320,12 @@ export class Session implements Member, Arrival, Waiting {
         this.#host.metrics.resumed(recent.missed);
         this.#own(codec.recovered(recent.missed));
       }
-      // What the history holds is not sent again.
-      const fresh = (id: number | undefined) => id === undefined || id > recent.last;
       for (const frame of codec.recent(recent.messages)) this.deliver(frame);
-      for (const message of arrival.messages) {
-        if (fresh(message.id)) this.deliver(codec.message(message));
-      }
+      // What the history holds is not sent again (see `deliver`).
       this.#historyEnd = { id: recent.last, epoch: recent.epoch };
+      for (const [message, place] of arrival.messages) {
+        this.deliver(codec.message(message), place);
+      }
       for (const [frame, place] of waiting) this.deliver(frame, place);
       if (down) this.#notify(BACKPLANE_DOWN);
     });
