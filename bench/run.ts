@@ -312,7 +312,7 @@ const SCENARIOS: Scenario[] = [
   },
   {
     key: "open",
-    title: "open loop, 50,000 deliveries/s, 100 clients, 10 s, median of 3 runs",
+    title: "open loop, 50,000 deliveries/s, 100 clients, 10 s",
     headline: "p99",
     repeat: 3,
     load: {
@@ -341,7 +341,7 @@ const SCENARIOS: Scenario[] = [
   },
   {
     key: "stalled",
-    title: "one never-reading client, 4 KiB messages, open loop 10 s, median of 3 runs",
+    title: "one never-reading client, 4 KiB messages, open loop 10 s",
     headline: "p99",
     repeat: 3,
     load: {
@@ -439,11 +439,28 @@ if (import.meta.main && Deno.args[0] === "attacks") {
 }
 
 if (import.meta.main) {
-  // Arguments name scenarios (closed100, ...) or, as server=TEXT, servers.
-  const wanted = new Set(Deno.args.filter((a) => !a.startsWith("server=")));
-  const serverFilter = Deno.args.filter((a) => a.startsWith("server=")).map((
+  // Arguments name scenarios (closed100, ...), servers (server=TEXT) or
+  // how many runs each server gets per scenario (runs=N).
+  const options = Deno.args.filter((a) => /^(server|runs)=/.test(a));
+  const wanted = new Set(Deno.args.filter((a) => !options.includes(a)));
+  const serverFilter = options.filter((a) => a.startsWith("server=")).map((
     a,
   ) => a.slice(7));
+  const runsArg = options.findLast((a) => a.startsWith("runs="))?.slice(5);
+  const runsEach = runsArg === undefined ? undefined : Number(runsArg);
+  if (runsEach !== undefined && !(Number.isInteger(runsEach) && runsEach > 0)) {
+    console.error(`bench: runs=${runsArg} is not a whole number of runs (try runs=3)`);
+    Deno.exit(2);
+  }
+  const unknown = [...wanted].filter((key) => !SCENARIOS.some((s) => s.key === key));
+  if (unknown.length > 0) {
+    console.error(
+      `bench: no scenario ${unknown.join(", ")} (scenarios: ${
+        SCENARIOS.map((s) => s.key).join(" ")
+      }; or attacks, server=TEXT, runs=N)`,
+    );
+    Deno.exit(2);
+  }
   const scenarios = SCENARIOS.filter((s) => wanted.size === 0 || wanted.has(s.key));
   const peers = await installPeers();
   const servers: Server[] = [
@@ -544,7 +561,9 @@ if (import.meta.main) {
     console.log("(redis-server: not installed, --redis rows skipped)");
   }
   for (const scenario of scenarios) {
-    console.log(`\n## ${scenario.title}\n`);
+    const rounds = runsEach ?? scenario.repeat ?? 1;
+    const median = rounds > 1 ? `, median of ${rounds} runs` : "";
+    console.log(`\n## ${scenario.title}${median}\n`);
     const headline = scenario.headline === "rate"
       ? "deliveries/s"
       : scenario.headline === "rss"
@@ -563,7 +582,7 @@ if (import.meta.main) {
     const runs = new Map<Server, Measurement[]>(
       taking.map((server) => [server, []]),
     );
-    for (let round = 0; round < (scenario.repeat ?? 1); round++) {
+    for (let round = 0; round < rounds; round++) {
       for (const server of taking) {
         const measured = await measure(server, scenario);
         if (typeof measured === "string") {

@@ -152,32 +152,41 @@ if op == 'claim' then -- name, instance, ttl, limit
   return 0
 elseif op == 'post' then -- json, presence, limit (any event but chat messages)
   return post(ARGV[3], ARGV[4] == '1', tonumber(ARGV[5]))
-elseif op == 'batch' then -- history size, epoch candidate, then each message's json, entry, ref
+elseif op == 'batch' then -- history size, epoch candidate, the messages' JSON (a line each), then each one's entry and ref
   -- One turn's messages: those whose ref is held already are duplicates;
   -- the others get consecutive seqs and ids, one publish (their JSON a line
-  -- each, after the first's seq and id), one push to the history.
+  -- each, after the first's seq and id), one push to the history. The lines
+  -- come joined, as they are published: a call's cost is mostly its
+  -- arguments and the strings it makes.
   local size = tonumber(ARGV[3])
   local current = epoch(ARGV[4])
-  local jsons, entries, duplicates = {}, {}, {}
+  local lines = ARGV[5]
+  local entries, duplicates = {}, {}
   local id = tonumber(redis.call('GET', idkey) or '0')
   local firstid = id + 1
-  for i = 1, (#ARGV - 4) / 3 do
-    local ref = ARGV[4 + 3 * i]
+  for i = 1, (#ARGV - 5) / 2 do
+    local ref = ARGV[5 + 2 * i]
     if ref ~= '' and redis.call('ZSCORE', refs, ref) then
       table.insert(duplicates, i)
     else
       id = id + 1
       if ref ~= '' then redis.call('ZADD', refs, id, ref) end
-      table.insert(jsons, ARGV[2 + 3 * i])
-      table.insert(entries, id .. ' ' .. ARGV[3 + 3 * i])
+      table.insert(entries, id .. ' ' .. ARGV[4 + 2 * i])
     end
   end
-  local n = #jsons
+  local n = #entries
   if n == 0 then return duplicates end
+  if #duplicates > 0 then
+    local kept, d = {}, 1
+    for line in string.gmatch(lines, '[^\\n]+') do
+      if duplicates[d] == #kept + d then d = d + 1 else table.insert(kept, line) end
+    end
+    lines = table.concat(kept, '\\n')
+  end
   redis.call('INCRBY', idkey, n)
   local first = redis.call('INCRBY', seqkey, n) - n + 1
   redis.call('PUBLISH', channel,
-    first .. '  * ' .. firstid .. ' ' .. current .. ' ' .. table.concat(jsons, '\\n'))
+    first .. '  * ' .. firstid .. ' ' .. current .. ' ' .. lines)
   if size > 0 then
     redis.call('RPUSH', history, unpack(entries))
     redis.call('LTRIM', history, -size, -1)
@@ -308,6 +317,8 @@ export class RedisBackplane implements Backplane {
   #heartbeat?: ReturnType<typeof setInterval>;
   #beats = 0;
   readonly #channelPrefix: string;
+  /** How the JSON of an event this instance published starts (see `#track`). */
+  readonly #ownPrefix = `{"origin":${JSON.stringify(this.instance)},"id":`;
   readonly #listener = (message: string, channel: string) =>
     this.#received(message, channel);
   /** What Redis brought, waiting for the event loop's turns. */
@@ -408,7 +419,8 @@ export class RedisBackplane implements Backplane {
       for (const event of batch) this.#receiver.deliver(room, event, {});
       return;
     }
-    const args = ["batch", String(this.#options.historyKeep), newEpoch()];
+    const lines: string[] = [];
+    const rest: string[] = [];
     const ids: number[] = [];
     for (const event of batch) {
       const { id, json } = this.#track(room, event);
@@ -420,9 +432,16 @@ export class RedisBackplane implements Backplane {
         time: message.time,
         ref: message.ref,
       };
-      args.push(json, JSON.stringify(entry), message.ref ?? "");
+      lines.push(json);
+      rest.push(JSON.stringify(entry), message.ref ?? "");
     }
-    void this.#eval(room, args).then((duplicates) => {
+    const args = [
+      "batch",
+      String(this.#options.historyKeep),
+      newEpoch(),
+      lines.join("\n"),
+    ];
+    void this.#eval(room, [...args, ...rest]).then((duplicates) => {
       // Duplicates are not published: their senders are told.
       for (const index of duplicates as number[]) {
         const event = batch[index - 1] as Extract<RoomEvent, { kind: "message" }>;
@@ -567,11 +586,31 @@ export class RedisBackplane implements Backplane {
     this.#disconnect();
   }
 
-  /** Notes an own event as in flight; its JSON carries the id it comes back with. */
+  /**
+   * Notes an own event as in flight. Its JSON starts with its origin (this
+   * instance) and the id it comes back with (`#ownPrefix`), so that it is
+   * known again without being parsed.
+   */
   #track(room: string, event: RoomEvent): { id: number; json: string } {
     const id = ++this.#nextId;
     this.#inFlight.set(id, { room, event });
-    return { id, json: JSON.stringify({ ...event, id }) };
+    return { id, json: JSON.stringify({ origin: event.origin, id, ...event }) };
+  }
+
+  /** An event from the room's channel: an own one from `#inFlight`, any other parsed. */
+  #event(json: string): RoomEvent {
+    if (json.startsWith(this.#ownPrefix)) {
+      const start = this.#ownPrefix.length;
+      const id = Number(json.slice(start, json.indexOf(",", start)));
+      const own = this.#inFlight.get(id);
+      if (own) {
+        this.#inFlight.delete(id);
+        return own.event;
+      }
+    }
+    const { id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
+    if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
+    return event;
   }
 
   #key(
@@ -754,9 +793,7 @@ export class RedisBackplane implements Backplane {
       if (last !== undefined && seq > last + 1) this.#arrived.lost(room);
       this.#lastSeq.set(room, seq + events.length - 1);
       events.forEach((json, i) => {
-        const { id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
-        if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
-        this.#arrived.add(room, event, {
+        this.#arrived.add(room, this.#event(json), {
           seq: seq + i,
           id: firstId === undefined ? undefined : firstId + i,
           epoch,

@@ -660,6 +660,92 @@ redisTest(
 );
 
 redisTest(
+  "an instance's own messages come back as it sent them, others' parsed; a call's duplicates are left out of its publish",
+  async () => {
+    await using redis = await RedisServer.start();
+    const received: RoomEvent[] = [];
+    const duplicates: (string | undefined)[] = [];
+    let expected = 0;
+    let arrived = Promise.withResolvers<void>();
+    const told = Promise.withResolvers<void>();
+    const receiver = {
+      deliver(_room: string, event: RoomEvent, delivery: Delivery) {
+        if (event.kind !== "message") return;
+        received.push(event);
+        assert.equal(delivery.id, received.length);
+        if (received.length === expected) arrived.resolve();
+      },
+      changed() {},
+      missed: () => assert.fail("nothing was lost"),
+      duplicate(_room: string, event: RoomEvent & { kind: "message" }) {
+        duplicates.push(event.ref);
+        if (duplicates.length === 2) told.resolve();
+      },
+      presence: () => new Map(),
+      deliveryCost: () => 1,
+      log() {},
+    };
+    const scheduler = new Scheduler(new TurnChecks());
+    const backplane = backplaneOn(redis, scheduler, receiver);
+    const own = (text: string, ref?: string): RoomEvent => ({
+      kind: "message",
+      from: "a",
+      text,
+      time: 0,
+      ref,
+      origin: backplane.instance,
+      conn: 1,
+    });
+    try {
+      await backplane.started;
+      await backplane.open("r");
+      const sent = [own("1", "r1"), remoteMessage("2"), own("3", "r3")];
+      expected = 3;
+      for (const event of sent) backplane.publish("r", event);
+      await arrived.promise;
+      assert.equal(received[0], sent[0]);
+      assert.notEqual(received[1], sent[1]);
+      assert.deepEqual(received[1], sent[1]);
+      assert.equal(received[2], sent[2]);
+      // Refs held already, among new messages in one call.
+      arrived = Promise.withResolvers<void>();
+      expected = 6;
+      const before = await publishCalls(redis);
+      for (
+        const event of [
+          own("1 again", "r1"),
+          own("4", "r4"),
+          own("3 again", "r3"),
+          own("5"),
+          own("6", "r6"),
+        ]
+      ) backplane.publish("r", event);
+      await arrived.promise;
+      await told.promise;
+      assert.deepEqual(received.slice(3).map((e) => e.kind === "message" && e.text), [
+        "4",
+        "5",
+        "6",
+      ]);
+      assert.deepEqual(duplicates, ["r1", "r3"]);
+      assert.equal(await publishCalls(redis) - before, 1);
+      const history = await backplane.history("r");
+      assert.deepEqual(history?.messages.map((m) => [m.id, m.text]), [
+        [1, "1"],
+        [2, "2"],
+        [3, "3"],
+        [4, "4"],
+        [5, "5"],
+        [6, "6"],
+      ]);
+    } finally {
+      scheduler.stop();
+      await backplane.stop();
+    }
+  },
+);
+
+redisTest(
   "what Redis brings back waits for the event loop's turns, in order, and messages sent meanwhile wait behind it, to go in one call",
   async () => {
     await using redis = await RedisServer.start();

@@ -87,3 +87,21 @@ Deno.test("bench: the bare baseline sends nothing of its own: the first frame is
   client.send("only this");
   assert.equal(await client.messages.next(), "only this");
 });
+
+Deno.test("bench: an unknown scenario or a bad runs=N is a usage error, before anything runs", async () => {
+  for (
+    const [arg, expected] of [
+      ["closed10", "bench: no scenario closed10 (scenarios: closed100 closed1000"],
+      ["runs=0", "bench: runs=0 is not a whole number of runs (try runs=3)"],
+    ]
+  ) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}bench/run.ts`, arg],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 2);
+    assert.equal(new TextDecoder().decode(out.stdout), "");
+    assert.ok(new TextDecoder().decode(out.stderr).startsWith(expected));
+  }
+});
