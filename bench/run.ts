@@ -251,6 +251,13 @@ const rate = (n: number) =>
     ? `${(n / 1e3).toFixed(1)}k`
     : n.toFixed(0);
 
+/** A scenario's headline number as its table shows it. */
+function headlineText(scenario: Scenario, n: number): string {
+  if (scenario.headline === "rate") return `${rate(n)}/s`;
+  if (scenario.headline === "rss") return `${(n / 1024).toFixed(1)} KiB`;
+  return ms(n);
+}
+
 /** The row every ratio is to. */
 const BASELINE = "baseline (Set + send)";
 
@@ -604,7 +611,12 @@ if (import.meta.main) {
       // A generator near a full core may be what limits the result: such a
       // row is to be compared on server µs per delivery (or connect), not on its rate.
       const bound = m.generatorCpu >= GENERATOR_BOUND ? " (generator-bound)" : "";
-      const of = measurements.length > 1 ? ` (median of ${measurements.length})` : "";
+      // Every run's number, so the spread shows beside the median.
+      const of = measurements.length > 1
+        ? ` (median of ${measurements.length}: ${
+          sorted.map((run) => headlineText(scenario, run.headline)).join(", ")
+        })`
+        : "";
       const cpuPer = per === "connect" ? m.result.cpuPerConnect : m.result.cpuPerDelivery;
       console.log(
         `| ${server.name} | ${
