@@ -251,6 +251,11 @@ const rate = (n: number) =>
     ? `${(n / 1e3).toFixed(1)}k`
     : n.toFixed(0);
 
+/** The middle of `sorted` (the lower middle of an even count). */
+function median<T>(sorted: T[]): T {
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
 /** A scenario's headline number as its table shows it. */
 function headlineText(scenario: Scenario, n: number): string {
   if (scenario.headline === "rate") return `${rate(n)}/s`;
@@ -569,8 +574,8 @@ if (import.meta.main) {
   }
   for (const scenario of scenarios) {
     const rounds = runsEach ?? scenario.repeat ?? 1;
-    const median = rounds > 1 ? `, median of ${rounds} runs` : "";
-    console.log(`\n## ${scenario.title}${median}\n`);
+    const ofRuns = rounds > 1 ? `, median of ${rounds} runs` : "";
+    console.log(`\n## ${scenario.title}${ofRuns}\n`);
     const headline = scenario.headline === "rate"
       ? "deliveries/s"
       : scenario.headline === "rss"
@@ -581,12 +586,12 @@ if (import.meta.main) {
       `| server | result | ${headline} vs baseline | server CPU | server µs per ${per} | generator CPU |`,
     );
     console.log("| --- | --- | --- | --- | --- | --- |");
-    let baseline: number | undefined;
     const taking = servers.filter((server) =>
       !server.only || server.only.includes(scenario.key)
     );
-    // Repeated runs go round the servers in turn, so drift hits all alike.
-    const runs = new Map<Server, Measurement[]>(
+    // Repeated runs go round the servers in turn, so drift hits all alike;
+    // each round's run is kept in its place (undefined when it failed).
+    const runs = new Map<Server, (Measurement | undefined)[]>(
       taking.map((server) => [server, []]),
     );
     for (let round = 0; round < rounds; round++) {
@@ -594,20 +599,31 @@ if (import.meta.main) {
         const measured = await measure(server, scenario);
         if (typeof measured === "string") {
           console.log(`| ${server.name} | failed: ${measured} | | | | |`);
-        } else {
-          runs.get(server)!.push(measured);
         }
+        runs.get(server)!.push(typeof measured === "string" ? undefined : measured);
       }
     }
-    for (const [server, measurements] of runs) {
+    const baselineRuns = [...runs].find(([server]) => server.name === BASELINE)?.[1] ??
+      [];
+    for (const [server, byRound] of runs) {
+      const measurements = byRound.filter((m) => m !== undefined);
       if (measurements.length === 0) continue;
       // The median run by the headline number stands for the server.
       const sorted = measurements.toSorted((x, y) => x.headline - y.headline);
-      const m = sorted[Math.floor((sorted.length - 1) / 2)];
-      if (server.name === BASELINE) baseline = m.headline;
-      const ratio = baseline && m.headline
-        ? `${(m.headline / baseline).toFixed(2)}x`
-        : "–";
+      const m = median(sorted);
+      // The ratio is each round's to the baseline's run of the same round,
+      // the median of those: a slow stretch of the machine moves both.
+      const ratios = byRound.flatMap((run, round) => {
+        const base = baselineRuns[round]?.headline;
+        return run && base && run.headline ? [run.headline / base] : [];
+      }).sort((x, y) => x - y);
+      const ratio = ratios.length === 0
+        ? "–"
+        : ratios[0] === ratios.at(-1)
+        ? `${ratios[0].toFixed(2)}x`
+        : `${median(ratios).toFixed(2)}x (${ratios[0].toFixed(2)}–${
+          ratios.at(-1)!.toFixed(2)
+        })`;
       // A generator near a full core may be what limits the result: such a
       // row is to be compared on server µs per delivery (or connect), not on its rate.
       const bound = m.generatorCpu >= GENERATOR_BOUND ? " (generator-bound)" : "";
