@@ -422,13 +422,18 @@ Deno.test("the log shows a Redis URL without its password", async () => {
   assert.equal(redactedUrl("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 });
 
-/** A Redis backplane on `redis` for tests that drive it directly. */
-function backplaneOn(
+/**
+ * A Redis backplane on `redis` for tests that drive it directly, up and
+ * receiving the room "r"; stopped (with its scheduler) when disposed. The
+ * receiver takes what a test watches; the rest expects nothing lost and no
+ * duplicates, and costs an event one frame.
+ */
+async function openBackplane(
   redis: RedisServer,
-  scheduler: Scheduler,
-  receiver: BackplaneReceiver,
-): RedisBackplane {
-  return new RedisBackplane({
+  receiver: Pick<BackplaneReceiver, "deliver"> & Partial<BackplaneReceiver>,
+  scheduler = new Scheduler(new TurnChecks()),
+): Promise<{ backplane: RedisBackplane } & AsyncDisposable> {
+  const backplane = new RedisBackplane({
     url: redis.url,
     prefix: "chat:",
     timeoutMs: 1000,
@@ -436,7 +441,27 @@ function backplaneOn(
     roomTtlMs: 0,
     namesLimit: 200,
     scheduler,
-  }, receiver);
+  }, {
+    changed() {},
+    missed: () => assert.fail("nothing was lost"),
+    duplicate: () => assert.fail("no duplicates"),
+    presence: () => new Map(),
+    deliveryCost: () => 1,
+    log() {},
+    ...receiver,
+  });
+  const stop = async () => {
+    scheduler.stop();
+    await backplane.stop();
+  };
+  try {
+    await backplane.started;
+    await backplane.open("r");
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { backplane, [Symbol.asyncDispose]: stop };
 }
 
 /** How many PUBLISH commands `redis` has run (scripts' included). */
@@ -620,42 +645,28 @@ redisTest(
     await using redis = await RedisServer.start();
     const received: [string, number | undefined][] = [];
     const arrived = Promise.withResolvers<void>();
-    const receiver = {
+    await using opened = await openBackplane(redis, {
       deliver(_room: string, event: RoomEvent, delivery: Delivery) {
         if (event.kind === "message") received.push([event.text, delivery.seq]);
         if (received.length === 30) arrived.resolve();
       },
-      changed() {},
-      missed: () => assert.fail("nothing was lost"),
-      duplicate: () => assert.fail("no duplicates"),
-      presence: () => new Map(),
-      deliveryCost: () => 1,
-      log() {},
-    };
-    const scheduler = new Scheduler(new TurnChecks());
-    const backplane = backplaneOn(redis, scheduler, receiver);
-    try {
-      await backplane.started;
-      await backplane.open("r");
-      const before = await publishCalls(redis);
-      for (let i = 1; i <= 30; i++) backplane.publish("r", remoteMessage(String(i)));
-      await arrived.promise;
-      assert.deepEqual(
-        received,
-        Array.from({ length: 30 }, (_, i) => [String(i + 1), i + 1]),
-      );
-      assert.equal(await publishCalls(redis) - before, 1);
-      const history = await backplane.history("r");
-      assert.deepEqual(history?.messages.map((m) => m.text).slice(-3), [
-        "28",
-        "29",
-        "30",
-      ]);
-      assert.equal(history?.last, 30);
-    } finally {
-      scheduler.stop();
-      await backplane.stop();
-    }
+    });
+    const { backplane } = opened;
+    const before = await publishCalls(redis);
+    for (let i = 1; i <= 30; i++) backplane.publish("r", remoteMessage(String(i)));
+    await arrived.promise;
+    assert.deepEqual(
+      received,
+      Array.from({ length: 30 }, (_, i) => [String(i + 1), i + 1]),
+    );
+    assert.equal(await publishCalls(redis) - before, 1);
+    const history = await backplane.history("r");
+    assert.deepEqual(history?.messages.map((m) => m.text).slice(-3), [
+      "28",
+      "29",
+      "30",
+    ]);
+    assert.equal(history?.last, 30);
   },
 );
 
@@ -664,29 +675,24 @@ redisTest(
   async () => {
     await using redis = await RedisServer.start();
     const received: RoomEvent[] = [];
+    const ids: (number | undefined)[] = [];
     const duplicates: (string | undefined)[] = [];
     let expected = 0;
     let arrived = Promise.withResolvers<void>();
     const told = Promise.withResolvers<void>();
-    const receiver = {
+    await using opened = await openBackplane(redis, {
       deliver(_room: string, event: RoomEvent, delivery: Delivery) {
         if (event.kind !== "message") return;
         received.push(event);
-        assert.equal(delivery.id, received.length);
+        ids.push(delivery.id);
         if (received.length === expected) arrived.resolve();
       },
-      changed() {},
-      missed: () => assert.fail("nothing was lost"),
       duplicate(_room: string, event: RoomEvent & { kind: "message" }) {
         duplicates.push(event.ref);
         if (duplicates.length === 2) told.resolve();
       },
-      presence: () => new Map(),
-      deliveryCost: () => 1,
-      log() {},
-    };
-    const scheduler = new Scheduler(new TurnChecks());
-    const backplane = backplaneOn(redis, scheduler, receiver);
+    });
+    const { backplane } = opened;
     const own = (text: string, ref?: string): RoomEvent => ({
       kind: "message",
       from: "a",
@@ -696,52 +702,46 @@ redisTest(
       origin: backplane.instance,
       conn: 1,
     });
-    try {
-      await backplane.started;
-      await backplane.open("r");
-      const sent = [own("1", "r1"), remoteMessage("2"), own("3", "r3")];
-      expected = 3;
-      for (const event of sent) backplane.publish("r", event);
-      await arrived.promise;
-      assert.equal(received[0], sent[0]);
-      assert.notEqual(received[1], sent[1]);
-      assert.deepEqual(received[1], sent[1]);
-      assert.equal(received[2], sent[2]);
-      // Refs held already, among new messages in one call.
-      arrived = Promise.withResolvers<void>();
-      expected = 6;
-      const before = await publishCalls(redis);
-      for (
-        const event of [
-          own("1 again", "r1"),
-          own("4", "r4"),
-          own("3 again", "r3"),
-          own("5"),
-          own("6", "r6"),
-        ]
-      ) backplane.publish("r", event);
-      await arrived.promise;
-      await told.promise;
-      assert.deepEqual(received.slice(3).map((e) => e.kind === "message" && e.text), [
-        "4",
-        "5",
-        "6",
-      ]);
-      assert.deepEqual(duplicates, ["r1", "r3"]);
-      assert.equal(await publishCalls(redis) - before, 1);
-      const history = await backplane.history("r");
-      assert.deepEqual(history?.messages.map((m) => [m.id, m.text]), [
-        [1, "1"],
-        [2, "2"],
-        [3, "3"],
-        [4, "4"],
-        [5, "5"],
-        [6, "6"],
-      ]);
-    } finally {
-      scheduler.stop();
-      await backplane.stop();
-    }
+    const sent = [own("1", "r1"), remoteMessage("2"), own("3", "r3")];
+    expected = 3;
+    for (const event of sent) backplane.publish("r", event);
+    await arrived.promise;
+    assert.equal(received[0], sent[0]);
+    assert.notEqual(received[1], sent[1]);
+    assert.deepEqual(received[1], sent[1]);
+    assert.equal(received[2], sent[2]);
+    // Refs held already, among new messages in one call.
+    arrived = Promise.withResolvers<void>();
+    expected = 6;
+    const before = await publishCalls(redis);
+    for (
+      const event of [
+        own("1 again", "r1"),
+        own("4", "r4"),
+        own("3 again", "r3"),
+        own("5"),
+        own("6", "r6"),
+      ]
+    ) backplane.publish("r", event);
+    await arrived.promise;
+    await told.promise;
+    assert.deepEqual(received.slice(3).map((e) => e.kind === "message" && e.text), [
+      "4",
+      "5",
+      "6",
+    ]);
+    assert.deepEqual(ids, [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(duplicates, ["r1", "r3"]);
+    assert.equal(await publishCalls(redis) - before, 1);
+    const history = await backplane.history("r");
+    assert.deepEqual(history?.messages.map((m) => [m.id, m.text]), [
+      [1, "1"],
+      [2, "2"],
+      [3, "3"],
+      [4, "4"],
+      [5, "5"],
+      [6, "6"],
+    ]);
   },
 );
 
@@ -760,7 +760,7 @@ redisTest(
     const arrived = Promise.withResolvers<void>();
     const members = 2 * TURN_BUDGET.frames;
     let backplane: RedisBackplane | undefined = undefined;
-    const receiver = {
+    await using opened = await openBackplane(redis, {
       deliver(_room: string, event: RoomEvent) {
         if (event.kind !== "message") return;
         received.push(event.text);
@@ -780,33 +780,21 @@ redisTest(
         }
         if (received.length === 40) arrived.resolve();
       },
-      changed() {},
-      missed: () => assert.fail("nothing was lost"),
-      duplicate: () => assert.fail("no duplicates"),
-      presence: () => new Map(),
       deliveryCost: () => members,
-      log() {},
-    };
-    backplane = backplaneOn(redis, scheduler, receiver);
-    try {
-      await backplane.started;
-      await backplane.open("r");
-      const before = await publishCalls(redis);
-      for (let i = 1; i <= 30; i++) backplane.publish("r", remoteMessage(String(i)));
-      await arrived.promise;
-      assert.deepEqual(received, [
-        ...Array.from({ length: 30 }, (_, i) => String(i + 1)),
-        ...Array.from({ length: 10 }, (_, i) => `x${i + 1}`),
-      ]);
-      // One publish brought the 30, each more than a turn's budget: a turn
-      // each (two may share one when the machine stalls past a turn's time).
-      assert.ok(stretches > 30, `${stretches} turns`);
-      // The ten sent meanwhile went in one more.
-      assert.equal(await publishCalls(redis) - before, 2);
-    } finally {
-      scheduler.stop();
-      await backplane.stop();
-    }
+    }, scheduler);
+    backplane = opened.backplane;
+    const before = await publishCalls(redis);
+    for (let i = 1; i <= 30; i++) backplane.publish("r", remoteMessage(String(i)));
+    await arrived.promise;
+    assert.deepEqual(received, [
+      ...Array.from({ length: 30 }, (_, i) => String(i + 1)),
+      ...Array.from({ length: 10 }, (_, i) => `x${i + 1}`),
+    ]);
+    // One publish brought the 30, each more than a turn's budget: a turn
+    // each (two may share one when the machine stalls past a turn's time).
+    assert.ok(stretches > 30, `${stretches} turns`);
+    // The ten sent meanwhile went in one more.
+    assert.equal(await publishCalls(redis) - before, 2);
   },
 );
 
