@@ -420,7 +420,8 @@ export class RedisBackplane implements Backplane {
       return;
     }
     const lines: string[] = [];
-    const rest: string[] = [];
+    /** Each message's history entry and ref, after the lines. */
+    const entries: string[] = [];
     const ids: number[] = [];
     for (const event of batch) {
       const { id, json } = this.#track(room, event);
@@ -433,7 +434,7 @@ export class RedisBackplane implements Backplane {
         ref: message.ref,
       };
       lines.push(json);
-      rest.push(JSON.stringify(entry), message.ref ?? "");
+      entries.push(JSON.stringify(entry), message.ref ?? "");
     }
     const args = [
       "batch",
@@ -441,7 +442,7 @@ export class RedisBackplane implements Backplane {
       newEpoch(),
       lines.join("\n"),
     ];
-    void this.#eval(room, [...args, ...rest]).then((duplicates) => {
+    void this.#eval(room, [...args, ...entries]).then((duplicates) => {
       // Duplicates are not published: their senders are told.
       for (const index of duplicates as number[]) {
         const event = batch[index - 1] as Extract<RoomEvent, { kind: "message" }>;
@@ -608,8 +609,8 @@ export class RedisBackplane implements Backplane {
         return own.event;
       }
     }
-    const { id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
-    if (event.origin === this.instance && id !== undefined) this.#inFlight.delete(id);
+    // Not held here (another instance's, or this one's from before a failure).
+    const { id: _id, ...event } = JSON.parse(json) as RoomEvent & { id?: number };
     return event;
   }
 
