@@ -381,6 +381,19 @@ export class Room<M extends Member = Member> {
   }
 
   /**
+   * How many frames a member's chat message is likely to send here as it is
+   * handled: one a member in process, none while a shared backplane carries
+   * it (its frames go when it comes back, a delivery costed of its own). An
+   * estimate of one a member there would make the scheduler pass a waiting
+   * client's message over for the deliveries and give it a turn of its own
+   * that sends nothing.
+   */
+  get messageCost(): number {
+    const backplane = this.options.backplane;
+    return backplane.shared && backplane.up ? 0 : this.#members.size;
+  }
+
+  /**
    * How many frames delivering `event` here is likely to send: one a member
    * for a chat message, a kick, or a join or leave that is announced; none
    * for a join or leave past `presenceLimit` (a member list goes in parts of

@@ -392,10 +392,11 @@ export class Session implements Member, Arrival, Waiting {
 
   /**
    * What its oldest waiting frame will likely send: a frame to each member
-   * of its room (one, a YewChat register, before it joins).
+   * of its room, or one while a shared backplane carries the room's
+   * messages (one, a YewChat register, before it joins).
    */
   waitingCost(): Cost {
-    const recipients = this.#state === "joined" ? Math.max(1, this.#room.size) : 1;
+    const recipients = this.#state === "joined" ? Math.max(1, this.#room.messageCost) : 1;
     return {
       frames: recipients,
       bytes: recipients * (this.#waiting?.[0].length ?? 0),

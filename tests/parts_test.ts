@@ -13,6 +13,7 @@ import {
   yewUsers,
 } from "../lib/protocol.ts";
 import {
+  type Backplane,
   type Delivery,
   LocalBackplane,
   MAX_RECEIVED_WAITING_CHARS,
@@ -52,9 +53,11 @@ function localRoom<M extends Member>(
     presenceLimit?: number;
     echo?: boolean;
     scheduler?: Scheduler;
+    /** In process unless given. */
+    backplane?: Backplane;
   } = {},
 ): Room<M> {
-  const backplane = new LocalBackplane({
+  const backplane = options.backplane ?? new LocalBackplane({
     deliver: (_name: string, event: RoomEvent, delivery: Delivery) =>
       room.deliver(event, delivery),
   });
@@ -141,6 +144,29 @@ Deno.test("a room's delivery cost: a frame a member, none for joins and leaves p
   const until = Date.now() + 1000;
   assert.equal(room.deliveryCost({ kind: "kicked", name: "c", by: "a", until }, {}), 3);
   assert.equal(room.deliveryCost({ kind: "muted", name: "c", by: "a", until }, {}), 1);
+});
+
+Deno.test("a member's message costs a frame a member in process, none while a shared backplane carries it", () => {
+  /** A backplane shared by instances, as Redis is, up or down. */
+  const shared = (up: boolean): Backplane =>
+    Object.assign(new LocalBackplane({ deliver: () => {} }), { shared: true, up });
+  const local = localRoom<ReturnType<typeof recorder>["member"]>();
+  const up = localRoom<ReturnType<typeof recorder>["member"]>({
+    backplane: shared(true),
+  });
+  const down = localRoom<ReturnType<typeof recorder>["member"]>({
+    backplane: shared(false),
+  });
+  for (const r of [local, up, down]) {
+    for (const m of [recorder(1, "a"), recorder(2, "b"), recorder(3, "c")]) {
+      r.join(m.member);
+    }
+  }
+  assert.equal(local.messageCost, 3);
+  // Its frames go when Redis brings it back, costed as that delivery.
+  assert.equal(up.messageCost, 0);
+  // Delivered here at once while the backplane is down.
+  assert.equal(down.messageCost, 3);
 });
 
 Deno.test("a room encodes an event once per codec, keeps the last N, and announces", async () => {
