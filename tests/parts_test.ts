@@ -21,7 +21,12 @@ import {
   type RoomEvent,
 } from "../server/backplane.ts";
 import { BATCHERS, type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
-import { heldBytes, History, HistoryBudget } from "../server/history.ts";
+import {
+  heldBytes,
+  History,
+  HistoryBudget,
+  OFF_HEAP_TEXT_LENGTH,
+} from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
 import { MAX_BATCH_BYTES, Outbox, TurnChecks } from "../server/outbox.ts";
 import {
@@ -498,6 +503,28 @@ Deno.test("history: all rooms within one byte budget, the largest losing their o
   assert.deepEqual(capped.messages.map((m) => m.text), ["two", "three"]);
   for (const history of [big, small, capped]) history.clear();
   assert.equal(budget.total, 0);
+});
+
+Deno.test("history: a long text is held as its bytes and read back as it was; a short one as itself", () => {
+  const history = new History(10, new HistoryBudget(2 ** 20));
+  const long = {
+    from: "a",
+    text: "é😀x".repeat(OFF_HEAP_TEXT_LENGTH),
+    time: 7,
+    id: 3,
+    ref: "r3",
+  };
+  const short = { from: "b", text: "hi", time: 8 };
+  history.add(long);
+  history.add(short);
+  const [kept, plain] = history.messages;
+  assert.deepEqual(kept, long);
+  assert.deepEqual({ ...kept }, long);
+  assert.equal(JSON.stringify(kept), JSON.stringify(long));
+  // Off the heap: what the history holds is the bytes, the text made on reading.
+  assert.equal(typeof Object.getOwnPropertyDescriptor(kept, "text")?.get, "function");
+  assert.equal(plain, short);
+  assert.ok(history.hasRef("r3"));
 });
 
 Deno.test("a kick closes the name's members, bars the name, and tells the rest; a mute holds its time", () => {
