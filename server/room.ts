@@ -369,7 +369,12 @@ export class Room<M extends Member = Member> {
     const count = this.options.history;
     const local = () =>
       recentFor(
-        { epoch: this.#epoch, last: this.#last, messages: this.#history.messages },
+        {
+          epoch: this.#epoch,
+          last: this.#last,
+          // A newcomer gets the last `count`: the others are not made.
+          messages: resume ? this.#history.messages : this.#history.latest(count),
+        },
         count,
         resume,
       );

@@ -20,13 +20,15 @@ import {
   ReceivedEvents,
   type RoomEvent,
 } from "../server/backplane.ts";
-import { BATCHERS, type Frame, PLAIN, registration, YEW } from "../server/codec.ts";
 import {
-  heldBytes,
-  History,
-  HistoryBudget,
-  OFF_HEAP_TEXT_LENGTH,
-} from "../server/history.ts";
+  BATCHERS,
+  type ChatMessage,
+  type Frame,
+  PLAIN,
+  registration,
+  YEW,
+} from "../server/codec.ts";
+import { heldBytes, History, HistoryBudget } from "../server/history.ts";
 import { Metrics } from "../server/metrics.ts";
 import { MAX_BATCH_BYTES, Outbox, TurnChecks } from "../server/outbox.ts";
 import {
@@ -505,26 +507,51 @@ Deno.test("history: all rooms within one byte budget, the largest losing their o
   assert.equal(budget.total, 0);
 });
 
-Deno.test("history: a long text is held as its bytes and read back as it was; a short one as itself", () => {
-  const history = new History(10, new HistoryBudget(2 ** 20));
-  const long = {
-    from: "a",
-    text: "é😀x".repeat(OFF_HEAP_TEXT_LENGTH),
-    time: 7,
-    id: 3,
-    ref: "r3",
-  };
-  const short = { from: "b", text: "hi", time: 8 };
-  history.add(long);
-  history.add(short);
-  const [kept, plain] = history.messages;
-  assert.deepEqual(kept, long);
-  assert.deepEqual({ ...kept }, long);
-  assert.equal(JSON.stringify(kept), JSON.stringify(long));
-  // Off the heap: what the history holds is the bytes, the text made on reading.
-  assert.equal(typeof Object.getOwnPropertyDescriptor(kept, "text")?.get, "function");
-  assert.equal(plain, short);
-  assert.ok(history.hasRef("r3"));
+Deno.test("history: every message comes back as it was, across its buffers and its ring's growth, the last N alone if asked", () => {
+  const budget = new HistoryBudget(2 ** 24);
+  const history = new History(100, budget);
+  const sent: ChatMessage[] = [];
+  for (let i = 1; i <= 250; i++) {
+    const message: ChatMessage = {
+      from: `u${i % 7}`,
+      // Short and long texts, past one buffer's size; several scripts; a lone surrogate.
+      text: i % 50 === 0
+        ? "é😀x".repeat(30_000)
+        : i === 7
+        ? "a\ud800b"
+        : `${i} ünï ${"x".repeat(i)}`,
+      time: 1000 + i,
+      id: i,
+    };
+    if (i % 3 === 0) message.ref = `r${i}`;
+    sent.push(message);
+    history.add(message);
+  }
+  const kept = sent.slice(-100);
+  assert.deepEqual(history.messages, kept);
+  assert.deepEqual(history.latest(3), kept.slice(-3));
+  assert.deepEqual(history.latest(1000), kept);
+  assert.equal(JSON.stringify(history.messages[0]), JSON.stringify(kept[0]));
+  assert.ok(history.hasRef("r249") && !history.hasRef("r150"));
+  assert.equal(budget.total, history.bytes);
+  assert.equal(history.bytes, kept.reduce((sum, m) => sum + heldBytes(m), 0));
+  // A lone surrogate is kept as UTF-8 keeps it.
+  const odd = new History(10, budget);
+  odd.add({ from: "a", text: "a\ud800b", time: 0 });
+  assert.equal(odd.messages[0].text, "a\ufffdb");
+  // No id, no ref: the message comes back without them.
+  odd.add({ from: "b", text: "plain", time: 1 });
+  assert.deepEqual(odd.messages[1], { from: "b", text: "plain", time: 1 });
+  // Counted as a pair, written as two three-byte characters: it does not fit where
+  // its count did (the end of the first 1,024-byte buffer), and goes whole to a new one.
+  const tight = new History(10, budget);
+  tight.add({ from: "a", text: "x".repeat(1020), time: 0 });
+  tight.add({ from: "a", text: "\ud800\u0800", time: 1 });
+  assert.deepEqual(tight.messages.map((m) => m.text), ["x".repeat(1020), "\ufffd\u0800"]);
+  tight.clear();
+  for (const h of [history, odd]) h.clear();
+  assert.equal(budget.total, 0);
+  assert.deepEqual(history.messages, []);
 });
 
 Deno.test("a kick closes the name's members, bars the name, and tells the rest; a mute holds its time", () => {
