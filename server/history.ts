@@ -27,7 +27,11 @@ export function heldBytes(
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A history's first buffer for texts, in bytes; each next one is twice the last, up to `MAX_CHUNK_BYTES`. */
+/**
+ * The smallest buffer for texts, in bytes; a new one is as large as the
+ * texts held (up to `MAX_CHUNK_BYTES`), so that in a steady room the
+ * buffers stay within about twice what they hold (see `#compact`).
+ */
 const FIRST_CHUNK_BYTES = 1024;
 /** The largest buffer for texts (a longer text gets one of its own size). */
 const MAX_CHUNK_BYTES = 65_536;
@@ -67,6 +71,9 @@ export class History {
   /** The buffer texts are written to now, and how far it is written. */
   #chunk: Uint8Array | undefined;
   #written = 0;
+  /** The UTF-8 bytes of the texts held, and of the buffers that hold them. */
+  #textBytes = 0;
+  #bufferBytes = 0;
   /** The refs of the messages held, each once (see `hasRef`). */
   readonly #refs = new Set<string>();
   #bytes = 0;
@@ -80,6 +87,14 @@ export class History {
   /** The bytes it holds, as the budget counts them. */
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /**
+   * The bytes of its buffers for texts: brought back within twice its
+   * texts' UTF-8 plus 2 KiB whenever a message goes (see `#compact`).
+   */
+  get bufferBytes(): number {
+    return this.#bufferBytes;
   }
 
   /** The messages, oldest first (made on each call). */
@@ -117,8 +132,9 @@ export class History {
       written = encoder.encodeInto(message.text, chunk);
     }
     this.#starts[at] = this.#written;
+    this.#lengths[at] = written.written;
     this.#written += written.written;
-    this.#lengths[at] = this.#written - this.#starts[at];
+    this.#textBytes += written.written;
     this.#chunks[at] = chunk;
     this.#times[at] = message.time;
     this.#ids[at] = message.id ?? NaN;
@@ -135,12 +151,19 @@ export class History {
     const at = this.#head;
     const ref = this.#refOf[at];
     if (ref !== undefined) this.#refs.delete(ref);
+    const chunk = this.#chunks[at];
     // Nothing held keeps a buffer whose messages are all gone.
     this.#chunks[at] = this.#froms[at] = this.#refOf[at] = undefined;
     const size = this.#sizes[at];
     this.#head = (at + 1) % this.#slots;
-    this.#count--;
-    if (this.#count === 0) this.#chunk = undefined;
+    this.#textBytes -= this.#lengths[at];
+    if (--this.#count === 0) {
+      this.#chunk = undefined;
+      this.#bufferBytes = 0;
+    } else if (chunk !== this.#chunks[this.#head] && chunk !== this.#chunk) {
+      this.#bufferBytes -= chunk!.length;
+    }
+    if (this.#bufferBytes > 2 * this.#textBytes + 2 * FIRST_CHUNK_BYTES) this.#compact();
     this.#bytes -= size;
     this.budget.shrank(this, size);
     return size;
@@ -176,12 +199,38 @@ export class History {
 
   /** A new buffer for texts, of at least `bytes`, written to from now on. */
   #newChunk(bytes: number): Uint8Array {
+    // One that nothing was written to is nobody's.
+    if (this.#chunk && this.#written === 0) this.#bufferBytes -= this.#chunk.length;
     const size = Math.max(
       bytes,
-      Math.min(MAX_CHUNK_BYTES, (this.#chunk?.length ?? FIRST_CHUNK_BYTES / 2) * 2),
+      Math.min(MAX_CHUNK_BYTES, Math.max(FIRST_CHUNK_BYTES, this.#textBytes)),
     );
+    this.#bufferBytes += size;
     this.#written = 0;
     return this.#chunk = new Uint8Array(size);
+  }
+
+  /**
+   * Copies the texts held into one buffer of their size, once the buffers
+   * hold more than twice that (plus two of the smallest): when the oldest
+   * messages go faster than new ones come (the budget cuts the room, short
+   * messages follow long ones), a buffer stays as long as its newest
+   * message does, and would hold the dropped ones' bytes that long.
+   */
+  #compact(): void {
+    const chunk = new Uint8Array(Math.max(FIRST_CHUNK_BYTES, this.#textBytes));
+    let written = 0;
+    for (let i = 0; i < this.#count; i++) {
+      const at = this.#at(i);
+      const start = this.#starts[at];
+      chunk.set(this.#chunks[at]!.subarray(start, start + this.#lengths[at]), written);
+      this.#chunks[at] = chunk;
+      this.#starts[at] = written;
+      written += this.#lengths[at];
+    }
+    this.#chunk = chunk;
+    this.#written = written;
+    this.#bufferBytes = chunk.length;
   }
 
   /** Twice the places (at most the limit), the oldest first; the ring is full. */

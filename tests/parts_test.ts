@@ -549,8 +549,25 @@ Deno.test("history: every message comes back as it was, across its buffers and i
   tight.add({ from: "a", text: "\ud800\u0800", time: 1 });
   assert.deepEqual(tight.messages.map((m) => m.text), ["x".repeat(1020), "\ufffd\u0800"]);
   tight.clear();
-  for (const h of [history, odd]) h.clear();
+  // Long messages gone, short ones after them: the buffers shrink with what they hold.
+  const utf8 = (h: History) =>
+    h.messages.reduce((sum, m) => sum + new TextEncoder().encode(m.text).length, 0);
+  const mixed = new History(10, budget);
+  for (let i = 0; i < 10; i++) mixed.add({ from: "a", text: "L".repeat(6000), time: i });
+  assert.ok(mixed.bufferBytes >= 60_000);
+  for (let i = 0; i < 10; i++) mixed.add({ from: "a", text: `short ${i}`, time: i });
+  assert.deepEqual(
+    mixed.messages.map((m) => m.text),
+    [...Array(10).keys()].map((i) => `short ${i}`),
+  );
+  assert.ok(mixed.bufferBytes <= 2 * utf8(mixed) + 2048, `${mixed.bufferBytes}`);
+  assert.ok(
+    history.bufferBytes <= 2 * utf8(history) + 2048,
+    `${history.bufferBytes}`,
+  );
+  for (const h of [history, odd, mixed]) h.clear();
   assert.equal(budget.total, 0);
+  assert.equal(history.bufferBytes, 0);
   assert.deepEqual(history.messages, []);
 });
 
