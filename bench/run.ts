@@ -45,7 +45,7 @@ interface Scenario {
   key: string;
   title: string;
   /** What the scenario is judged by: deliveries/s, p99, or RSS per connection. */
-  headline: "rate" | "p99" | "rss";
+  headline: keyof typeof HEADLINES;
   /** Runs per server; the median stands (for numbers that vary run to run). */
   repeat?: number;
   /** What the server's CPU is counted per: a delivered message (the default) or a connect. */
@@ -256,12 +256,29 @@ function median<T>(sorted: T[]): T {
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
-/** A scenario's headline number as its table shows it. */
-function headlineText(scenario: Scenario, n: number): string {
-  if (scenario.headline === "rate") return `${rate(n)}/s`;
-  if (scenario.headline === "rss") return `${(n / 1024).toFixed(1)} KiB`;
-  return ms(n);
+/** A number a scenario can be judged by. */
+interface Headline {
+  /** Its column's name. */
+  column: string;
+  /** It, from a run's result and extra numbers. */
+  of: (result: Record<string, number>, extra: Record<string, number>) => number;
+  /** How it reads in a table. */
+  text: (n: number) => string;
 }
+
+const HEADLINES: Record<"rate" | "p99" | "rss", Headline> = {
+  rate: {
+    column: "deliveries/s",
+    of: (result) => result.deliveriesPerSecond,
+    text: (n) => `${rate(n)}/s`,
+  },
+  p99: { column: "p99", of: (result) => result.p99, text: ms },
+  rss: {
+    column: "RSS per connection",
+    of: (_result, extra) => extra.rssPerConnection,
+    text: (n) => `${(n / 1024).toFixed(1)} KiB`,
+  },
+};
 
 /** The row every ratio is to. */
 const BASELINE = "baseline (Set + send)";
@@ -423,17 +440,12 @@ async function measure(
     extra.lateGrowth = half ? samples.at(-1)![1] - half[1] : NaN;
     const seconds = (performance.now() - t0) / 1000;
     const serverCpu = (cpuSeconds(started.pid) - cpu0) / seconds;
-    const headline = scenario.headline === "rate"
-      ? result.deliveriesPerSecond
-      : scenario.headline === "rss"
-      ? extra.rssPerConnection
-      : result.p99;
     return {
       result,
       extra,
       serverCpu,
       generatorCpu: result.generatorCpu,
-      headline,
+      headline: HEADLINES[scenario.headline].of(result, extra),
     };
   } catch (error) {
     return errorText(error);
@@ -576,14 +588,10 @@ if (import.meta.main) {
     const rounds = runsEach ?? scenario.repeat ?? 1;
     const ofRuns = rounds > 1 ? `, median of ${rounds} runs` : "";
     console.log(`\n## ${scenario.title}${ofRuns}\n`);
-    const headline = scenario.headline === "rate"
-      ? "deliveries/s"
-      : scenario.headline === "rss"
-      ? "RSS per connection"
-      : "p99";
+    const headline = HEADLINES[scenario.headline];
     const per = scenario.per ?? "delivery";
     console.log(
-      `| server | result | ${headline} vs baseline | server CPU | server µs per ${per} | generator CPU |`,
+      `| server | result | ${headline.column} vs baseline | server CPU | server µs per ${per} | generator CPU |`,
     );
     console.log("| --- | --- | --- | --- | --- | --- |");
     const taking = servers.filter((server) =>
@@ -630,7 +638,7 @@ if (import.meta.main) {
       // Every run's number, so the spread shows beside the median.
       const of = measurements.length > 1
         ? ` (median of ${measurements.length}: ${
-          sorted.map((run) => headlineText(scenario, run.headline)).join(", ")
+          sorted.map((run) => headline.text(run.headline)).join(", ")
         })`
         : "";
       const cpuPer = per === "connect" ? m.result.cpuPerConnect : m.result.cpuPerDelivery;

@@ -35,22 +35,20 @@ const decoder = new TextDecoder();
 const FIRST_CHUNK_BYTES = 1024;
 /** The largest buffer for texts (a longer text gets one of its own size). */
 const MAX_CHUNK_BYTES = 65_536;
+/** Where the first text goes before a history has a buffer (an empty one fits). */
+const NO_BUFFER = new Uint8Array(0);
 /** A history's first number of places for messages; it doubles as it fills, up to its limit. */
 const FIRST_SLOTS = 16;
 
 /**
- * One room's recent messages, oldest first. What it holds is no object per
- * message: texts are UTF-8 bytes in a few large buffers, numbers in typed
- * arrays, all in rings (the oldest goes by moving where the ring starts),
- * and a message is made again when it is read (a newcomer's recent
- * messages, a resume). A held message outlives the young generation's
- * collections, which copy whatever survives them and move what survives
- * twice to the old generation: with an object per message, a busy room
- * (about 46,000 messages a second) had the collector promote 19 MB in 5 s
- * and collect the old generation every 2 s or so, 4–6 ms each time, and
- * 4 KiB messages made each young collection copy megabytes (13–16 ms).
- * A buffer's bytes are not copied, and a buffer lives as long as the
- * oldest message in it.
+ * One room's recent messages, oldest first, with no object per message:
+ * texts as UTF-8 in a few buffers, numbers in typed arrays, all in a ring
+ * of places (the oldest goes by moving where the ring starts); a message
+ * is made again when it is read (a newcomer's recent messages, a resume).
+ * Held objects would outlive the young generation's collections, which
+ * copy what survives them: a busy room's history kept the collector busy
+ * and paused the server (see docs/performance.md, "What the tail was").
+ * A buffer lives as long as the newest message in it.
  */
 export class History {
   /** Places for messages; the oldest at `#head`, `#count` of them, in order around the ring. */
@@ -118,19 +116,19 @@ export class History {
   /** Keeps a message (dropping the oldest past the limit), within the budget. */
   add(message: ChatMessage): void {
     if (this.limit === 0) return;
-    const textBytes = utf8Length(message.text);
-    const size = heldBytes(message, textBytes);
     if (message.ref !== undefined) this.#refs.add(message.ref);
     if (this.#count === this.limit) this.dropOldest();
     if (this.#count === this.#slots) this.#grow();
     const at = this.#at(this.#count++);
-    let chunk = this.#room(textBytes);
+    // Written where the last text ended; a text that does not fit there
+    // goes whole to a new buffer (what was written of it is not counted).
+    let chunk = this.#chunk ?? NO_BUFFER;
     let written = encoder.encodeInto(message.text, chunk.subarray(this.#written));
     if (written.read < message.text.length) {
-      // A lone surrogate takes more bytes than counted: a buffer of the most it can take.
-      chunk = this.#newChunk(message.text.length * 3);
+      chunk = this.#newChunk(utf8Length(message.text));
       written = encoder.encodeInto(message.text, chunk);
     }
+    const size = heldBytes(message, written.written);
     this.#starts[at] = this.#written;
     this.#lengths[at] = written.written;
     this.#written += written.written;
@@ -159,7 +157,7 @@ export class History {
     this.#textBytes -= this.#lengths[at];
     if (--this.#count === 0) {
       this.#chunk = undefined;
-      this.#bufferBytes = 0;
+      this.#written = this.#bufferBytes = 0;
     } else if (chunk !== this.#chunks[this.#head] && chunk !== this.#chunk) {
       this.#bufferBytes -= chunk!.length;
     }
@@ -191,16 +189,8 @@ export class History {
     return message;
   }
 
-  /** The buffer the next text of `bytes` bytes goes to: this one, or a new one once it is full. */
-  #room(bytes: number): Uint8Array {
-    if (this.#chunk && this.#written + bytes <= this.#chunk.length) return this.#chunk;
-    return this.#newChunk(bytes);
-  }
-
   /** A new buffer for texts, of at least `bytes`, written to from now on. */
   #newChunk(bytes: number): Uint8Array {
-    // One that nothing was written to is nobody's.
-    if (this.#chunk && this.#written === 0) this.#bufferBytes -= this.#chunk.length;
     const size = Math.max(
       bytes,
       Math.min(MAX_CHUNK_BYTES, Math.max(FIRST_CHUNK_BYTES, this.#textBytes)),

@@ -24,7 +24,18 @@ Deno.test("messageBytes counts UTF-8 bytes, and stops counting past the limit", 
 });
 
 Deno.test("utf8Length counts UTF-8 bytes", () => {
-  const samples = ["", "abc", "é", "✓", "😀", "a😀é✓", "\ud800", "x\udc00y"];
+  const samples = [
+    "",
+    "abc",
+    "é",
+    "✓",
+    "😀",
+    "a😀é✓",
+    "\ud800",
+    "x\udc00y",
+    "\ud800\u0800",
+    "\ud800a",
+  ];
   for (const text of samples) {
     assert.equal(
       utf8Length(text),

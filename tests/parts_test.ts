@@ -542,8 +542,8 @@ Deno.test("history: every message comes back as it was, across its buffers and i
   // No id, no ref: the message comes back without them.
   odd.add({ from: "b", text: "plain", time: 1 });
   assert.deepEqual(odd.messages[1], { from: "b", text: "plain", time: 1 });
-  // Counted as a pair, written as two three-byte characters: it does not fit where
-  // its count did (the end of the first 1,024-byte buffer), and goes whole to a new one.
+  // Six bytes (a lone surrogate, then U+0800) where four are left of the first 1,024-byte
+  // buffer: the part written there is dropped, and the text goes whole to a new buffer.
   const tight = new History(10, budget);
   tight.add({ from: "a", text: "x".repeat(1020), time: 0 });
   tight.add({ from: "a", text: "\ud800\u0800", time: 1 });
