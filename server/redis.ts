@@ -17,8 +17,11 @@
  *   `REFRESH_MS`, so a crashed instance's members expire.
  * - `PREFIX` `owners:P`: hash, member name in lower case (names are unique
  *   whatever their case) → the instance holding it.
- * - `PREFIX` `history:P`: list of `ID MESSAGE` (the message as JSON, its ref
- *   with it), capped at `--history-keep`.
+ * - `PREFIX` `held:P`: the room's history, a list of pairs, one a publish:
+ *   its first message's id, then its messages' JSON a line each, as
+ *   published. The oldest pair goes while the rest hold `--history-keep`
+ *   messages, so it holds that many and at most one publish (`MAX_BATCH`)
+ *   more.
  * - `PREFIX` `seq:P`: the room's event counter (joins and leaves too).
  * - `PREFIX` `ids:P`: the room's message counter: each message's id.
  * - `PREFIX` `epoch:P`: the room's history epoch; made anew (with the
@@ -78,8 +81,9 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local kept = {history, seqkey, idkey, epochkey, refs}
 
--- A key made since the members' last refresh expires as the others do:
--- roomttl after the members would.
+-- A key just made (where one is made, it is called) expires as the others
+-- do, roomttl after the members would: the members' refresh sets the
+-- expiry of keys that exist, not of those made after it.
 local function expiring(key)
   if redis.call('PTTL', key) ~= -1 then return end
   local ttl = redis.call('PTTL', members)
@@ -101,6 +105,7 @@ end
 -- room's count and, up to limit members, their names ('*' when not listed).
 local function post(json, presence, limit)
   local seq = redis.call('INCR', seqkey)
+  if seq == 1 then expiring(seqkey) end
   local online, names = '', '*'
   if presence then
     -- Only the live: expired members may not have been pruned yet.
@@ -152,51 +157,84 @@ if op == 'claim' then -- name, instance, ttl, limit
   return 0
 elseif op == 'post' then -- json, presence, limit (any event but chat messages)
   return post(ARGV[3], ARGV[4] == '1', tonumber(ARGV[5]))
-elseif op == 'batch' then -- history size, epoch candidate, the messages' JSON (a line each), then each one's entry and ref
+elseif op == 'batch' then -- history size, epoch candidate, count, the messages' JSON and refs (a line each; refs '' when none has one)
   -- One turn's messages: those whose ref is held already are duplicates;
-  -- the others get consecutive seqs and ids, one publish (their JSON a line
-  -- each, after the first's seq and id), one push to the history. The lines
-  -- come joined, as they are published: a call's cost is mostly its
-  -- arguments and the strings it makes.
-  local size = tonumber(ARGV[3])
-  local current = epoch(ARGV[4])
-  local lines = ARGV[5]
-  local entries, duplicates = {}, {}
-  local id = tonumber(redis.call('GET', idkey) or '0')
-  local firstid = id + 1
-  for i = 1, (#ARGV - 5) / 2 do
-    local ref = ARGV[5 + 2 * i]
-    if ref ~= '' and redis.call('ZSCORE', refs, ref) then
-      table.insert(duplicates, i)
-    else
-      id = id + 1
-      if ref ~= '' then redis.call('ZADD', refs, id, ref) end
-      table.insert(entries, id .. ' ' .. ARGV[4 + 2 * i])
+  -- the others get consecutive seqs and ids and go in one publish (their
+  -- JSON a line each, after the first's seq and id) and one entry of the
+  -- history. A call's cost is its Redis calls (a few microseconds each),
+  -- whatever their size, and the bytes of every string made or read here
+  -- (Redis's Lua hashes each): so the lines come joined, as published,
+  -- are stored as they came, and nothing is done a message at a time.
+  local size, count, lines, given = tonumber(ARGV[3]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+  local got = redis.call('MGET', epochkey, idkey)
+  local current, firstid = got[1], tonumber(got[2] or '0') + 1
+  if not current then current, firstid = epoch(ARGV[4]), 1 end
+  local duplicates = {}
+  if given ~= '' then
+    local list, wanted = {}, {}
+    for ref in string.gmatch(given .. '\\n', '([^\\n]*)\\n') do
+      table.insert(list, ref)
+      if ref ~= '' then table.insert(wanted, ref) end
+    end
+    -- All at once (ZMSCORE, Redis 6.2), or one by one where it is unknown.
+    local held = #wanted > 0 and redis.pcall('ZMSCORE', refs, unpack(wanted)) or {}
+    if held.err then
+      held = {}
+      for i, ref in ipairs(wanted) do held[i] = redis.call('ZSCORE', refs, ref) end
+    end
+    local seen, added, id, w = {}, {}, firstid, 0
+    for i, ref in ipairs(list) do
+      local duplicate = false
+      if ref ~= '' then
+        w = w + 1
+        duplicate = held[w] or seen[ref]
+      end
+      if duplicate then
+        table.insert(duplicates, i)
+      else
+        if ref ~= '' then
+          seen[ref] = true
+          table.insert(added, id)
+          table.insert(added, ref)
+        end
+        id = id + 1
+      end
+    end
+    if #added > 0 then
+      redis.call('ZADD', refs, unpack(added))
+      expiring(refs)
     end
   end
-  local n = #entries
+  local n = count - #duplicates
   if n == 0 then return duplicates end
   if #duplicates > 0 then
-    local kept, d = {}, 1
+    local unique, d, i = {}, 1, 0
     for line in string.gmatch(lines, '[^\\n]+') do
-      if duplicates[d] == #kept + d then d = d + 1 else table.insert(kept, line) end
+      i = i + 1
+      if duplicates[d] == i then d = d + 1 else table.insert(unique, line) end
     end
-    lines = table.concat(kept, '\\n')
+    lines = table.concat(unique, '\\n')
   end
   redis.call('INCRBY', idkey, n)
+  if firstid == 1 then expiring(idkey) end
   local first = redis.call('INCRBY', seqkey, n) - n + 1
+  if first == 1 then expiring(seqkey) end
   redis.call('PUBLISH', channel,
     first .. '  * ' .. firstid .. ' ' .. current .. ' ' .. lines)
   if size > 0 then
-    redis.call('RPUSH', history, unpack(entries))
-    redis.call('LTRIM', history, -size, -1)
-    local oldest = redis.call('LINDEX', history, 0)
-    local held = tonumber(string.match(oldest, '^%d+'))
-    redis.call('ZREMRANGEBYSCORE', refs, '-inf', '(' .. held)
+    if redis.call('RPUSH', history, firstid, lines) == 2 then expiring(history) end
+    -- The oldest entry goes while the rest hold size messages at least.
+    local last, oldest = firstid + n - 1, nil
+    while true do
+      local next = redis.call('LINDEX', history, 2)
+      if not next or last - tonumber(next) + 1 < size then break end
+      redis.call('LTRIM', history, 2, -1)
+      oldest = next
+    end
+    if oldest then redis.call('ZREMRANGEBYSCORE', refs, '-inf', '(' .. oldest) end
   else
     redis.call('DEL', refs)
   end
-  for _, key in ipairs(kept) do expiring(key) end
   return duplicates
 elseif op == 'history' then -- epoch candidate: the epoch, the latest id, the history
   local current = epoch(ARGV[3])
@@ -420,29 +458,26 @@ export class RedisBackplane implements Backplane {
       return;
     }
     const lines: string[] = [];
-    /** Each message's history entry and ref, after the lines. */
-    const entries: string[] = [];
+    const refs: string[] = [];
+    let anyRef = false;
     const ids: number[] = [];
     for (const event of batch) {
       const { id, json } = this.#track(room, event);
       ids.push(id);
-      const message = event as Extract<RoomEvent, { kind: "message" }>;
-      const entry: ChatMessage = {
-        from: message.from,
-        text: message.text,
-        time: message.time,
-        ref: message.ref,
-      };
       lines.push(json);
-      entries.push(JSON.stringify(entry), message.ref ?? "");
+      const ref = (event as Extract<RoomEvent, { kind: "message" }>).ref ?? "";
+      refs.push(ref);
+      if (ref !== "") anyRef = true;
     }
     const args = [
       "batch",
       String(this.#options.historyKeep),
       newEpoch(),
+      String(batch.length),
       lines.join("\n"),
+      anyRef ? refs.join("\n") : "",
     ];
-    void this.#eval(room, [...args, ...entries]).then((duplicates) => {
+    void this.#eval(room, args).then((duplicates) => {
       // Duplicates are not published: their senders are told.
       for (const index of duplicates as number[]) {
         const event = batch[index - 1] as Extract<RoomEvent, { kind: "message" }>;
@@ -516,13 +551,21 @@ export class RedisBackplane implements Backplane {
         "history",
         newEpoch(),
       ]) as [string, string, string[]];
-      const messages = entries.map((entry): ChatMessage => {
-        const space = entry.indexOf(" ");
-        return {
-          ...JSON.parse(entry.slice(space + 1)),
-          id: Number(entry.slice(0, space)),
-        };
-      });
+      // Pairs, one a publish: its first message's id, then its messages'
+      // JSON a line each (as published, with what only instances read).
+      const messages: ChatMessage[] = [];
+      for (let i = 0; i + 1 < entries.length; i += 2) {
+        let id = Number(entries[i]);
+        for (const line of entries[i + 1].split("\n")) {
+          const { from, text, time, ref } = JSON.parse(line) as ChatMessage;
+          messages.push(
+            ref === undefined ? { from, text, time, id } : { from, text, time, id, ref },
+          );
+          id++;
+        }
+      }
+      // The oldest publish may hold more than the history keeps.
+      messages.splice(0, messages.length - this.#options.historyKeep);
       return { epoch, last: Number(last), messages };
     } catch {
       return undefined;
@@ -615,7 +658,7 @@ export class RedisBackplane implements Backplane {
   }
 
   #key(
-    kind: "members" | "owners" | "history" | "seq" | "ids" | "epoch" | "refs",
+    kind: "members" | "owners" | "held" | "seq" | "ids" | "epoch" | "refs",
     room: string,
   ): string {
     return `${this.#options.prefix}${kind}:${roomPath(room)}`;
@@ -634,7 +677,7 @@ export class RedisBackplane implements Backplane {
     const keys = [
       this.#key("members", room),
       this.#key("owners", room),
-      this.#key("history", room),
+      this.#key("held", room),
       this.#key("seq", room),
       this.#channel(room),
       this.#key("ids", room),

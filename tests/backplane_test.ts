@@ -464,6 +464,11 @@ async function openBackplane(
   return { backplane, [Symbol.asyncDispose]: stop };
 }
 
+/** A chat message event from `origin` (another instance by default), with `ref` if given. */
+function messageEvent(text: string, ref?: string, origin = "elsewhere"): RoomEvent {
+  return { kind: "message", from: "a", text, time: 0, ref, origin, conn: 1 };
+}
+
 /** How many PUBLISH commands `redis` has run (scripts' included). */
 async function publishCalls(redis: RedisServer): Promise<number> {
   const stats = await redisCli(redis, "INFO", "commandstats");
@@ -671,77 +676,164 @@ redisTest(
 );
 
 redisTest(
-  "an instance's own messages come back as it sent them, others' parsed; a call's duplicates are left out of its publish",
+  "the history holds --history-keep messages in whole publishes, and the refs of those alone",
   async () => {
     await using redis = await RedisServer.start();
-    const received: RoomEvent[] = [];
-    const ids: (number | undefined)[] = [];
-    const duplicates: (string | undefined)[] = [];
-    let expected = 0;
+    let received = 0;
     let arrived = Promise.withResolvers<void>();
-    const told = Promise.withResolvers<void>();
     await using opened = await openBackplane(redis, {
-      deliver(_room: string, event: RoomEvent, delivery: Delivery) {
-        if (event.kind !== "message") return;
-        received.push(event);
-        ids.push(delivery.id);
-        if (received.length === expected) arrived.resolve();
-      },
-      duplicate(_room: string, event: RoomEvent & { kind: "message" }) {
-        duplicates.push(event.ref);
-        if (duplicates.length === 2) told.resolve();
+      deliver(_room: string, event: RoomEvent) {
+        if (event.kind === "message" && ++received % 12 === 0) arrived.resolve();
       },
     });
     const { backplane } = opened;
-    const own = (text: string, ref?: string): RoomEvent => ({
-      kind: "message",
-      from: "a",
-      text,
-      time: 0,
-      ref,
-      origin: backplane.instance,
-      conn: 1,
-    });
-    const sent = [own("1", "r1"), remoteMessage("2"), own("3", "r3")];
-    expected = 3;
-    for (const event of sent) backplane.publish("r", event);
-    await arrived.promise;
-    assert.equal(received[0], sent[0]);
-    assert.notEqual(received[1], sent[1]);
-    assert.deepEqual(received[1], sent[1]);
-    assert.equal(received[2], sent[2]);
-    // Refs held already, among new messages in one call.
-    arrived = Promise.withResolvers<void>();
-    expected = 6;
-    const before = await publishCalls(redis);
-    for (
-      const event of [
-        own("1 again", "r1"),
-        own("4", "r4"),
-        own("3 again", "r3"),
-        own("5"),
-        own("6", "r6"),
-      ]
-    ) backplane.publish("r", event);
-    await arrived.promise;
-    await told.promise;
-    assert.deepEqual(received.slice(3).map((e) => e.kind === "message" && e.text), [
-      "4",
-      "5",
-      "6",
-    ]);
-    assert.deepEqual(ids, [1, 2, 3, 4, 5, 6]);
-    assert.deepEqual(duplicates, ["r1", "r3"]);
-    assert.equal(await publishCalls(redis) - before, 1);
+    // Eight calls of twelve, each with a ref; the history keeps 50.
+    for (let call = 0; call < 8; call++) {
+      arrived = Promise.withResolvers<void>();
+      for (let i = 1; i <= 12; i++) {
+        const n = call * 12 + i;
+        backplane.publish("r", messageEvent(String(n), `r${n}`));
+      }
+      await arrived.promise;
+    }
     const history = await backplane.history("r");
-    assert.deepEqual(history?.messages.map((m) => [m.id, m.text]), [
-      [1, "1"],
-      [2, "2"],
-      [3, "3"],
-      [4, "4"],
-      [5, "5"],
-      [6, "6"],
+    assert.equal(history?.last, 96);
+    assert.deepEqual(
+      history?.messages.map((m) => [m.id, m.text, m.ref]),
+      Array.from({ length: 50 }, (_, i) => [47 + i, String(47 + i), `r${47 + i}`]),
+    );
+    // Message 47 is in the fourth call's (37 to 48): that call and the
+    // four after it are held, as five pairs of id and lines.
+    assert.equal(await redisCli(redis, "LLEN", "chat:held:/r"), "10");
+    assert.equal(await redisCli(redis, "LINDEX", "chat:held:/r", "0"), "37");
+    assert.equal(await redisCli(redis, "ZCARD", "chat:refs:/r"), "60");
+    // A ref that went with its message is new again; one still held is not.
+    const duplicate = Promise.withResolvers<string | undefined>();
+    arrived = Promise.withResolvers<void>();
+    received = 0;
+    await using again = await openBackplane(redis, {
+      deliver(_room: string, event: RoomEvent) {
+        if (event.kind === "message" && event.text === "36 again") arrived.resolve();
+      },
+      duplicate: (_room: string, event: RoomEvent & { kind: "message" }) =>
+        duplicate.resolve(event.ref),
+    });
+    again.backplane.publish("r", messageEvent("36 again", "r36"));
+    again.backplane.publish("r", messageEvent("37 again", "r37"));
+    await arrived.promise;
+    assert.equal(await duplicate.promise, "r37");
+  },
+);
+
+redisTest(
+  "every key a room's events make expires with its members, before any refresh",
+  async () => {
+    await using redis = await RedisServer.start();
+    const arrived = Promise.withResolvers<void>();
+    await using opened = await openBackplane(redis, {
+      deliver(_room: string, event: RoomEvent) {
+        if (event.kind === "message") arrived.resolve();
+      },
+    });
+    const { backplane } = opened;
+    // The claim's expiries go to the keys there are: none but presence yet.
+    assert.equal(await backplane.claim("r", "ann"), "claimed");
+    backplane.publish("r", { kind: "joined", name: "ann", origin: backplane.instance });
+    backplane.publish("r", messageEvent("hi", "r1", backplane.instance));
+    await arrived.promise;
+    for (const kind of ["members", "owners", "held", "seq", "ids", "epoch", "refs"]) {
+      const ttl = Number(await redisCli(redis, "PTTL", `chat:${kind}:/r`));
+      assert.ok(ttl > 0, `chat:${kind}:/r PTTL ${ttl}`);
+    }
+  },
+);
+
+/**
+ * An instance's own messages come back as it sent them, others' parsed; a
+ * call's duplicates (refs held already, or twice in the call) are left out
+ * of its publish and its history.
+ */
+async function ownAndDuplicates(redis: RedisServer): Promise<void> {
+  const received: RoomEvent[] = [];
+  const ids: (number | undefined)[] = [];
+  const duplicates: (string | undefined)[] = [];
+  let expected = 0;
+  let arrived = Promise.withResolvers<void>();
+  const told = Promise.withResolvers<void>();
+  await using opened = await openBackplane(redis, {
+    deliver(_room: string, event: RoomEvent, delivery: Delivery) {
+      if (event.kind !== "message") return;
+      received.push(event);
+      ids.push(delivery.id);
+      if (received.length === expected) arrived.resolve();
+    },
+    duplicate(_room: string, event: RoomEvent & { kind: "message" }) {
+      duplicates.push(event.ref);
+      if (duplicates.length === 3) told.resolve();
+    },
+  });
+  const { backplane } = opened;
+  const own = (text: string, ref?: string) => messageEvent(text, ref, backplane.instance);
+  const sent = [own("1", "r1"), remoteMessage("2"), own("3", "r3")];
+  expected = 3;
+  for (const event of sent) backplane.publish("r", event);
+  await arrived.promise;
+  assert.equal(received[0], sent[0]);
+  assert.notEqual(received[1], sent[1]);
+  assert.deepEqual(received[1], sent[1]);
+  assert.equal(received[2], sent[2]);
+  // Refs held already, among new messages in one call.
+  arrived = Promise.withResolvers<void>();
+  expected = 6;
+  const before = await publishCalls(redis);
+  for (
+    const event of [
+      own("1 again", "r1"),
+      own("4", "r4"),
+      own("3 again", "r3"),
+      own("4 twice", "r4"),
+      own("5"),
+      own("6", "r6"),
+    ]
+  ) backplane.publish("r", event);
+  await arrived.promise;
+  await told.promise;
+  assert.deepEqual(received.slice(3).map((e) => e.kind === "message" && e.text), [
+    "4",
+    "5",
+    "6",
+  ]);
+  assert.deepEqual(ids, [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(duplicates, ["r1", "r3", "r4"]);
+  assert.equal(await publishCalls(redis) - before, 1);
+  const history = await backplane.history("r");
+  assert.deepEqual(history?.messages.map((m) => [m.id, m.text]), [
+    [1, "1"],
+    [2, "2"],
+    [3, "3"],
+    [4, "4"],
+    [5, "5"],
+    [6, "6"],
+  ]);
+}
+
+redisTest(
+  "an instance's own messages come back as it sent them, others' parsed; a call's duplicates are left out of its publish",
+  async () => {
+    await using redis = await RedisServer.start();
+    await ownAndDuplicates(redis);
+  },
+);
+
+redisTest(
+  "duplicates are found one ref at a time on a Redis without ZMSCORE (before 6.2)",
+  async () => {
+    await using redis = await RedisServer.start(undefined, [
+      "--rename-command",
+      "ZMSCORE",
+      "",
     ]);
+    await ownAndDuplicates(redis);
   },
 );
 
@@ -897,7 +989,7 @@ redisTest(
     const { epoch } = viaAWelcome;
     // Every key of the room's history expires, even if every instance
     // serving it crashed now: none is left behind for good.
-    for (const kind of ["history", "seq", "ids", "epoch", "refs"]) {
+    for (const kind of ["held", "seq", "ids", "epoch", "refs"]) {
       const ttl = Number(await redisCli(redis, "PTTL", `chat:${kind}:/`));
       assert.ok(ttl > 0, `chat:${kind}:/ PTTL ${ttl}`);
     }

@@ -423,15 +423,21 @@ export class RedisServer {
   #child?: Deno.ChildProcess;
   #output?: Promise<void>;
 
-  private constructor(readonly port: number) {}
+  private constructor(readonly port: number, readonly extraArgs: string[]) {}
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  /** Starts one on `port` (a free one by default) and waits until it accepts connections. */
-  static async start(port = closedPort()): Promise<RedisServer> {
-    const redis = new RedisServer(port);
+  /**
+   * Starts one on `port` (a free one by default), with `extraArgs` after the
+   * usual ones, and waits until it accepts connections.
+   */
+  static async start(
+    port = closedPort(),
+    extraArgs: string[] = [],
+  ): Promise<RedisServer> {
+    const redis = new RedisServer(port, extraArgs);
     await redis.restart();
     return redis;
   }
@@ -439,7 +445,7 @@ export class RedisServer {
   /** Starts it again on the same port (after `kill`). */
   async restart(): Promise<void> {
     const child = new Deno.Command("/usr/bin/redis-server", {
-      args: redisServerArgs(this.port),
+      args: [...redisServerArgs(this.port), ...this.extraArgs],
       stdin: "null",
       stdout: "piped",
       stderr: "null",
