@@ -708,19 +708,18 @@ redisTest(
     assert.equal(await redisCli(redis, "LINDEX", "chat:held:/r", "0"), "37");
     assert.equal(await redisCli(redis, "ZCARD", "chat:refs:/r"), "60");
     // A ref that went with its message is new again; one still held is not.
+    const delivered = Promise.withResolvers<void>();
     const duplicate = Promise.withResolvers<string | undefined>();
-    arrived = Promise.withResolvers<void>();
-    received = 0;
     await using again = await openBackplane(redis, {
       deliver(_room: string, event: RoomEvent) {
-        if (event.kind === "message" && event.text === "36 again") arrived.resolve();
+        if (event.kind === "message" && event.text === "36 again") delivered.resolve();
       },
       duplicate: (_room: string, event: RoomEvent & { kind: "message" }) =>
         duplicate.resolve(event.ref),
     });
     again.backplane.publish("r", messageEvent("36 again", "r36"));
     again.backplane.publish("r", messageEvent("37 again", "r37"));
-    await arrived.promise;
+    await delivered.promise;
     assert.equal(await duplicate.promise, "r37");
   },
 );
