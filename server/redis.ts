@@ -236,9 +236,9 @@ elseif op == 'batch' then -- history size, epoch candidate, count, the messages'
     redis.call('DEL', refs)
   end
   return duplicates
-elseif op == 'history' then -- epoch candidate: the epoch, the latest id, the history
+elseif op == 'history' then -- epoch candidate: the epoch and the latest id (the caller reads the history after, in one transaction)
   local current = epoch(ARGV[3])
-  return {current, redis.call('GET', idkey) or '0', redis.call('LRANGE', history, 0, -1)}
+  return {current, redis.call('GET', idkey) or '0'}
 elseif op == 'leave' then -- name, instance, json or '', limit
   if redis.call('HGET', owners, string.lower(ARGV[3])) == ARGV[4] then
     redis.call('ZREM', members, ARGV[3])
@@ -290,6 +290,7 @@ export interface RedisBackplaneOptions {
 interface Client {
   connect(): Promise<unknown>;
   sendCommand(args: string[]): Promise<unknown>;
+  multi(): Transaction;
   subscribe(
     channels: string | string[],
     listener: (message: string, channel: string) => void,
@@ -301,11 +302,25 @@ interface Client {
   ping(): Promise<unknown>;
   destroy(): void;
 }
+/** Commands that run together, nothing between them (MULTI ... EXEC). */
+interface Transaction {
+  addCommand(args: string[]): Transaction;
+  exec(): Promise<unknown[]>;
+}
 type State = "connecting" | "up" | "down" | "stopped";
 
 /** The room's path, as its keys name it: `/` for the default room (`""`), `/rust` for `rust`. */
 function roomPath(room: string): string {
   return `/${room}`;
+}
+
+/** What `#eval` makes of Redis not holding the script (flushed, or a Redis restarted). */
+const LOST_SCRIPT = Symbol("lost script");
+
+/** Redis answered that it does not hold the script: alone, or first in a transaction. */
+function lostScript(error: unknown): boolean {
+  const first = (error as { replies?: unknown[] } | undefined)?.replies?.[0] ?? error;
+  return String(first).includes("NOSCRIPT");
 }
 
 /** An event this instance published and has not yet received back. */
@@ -547,10 +562,11 @@ export class RedisBackplane implements Backplane {
   async history(room: string): Promise<Held | undefined> {
     if (this.#state !== "up") return undefined;
     try {
-      const [epoch, last, entries] = await this.#eval(room, [
-        "history",
-        newEpoch(),
-      ]) as [string, string, string[]];
+      const [[epoch, last], entries] = await this.#eval(
+        room,
+        ["history", newEpoch()],
+        ["LRANGE", this.#key("held", room), "0", "-1"],
+      ) as [[string, string], string[]];
       // Pairs, one a publish: its first message's id, then its messages'
       // JSON a line each (as published, with what only instances read).
       const messages: ChatMessage[] = [];
@@ -670,9 +686,12 @@ export class RedisBackplane implements Backplane {
 
   /**
    * Runs one operation of the script for `room` (`[op, ...its arguments]`;
-   * the room TTL goes after `op`), loading the script if Redis lost it.
+   * the room TTL goes after `op`), loading the script again if Redis lost
+   * it. With `after`, that command runs right after it in one transaction
+   * and both answers come back: what it reads does not pass through the
+   * script, whose Lua hashes every string it touches.
    */
-  async #eval(room: string, [op, ...rest]: string[]): Promise<unknown> {
+  async #eval(room: string, [op, ...rest]: string[], after?: string[]): Promise<unknown> {
     const command = this.#command!;
     const keys = [
       this.#key("members", room),
@@ -691,12 +710,18 @@ export class RedisBackplane implements Backplane {
       String(this.#options.roomTtlMs),
       ...rest,
     ];
-    try {
-      return await this.#call(command.sendCommand(["EVALSHA", this.#sha, ...args]));
-    } catch (error) {
-      if (!String(error).includes("NOSCRIPT")) throw error;
-      return await this.#call(command.sendCommand(["EVAL", SCRIPT, ...args]));
-    }
+    const run = (script: string[]) => {
+      const sent = after
+        ? command.multi().addCommand([...script, ...args]).addCommand(after).exec()
+        : command.sendCommand([...script, ...args]);
+      // A lost script is not Redis failing: it is sent whole below.
+      return this.#call(sent.catch((error: unknown) => {
+        if (lostScript(error)) return LOST_SCRIPT;
+        throw error;
+      }));
+    };
+    const answer = await run(["EVALSHA", this.#sha]);
+    return answer === LOST_SCRIPT ? await run(["EVAL", SCRIPT]) : answer;
   }
 
   /**

@@ -747,6 +747,35 @@ redisTest(
   },
 );
 
+redisTest(
+  "a Redis that lost the script (SCRIPT FLUSH) is sent it whole, and the backplane stays up",
+  async () => {
+    await using redis = await RedisServer.start();
+    const told: string[] = [];
+    const arrived = Promise.withResolvers<void>();
+    await using opened = await openBackplane(redis, {
+      deliver(_room: string, event: RoomEvent) {
+        if (event.kind === "message") arrived.resolve();
+      },
+      log: (line: string) => told.push(line),
+      changed: (up: boolean) => told.push(`changed: ${up}`),
+    });
+    const { backplane } = opened;
+    assert.equal(await redisCli(redis, "SCRIPT", "FLUSH"), "OK");
+    backplane.publish("r", messageEvent("after a flush"));
+    await arrived.promise;
+    // The history's read is a transaction: the script, then the list.
+    assert.equal(await redisCli(redis, "SCRIPT", "FLUSH"), "OK");
+    const history = await backplane.history("r");
+    assert.deepEqual(history?.messages.map((m) => [m.id, m.text]), [[
+      1,
+      "after a flush",
+    ]]);
+    assert.ok(backplane.up);
+    assert.deepEqual(told.filter((line) => !line.startsWith("Backplane up")), []);
+  },
+);
+
 /**
  * An instance's own messages come back as it sent them, others' parsed; a
  * call's duplicates (refs held already, or twice in the call) are left out
