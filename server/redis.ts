@@ -177,17 +177,17 @@ elseif op == 'batch' then -- history size, epoch candidate, count, the messages'
       if ref ~= '' then table.insert(wanted, ref) end
     end
     -- All at once (ZMSCORE, Redis 6.2), or one by one where it is unknown.
-    local held = #wanted > 0 and redis.pcall('ZMSCORE', refs, unpack(wanted)) or {}
-    if held.err then
-      held = {}
-      for i, ref in ipairs(wanted) do held[i] = redis.call('ZSCORE', refs, ref) end
+    local known = #wanted > 0 and redis.pcall('ZMSCORE', refs, unpack(wanted)) or {}
+    if known.err then
+      known = {}
+      for i, ref in ipairs(wanted) do known[i] = redis.call('ZSCORE', refs, ref) end
     end
     local seen, added, id, w = {}, {}, firstid, 0
     for i, ref in ipairs(list) do
       local duplicate = false
       if ref ~= '' then
         w = w + 1
-        duplicate = held[w] or seen[ref]
+        duplicate = known[w] or seen[ref]
       end
       if duplicate then
         table.insert(duplicates, i)
