@@ -32,9 +32,14 @@ const decoder = new TextDecoder();
  * texts held (up to `MAX_CHUNK_BYTES`), so that in a steady room the
  * buffers stay within about twice what they hold (see `#compact`).
  */
-const FIRST_CHUNK_BYTES = 1024;
+export const FIRST_CHUNK_BYTES = 1024;
 /** The largest buffer for texts (a longer text gets one of its own size). */
 const MAX_CHUNK_BYTES = 65_536;
+/**
+ * What a history's buffers may hold beyond twice its texts before they are
+ * compacted into one (see `#compact`).
+ */
+export const BUFFER_SLACK_BYTES = 2 * FIRST_CHUNK_BYTES;
 /** Where the first text goes before a history has a buffer (an empty one fits). */
 const NO_BUFFER = new Uint8Array(0);
 /** A history's first number of places for messages; it doubles as it fills, up to its limit. */
@@ -89,7 +94,7 @@ export class History {
 
   /**
    * The bytes of its buffers for texts: brought back within twice its
-   * texts' UTF-8 plus 2 KiB whenever a message goes (see `#compact`).
+   * texts' UTF-8 plus `BUFFER_SLACK_BYTES` whenever a message goes.
    */
   get bufferBytes(): number {
     return this.#bufferBytes;
@@ -161,7 +166,7 @@ export class History {
     } else if (chunk !== this.#chunks[this.#head] && chunk !== this.#chunk) {
       this.#bufferBytes -= chunk!.length;
     }
-    if (this.#bufferBytes > 2 * this.#textBytes + 2 * FIRST_CHUNK_BYTES) this.#compact();
+    if (this.#bufferBytes > 2 * this.#textBytes + BUFFER_SLACK_BYTES) this.#compact();
     this.#bytes -= size;
     this.budget.shrank(this, size);
     return size;
@@ -202,7 +207,7 @@ export class History {
 
   /**
    * Copies the texts held into one buffer of their size, once the buffers
-   * hold more than twice that (plus two of the smallest): when the oldest
+   * hold more than twice that (plus `BUFFER_SLACK_BYTES`): when the oldest
    * messages go faster than new ones come (the budget cuts the room, short
    * messages follow long ones), a buffer stays as long as its newest
    * message does, and would hold the dropped ones' bytes that long.

@@ -171,25 +171,18 @@ elseif op == 'batch' then -- history size, epoch candidate, count, the messages'
   if not current then current, firstid = epoch(ARGV[4]), 1 end
   local duplicates = {}
   if given ~= '' then
-    local list, wanted = {}, {}
-    for ref in string.gmatch(given .. '\\n', '([^\\n]*)\\n') do
-      table.insert(list, ref)
-      if ref ~= '' then table.insert(wanted, ref) end
-    end
-    -- All at once (ZMSCORE, Redis 6.2), or one by one where it is unknown.
-    local known = #wanted > 0 and redis.pcall('ZMSCORE', refs, unpack(wanted)) or {}
+    local list = {}
+    for ref in string.gmatch(given .. '\\n', '([^\\n]*)\\n') do table.insert(list, ref) end
+    -- All at once (ZMSCORE, Redis 6.2), or one by one where it is unknown;
+    -- '' (no ref) is never held.
+    local known = redis.pcall('ZMSCORE', refs, unpack(list))
     if known.err then
       known = {}
-      for i, ref in ipairs(wanted) do known[i] = redis.call('ZSCORE', refs, ref) end
+      for i, ref in ipairs(list) do known[i] = ref ~= '' and redis.call('ZSCORE', refs, ref) end
     end
-    local seen, added, id, w = {}, {}, firstid, 0
+    local seen, added, id = {}, {}, firstid
     for i, ref in ipairs(list) do
-      local duplicate = false
-      if ref ~= '' then
-        w = w + 1
-        duplicate = known[w] or seen[ref]
-      end
-      if duplicate then
+      if known[i] or seen[ref] then
         table.insert(duplicates, i)
       else
         if ref ~= '' then
@@ -574,10 +567,7 @@ export class RedisBackplane implements Backplane {
         let id = Number(entries[i]);
         for (const line of entries[i + 1].split("\n")) {
           const { from, text, time, ref } = JSON.parse(line) as ChatMessage;
-          messages.push(
-            ref === undefined ? { from, text, time, id } : { from, text, time, id, ref },
-          );
-          id++;
+          messages.push({ from, text, time, id: id++, ref });
         }
       }
       // The oldest publish may hold more than the history keeps.
@@ -861,13 +851,20 @@ export class RedisBackplane implements Backplane {
       const last = this.#lastSeq.get(room);
       if (last !== undefined && seq > last + 1) this.#arrived.lost(room);
       this.#lastSeq.set(room, seq + events.length - 1);
+      // The payload's presence is a join's or a leave's, one event alone.
+      const count = online === "" ? undefined : Number(online);
+      const listed = names === "*"
+        ? undefined
+        : names === ""
+        ? []
+        : names.split(",").sort();
       events.forEach((json, i) => {
         this.#arrived.add(room, this.#event(json), {
           seq: seq + i,
           id: firstId === undefined ? undefined : firstId + i,
           epoch,
-          online: online === "" ? undefined : Number(online),
-          names: names === "*" ? undefined : names === "" ? [] : names.split(",").sort(),
+          online: count,
+          names: listed,
         }, json.length);
       });
     } catch (error) {

@@ -288,7 +288,7 @@ redisTest(
       status: 200,
       body: { status: "ok", backplane: "down" },
     });
-    await using _redis = await RedisServer.start(port);
+    await using _redis = await RedisServer.start({ port });
     assert.equal(await alice.messages.next(), BACKPLANE_BACK);
     assert.equal((await json(`${a.http}/readyz`)).status, 200);
     await using b = await instance(`redis://127.0.0.1:${port}`);
@@ -712,7 +712,9 @@ redisTest(
     const duplicate = Promise.withResolvers<string | undefined>();
     await using again = await openBackplane(redis, {
       deliver(_room: string, event: RoomEvent) {
-        if (event.kind === "message" && event.text === "36 again") delivered.resolve();
+        if (event.kind !== "message") return;
+        if (event.text === "36 again") delivered.resolve();
+        if (event.text === "37 again") duplicate.reject(new Error("delivered: 37 again"));
       },
       duplicate: (_room: string, event: RoomEvent & { kind: "message" }) =>
         duplicate.resolve(event.ref),
@@ -791,6 +793,10 @@ async function ownAndDuplicates(redis: RedisServer): Promise<void> {
   await using opened = await openBackplane(redis, {
     deliver(_room: string, event: RoomEvent, delivery: Delivery) {
       if (event.kind !== "message") return;
+      // A duplicate delivered fails at once, rather than waiting to be told of it.
+      if (/again|twice/.test(event.text)) {
+        told.reject(new Error(`delivered: ${event.text}`));
+      }
       received.push(event);
       ids.push(delivery.id);
       if (received.length === expected) arrived.resolve();
@@ -856,11 +862,9 @@ redisTest(
 redisTest(
   "duplicates are found one ref at a time on a Redis without ZMSCORE (before 6.2)",
   async () => {
-    await using redis = await RedisServer.start(undefined, [
-      "--rename-command",
-      "ZMSCORE",
-      "",
-    ]);
+    await using redis = await RedisServer.start({
+      args: ["--rename-command", "ZMSCORE", ""],
+    });
     await ownAndDuplicates(redis);
   },
 );

@@ -430,14 +430,13 @@ export class RedisServer {
   }
 
   /**
-   * Starts one on `port` (a free one by default), with `extraArgs` after the
+   * Starts one on `port` (a free one by default), with `args` after the
    * usual ones, and waits until it accepts connections.
    */
   static async start(
-    port = closedPort(),
-    extraArgs: string[] = [],
+    { port = closedPort(), args = [] }: { port?: number; args?: string[] } = {},
   ): Promise<RedisServer> {
-    const redis = new RedisServer(port, extraArgs);
+    const redis = new RedisServer(port, args);
     await redis.restart();
     return redis;
   }

@@ -28,7 +28,14 @@ import {
   registration,
   YEW,
 } from "../server/codec.ts";
-import { heldBytes, History, HistoryBudget } from "../server/history.ts";
+import {
+  BUFFER_SLACK_BYTES,
+  FIRST_CHUNK_BYTES,
+  heldBytes,
+  History,
+  HistoryBudget,
+} from "../server/history.ts";
+import { utf8Length } from "../server/admission.ts";
 import { Metrics } from "../server/metrics.ts";
 import { MAX_BATCH_BYTES, Outbox, TurnChecks } from "../server/outbox.ts";
 import {
@@ -542,16 +549,16 @@ Deno.test("history: every message comes back as it was, across its buffers and i
   // No id, no ref: the message comes back without them.
   odd.add({ from: "b", text: "plain", time: 1 });
   assert.deepEqual(odd.messages[1], { from: "b", text: "plain", time: 1 });
-  // Six bytes (a lone surrogate, then U+0800) where four are left of the first 1,024-byte
+  // Six bytes (a lone surrogate, then U+0800) where four are left of the first
   // buffer: the part written there is dropped, and the text goes whole to a new buffer.
   const tight = new History(10, budget);
-  tight.add({ from: "a", text: "x".repeat(1020), time: 0 });
+  const filler = "x".repeat(FIRST_CHUNK_BYTES - 4);
+  tight.add({ from: "a", text: filler, time: 0 });
   tight.add({ from: "a", text: "\ud800\u0800", time: 1 });
-  assert.deepEqual(tight.messages.map((m) => m.text), ["x".repeat(1020), "\ufffd\u0800"]);
+  assert.deepEqual(tight.messages.map((m) => m.text), [filler, "\ufffd\u0800"]);
   tight.clear();
   // Long messages gone, short ones after them: the buffers shrink with what they hold.
-  const utf8 = (h: History) =>
-    h.messages.reduce((sum, m) => sum + new TextEncoder().encode(m.text).length, 0);
+  const utf8 = (h: History) => h.messages.reduce((sum, m) => sum + utf8Length(m.text), 0);
   const mixed = new History(10, budget);
   for (let i = 0; i < 10; i++) mixed.add({ from: "a", text: "L".repeat(6000), time: i });
   assert.ok(mixed.bufferBytes >= 60_000);
@@ -560,9 +567,12 @@ Deno.test("history: every message comes back as it was, across its buffers and i
     mixed.messages.map((m) => m.text),
     [...Array(10).keys()].map((i) => `short ${i}`),
   );
-  assert.ok(mixed.bufferBytes <= 2 * utf8(mixed) + 2048, `${mixed.bufferBytes}`);
   assert.ok(
-    history.bufferBytes <= 2 * utf8(history) + 2048,
+    mixed.bufferBytes <= 2 * utf8(mixed) + BUFFER_SLACK_BYTES,
+    `${mixed.bufferBytes}`,
+  );
+  assert.ok(
+    history.bufferBytes <= 2 * utf8(history) + BUFFER_SLACK_BYTES,
     `${history.bufferBytes}`,
   );
   for (const h of [history, odd, mixed]) h.clear();
