@@ -11,7 +11,7 @@
  */
 
 import { errorText } from "../lib/errors.ts";
-import { HANDSHAKES_IN_FLIGHT, LOAD_DEFAULTS } from "./load.ts";
+import { CLOSED_LOOP_WARMUP_MS, HANDSHAKES_IN_FLIGHT, LOAD_DEFAULTS } from "./load.ts";
 import {
   cpuSeconds,
   freePort,
@@ -208,6 +208,7 @@ function loadCommand(options: Record<string, unknown>): string[] {
       .map(String),
     o.relay ? "1" : "0",
     String(o.serverPid ?? 0),
+    String(CLOSED_LOOP_WARMUP_MS),
   ];
 }
 
