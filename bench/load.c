@@ -36,7 +36,7 @@
 #define RS 0x1e
 #define MAX_LATENCIES 4000000
 /* Bytes a receiver's socket holds before the kernel wakes it (from the
-   measured stretch's start: welcomes and joins are read as they come). */
+   warm-up on: the welcomes and joins before it are read as they come). */
 #define RECEIVER_LOW_WATER 16384
 
 static const uint8_t MASK[4] = {0x12, 0x34, 0x56, 0x78};

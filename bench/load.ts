@@ -4,8 +4,9 @@
  * in batches, and parsed in place without allocating per frame; messages
  * inside `chat.batch` frames are counted too. For the closed loop the bench
  * runs bench/load.c instead where a C compiler is there: it also reads the
- * senders first and wakes receivers per 16 KiB (`SO_RCVLOWAT`, which
- * `Deno.connect` does not offer), so it costs far less per delivery.
+ * senders first and has the kernel wake the other clients only once a
+ * large chunk waits for them (`SO_RCVLOWAT`, which `Deno.connect` does not
+ * offer), so it costs far less per delivery.
  *
  *   deno run -A bench/load.ts '{"port":8080,"scenario":"closed","clients":100,...}'
  *
