@@ -302,6 +302,17 @@ interface Transaction {
 }
 type State = "connecting" | "up" | "down" | "stopped";
 
+/** The kinds of key a room has (`PREFIX kind:P`, each described above). */
+export const ROOM_KEYS = [
+  "members",
+  "owners",
+  "held",
+  "seq",
+  "ids",
+  "epoch",
+  "refs",
+] as const;
+
 /** The room's path, as its keys name it: `/` for the default room (`""`), `/rust` for `rust`. */
 function roomPath(room: string): string {
   return `/${room}`;
@@ -664,7 +675,7 @@ export class RedisBackplane implements Backplane {
   }
 
   #key(
-    kind: "members" | "owners" | "held" | "seq" | "ids" | "epoch" | "refs",
+    kind: typeof ROOM_KEYS[number],
     room: string,
   ): string {
     return `${this.#options.prefix}${kind}:${roomPath(room)}`;

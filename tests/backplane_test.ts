@@ -33,7 +33,7 @@ import {
 } from "./helpers.ts";
 import { reconnectedLine } from "../client.ts";
 import type { BackplaneReceiver, Delivery, RoomEvent } from "../server/backplane.ts";
-import { RedisBackplane } from "../server/redis.ts";
+import { RedisBackplane, ROOM_KEYS } from "../server/redis.ts";
 import { Scheduler, TURN_BUDGET } from "../server/scheduler.ts";
 import { TurnChecks } from "../server/outbox.ts";
 import { mintToken } from "../lib/auth.ts";
@@ -742,7 +742,7 @@ redisTest(
     backplane.publish("r", { kind: "joined", name: "ann", origin: backplane.instance });
     backplane.publish("r", messageEvent("hi", "r1", backplane.instance));
     await arrived.promise;
-    for (const kind of ["members", "owners", "held", "seq", "ids", "epoch", "refs"]) {
+    for (const kind of ROOM_KEYS) {
       const ttl = Number(await redisCli(redis, "PTTL", `chat:${kind}:/r`));
       assert.ok(ttl > 0, `chat:${kind}:/r PTTL ${ttl}`);
     }
@@ -1019,9 +1019,9 @@ redisTest(
     const next = await viaA.events.skipTo((event) => event.ref === "ben-1");
     assert.equal(next.id, first.id + 1);
     const { epoch } = viaAWelcome;
-    // Every key of the room's history expires, even if every instance
-    // serving it crashed now: none is left behind for good.
-    for (const kind of ["held", "seq", "ids", "epoch", "refs"]) {
+    // Every key of the room expires, even if every instance serving it
+    // crashed now: none is left behind for good.
+    for (const kind of ROOM_KEYS) {
       const ttl = Number(await redisCli(redis, "PTTL", `chat:${kind}:/`));
       assert.ok(ttl > 0, `chat:${kind}:/ PTTL ${ttl}`);
     }
