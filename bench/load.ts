@@ -51,10 +51,9 @@ const OPEN_LOOP_WARMUP_MS = 1000;
 /**
  * Closed loop: the load runs this long before anything is counted. A
  * server compiled as it runs (the chat, the baseline, node `ws`) reaches
- * its steady speed only after about a second and a half of full load; Bun's
- * native pub/sub has no such start. Measured for the chat with `chat.batch`
- * clients, 1000 clients, 50 in flight: rounds took 77 to 277 ms in the first
- * 1.3 s against 41 to 60 ms after.
+ * its steady speed only after about a second and a half of full load, and
+ * Bun's native pub/sub has no such start (docs/performance.md, "What the
+ * generator cost"). Also passed to bench/load.c.
  */
 export const CLOSED_LOOP_WARMUP_MS = 2000;
 
